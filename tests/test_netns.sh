@@ -21,6 +21,17 @@ netns_exec client ping -6 -c1 -W2 2001:db8::1 >/dev/null || fail "v6 ping client
 ip -n "$(netns_name client)" route | grep -q default && fail "client has a default route"
 echo "ok: v4 and v6 between namespaced hosts"
 
+# Each host sees its own interfaces in /sys and has one bpffs that all of
+# its processes share (pinned maps must be visible across processes).
+[ "$(netns_exec edge stat -f -c %T /sys/fs/bpf)" = bpf_fs ] || fail "no bpffs in host"
+netns_exec edge ls /sys/class/net | grep -qx "$(netns_ifname edge client)" || fail "edge /sys lacks its veth"
+netns_exec edge ls /sys/class/net | grep -qx "$(netns_ifname client edge)" && fail "edge /sys shows client's veth"
+netns_exec edge mkdir /sys/fs/bpf/mxt-shared
+netns_exec edge test -d /sys/fs/bpf/mxt-shared || fail "bpffs not shared between processes of a host"
+netns_exec client test -d /sys/fs/bpf/mxt-shared && fail "bpffs shared between hosts"
+[ "$(netns_exec edge pwd)" = "$PWD" ] || fail "working directory not kept"
+echo "ok: per-host /sys and shared bpffs"
+
 # A child that fails half-way leaves nothing behind.
 child=$(mktemp)
 cat >"$child" <<EOC

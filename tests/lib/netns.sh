@@ -6,8 +6,17 @@
 #   netns_host NAME                 # create host (network namespace) NAME
 #   netns_link A B ADDR_A ADDR_B    # veth pair A<->B; ADDR as CIDR, v4 or v6
 #   netns_exec NAME cmd...          # run a command inside host NAME
+#   netns_spawn NAME cmd...         # same, in the background (killed at cleanup)
+#   netns_etc NAME FILE SRC         # bind SRC over /etc/FILE inside host NAME
 #   netns_ifname A B                # name of A's interface towards B
 #   netns_cleanup                   # tear everything down (also run by traps)
+#
+# A host is a network namespace plus its own mount namespace (like a small
+# container): /sys shows the host's own interfaces and /sys/fs/bpf is one
+# bpffs shared by every process run in that host, so an XDP program loaded by
+# one process (DPDK's af_xdp PMD) and maps pinned by it are visible to another
+# (the loader, the control plane). `ip netns exec` cannot do that: it makes a
+# fresh mount namespace per command, which hides bpffs.
 #
 # Every namespace and interface carries a per-run prefix (mxt<pid>), so
 # parallel tests never collide and cleanup removes exactly what this run made,
@@ -18,6 +27,7 @@
 # things with `cmd & wait $!` (or netns_spawn + wait) so SIGTERM acts at once.
 
 NETNS_PREFIX=""
+NETNS_MNTDIR=""
 NETNS_HOSTS=()
 NETNS_PIDS=()
 
@@ -36,7 +46,11 @@ netns_addr_ok() {
 netns_init() {
   [ "$(id -u)" -eq 0 ] || netns_die "must run as root (network namespaces)"
   command -v ip >/dev/null || netns_die "ip not found: install the Debian package iproute2"
+  command -v nsenter >/dev/null || netns_die "nsenter not found: install the Debian package util-linux"
   NETNS_PREFIX="mxt$$"
+  # Persistent mount namespaces are bind mounts of nsfs onto files; the
+  # files must sit on a mount that is not shared, hence a private bind.
+  NETNS_MNTDIR="/run/mxt-mnt.$$"
   trap netns_cleanup EXIT
   trap 'netns_cleanup; exit 130' INT
   trap 'netns_cleanup; exit 143' TERM
@@ -50,6 +64,17 @@ netns_host() {
   local ns; ns=$(netns_name "$1")
   ip netns add "$ns" || netns_die "cannot create namespace $ns"
   NETNS_HOSTS+=("$ns")
+  if ! mountpoint -q "$NETNS_MNTDIR" 2>/dev/null; then
+    mkdir -p "$NETNS_MNTDIR"
+    mount --bind "$NETNS_MNTDIR" "$NETNS_MNTDIR" && mount --make-private "$NETNS_MNTDIR" \
+      || netns_die "cannot prepare $NETNS_MNTDIR"
+  fi
+  touch "$NETNS_MNTDIR/$ns"
+  unshare --mount="$NETNS_MNTDIR/$ns" --propagation slave true \
+    || netns_die "cannot create mount namespace for $ns"
+  nsenter --net="/run/netns/$ns" --mount="$NETNS_MNTDIR/$ns" sh -c \
+    'umount -l /sys && mount -t sysfs sysfs /sys && mount -t bpf bpf /sys/fs/bpf' \
+    || netns_die "cannot mount sysfs/bpffs for $ns"
   ip -n "$ns" link set lo up
   # IPv6 DAD would delay usable addresses by ~2 s; test addresses are unique.
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 || true
@@ -80,14 +105,23 @@ netns_link() {
 
 netns_exec() {
   local ns; ns=$(netns_name "$1"); shift
-  ip netns exec "$ns" "$@"
+  nsenter --net="/run/netns/$ns" --mount="$NETNS_MNTDIR/$ns" --wd="$PWD" -- "$@"
+}
+
+netns_etc() {
+  local ns; ns=$(netns_name "$1")
+  [ -e "/etc/$2" ] || netns_die "/etc/$2 does not exist to bind over"
+  nsenter --net="/run/netns/$ns" --mount="$NETNS_MNTDIR/$ns" mount --bind "$3" "/etc/$2" \
+    || netns_die "cannot bind $3 over /etc/$2 in $1"
 }
 
 # Start a background command inside a host; it is killed at cleanup.
 # The PID is left in NETNS_LAST_PID.
 netns_spawn() {
   local ns; ns=$(netns_name "$1"); shift
-  ip netns exec "$ns" "$@" &
+  # A simple command in the background: $! is the command itself (nsenter
+  # execs it), so signals sent to NETNS_LAST_PID reach the program.
+  nsenter --net="/run/netns/$ns" --mount="$NETNS_MNTDIR/$ns" --wd="$PWD" -- "$@" &
   NETNS_LAST_PID=$!
   NETNS_PIDS+=("$NETNS_LAST_PID")
 }
@@ -111,7 +145,12 @@ netns_cleanup() {
   for ns in "${NETNS_HOSTS[@]}"; do
     # Anything still running inside (e.g. a daemon that forked) dies with it.
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    umount "$NETNS_MNTDIR/$ns" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
   NETNS_HOSTS=()
+  if [ -n "$NETNS_MNTDIR" ] && [ -d "$NETNS_MNTDIR" ]; then
+    umount "$NETNS_MNTDIR" 2>/dev/null || true
+    rm -rf "$NETNS_MNTDIR"
+  fi
 }

@@ -1,0 +1,64 @@
+/*
+ * dp.h - mxedge dataplane: DPDK environment, ports and lcore loops.
+ *
+ * The dataplane owns one DPDK port with one RX/TX queue pair per worker
+ * lcore. Everything here runs at start-up or on the worker lcores; worker
+ * loops never block, never take locks and never exit the process.
+ */
+#ifndef MXEDGE_DP_H
+#define MXEDGE_DP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Where the port's frames come from (DESIGN.md "Port sources"). */
+enum dp_port_kind {
+	DP_PORT_AF_XDP,    /* net_af_xdp on a kernel interface (production) */
+	DP_PORT_TAP,       /* net_tap: a tap interface the PMD creates */
+	DP_PORT_AF_PACKET, /* net_af_packet on a kernel interface */
+	DP_PORT_PCI,       /* a PCI NIC bound to vfio-pci */
+};
+
+struct dp_config {
+	enum dp_port_kind port_kind;
+	char port_name[64];      /* interface name, tap name or PCI address */
+	char xdp_prog[256];      /* af_xdp: object for the PMD to load, or "" */
+	unsigned queues;         /* RX/TX queue pairs = worker lcores */
+	unsigned mem_mb;         /* memory when no hugepages are reserved */
+	bool force_no_huge;      /* use --no-huge even if hugepages exist */
+	unsigned duration_s;     /* stop by itself after this long; 0 = run */
+	char eal_extra[256];     /* extra EAL arguments, space separated */
+};
+
+/* Per-lcore counters; each worker writes only its own slot. */
+struct dp_lcore_stats {
+	uint64_t rx_packets;
+	uint64_t rx_bytes;
+	uint64_t rx_bursts;
+	uint64_t tx_packets;
+} __attribute__((aligned(64)));
+
+/*
+ * dp_config_parse - fill @cfg from the command line (argv[0] excluded).
+ * Accepts the options described by dp_usage(). Returns 0, or -EINVAL after
+ * printing a message that names the bad option to stderr. A "--help" or
+ * "--version" request returns 1 after printing to stdout.
+ */
+int dp_config_parse(struct dp_config *cfg, int argc, char **argv);
+
+/* dp_usage - print the command-line help to @f (a FILE *). */
+void dp_usage(void *f);
+
+/*
+ * dp_eal_argv - build the EAL argument vector for @cfg into @argv (at most
+ * @max entries, strings owned by @buf of @buflen bytes). Uses hugepages when
+ * the kernel has free ones, else --no-huge with cfg->mem_mb (CI has none).
+ * Returns the argument count, or -ENOSPC.
+ */
+int dp_eal_argv(const struct dp_config *cfg, char **argv, int max,
+		char *buf, size_t buflen);
+
+/* dp_hugepages_free - free hugepages the kernel reports (0 if none). */
+long dp_hugepages_free(void);
+
+#endif /* MXEDGE_DP_H */

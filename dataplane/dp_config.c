@@ -1,0 +1,273 @@
+/*
+ * dp_config.c - command line and EAL arguments of the dataplane.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dp.h"
+
+void dp_usage(void *fp)
+{
+	FILE *f = fp;
+
+	fprintf(f,
+"usage: mxedge --port KIND:NAME [options]\n"
+"\n"
+"  --port KIND:NAME     where frames come from:\n"
+"                         af_xdp:IFACE     kernel interface via AF_XDP (production)\n"
+"                         tap:NAME         a tap interface created by DPDK\n"
+"                         af_packet:IFACE  kernel interface via AF_PACKET\n"
+"                         pci:BDF          PCI NIC bound to vfio-pci\n"
+"  --queues N           RX/TX queue pairs, one worker lcore each (default 1)\n"
+"  --xdp-prog PATH      af_xdp: XDP object the PMD attaches (the shield)\n"
+"  --mem MB             memory without hugepages (default 512)\n"
+"  --no-huge            do not use hugepages even when reserved\n"
+"  --duration SEC       stop by itself after SEC seconds (default: run)\n"
+"  --eal 'ARGS'         extra DPDK EAL arguments\n"
+"  --version            print the version\n"
+"  --help               this text\n");
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned min,
+		      unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *s == '\0' || *end != '\0' || v < min || v > max) {
+		fprintf(stderr, "mxedge: %s: expected a number %u..%u, got '%s'\n",
+			opt, min, max, s);
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_port(struct dp_config *cfg, const char *s)
+{
+	static const struct {
+		const char *name;
+		enum dp_port_kind kind;
+	} kinds[] = {
+		{ "af_xdp", DP_PORT_AF_XDP },
+		{ "tap", DP_PORT_TAP },
+		{ "af_packet", DP_PORT_AF_PACKET },
+		{ "pci", DP_PORT_PCI },
+	};
+	const char *colon = strchr(s, ':');
+	size_t klen, i;
+
+	if (colon == NULL || colon[1] == '\0')
+		goto bad;
+	klen = (size_t)(colon - s);
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (strlen(kinds[i].name) == klen &&
+		    memcmp(kinds[i].name, s, klen) == 0)
+			break;
+	}
+	if (i == sizeof(kinds) / sizeof(kinds[0]))
+		goto bad;
+	/* Names end up inside EAL devargs: keep them to a safe alphabet. */
+	if (strlen(colon + 1) >= sizeof(cfg->port_name) ||
+	    strspn(colon + 1, "abcdefghijklmnopqrstuvwxyz"
+			      "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-:") !=
+		    strlen(colon + 1))
+		goto bad;
+	cfg->port_kind = kinds[i].kind;
+	strcpy(cfg->port_name, colon + 1);
+	return 0;
+bad:
+	fprintf(stderr, "mxedge: --port: expected af_xdp:IFACE, tap:NAME, "
+			"af_packet:IFACE or pci:BDF, got '%s'\n", s);
+	return -EINVAL;
+}
+
+int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "queues", required_argument, NULL, 'q' },
+		{ "xdp-prog", required_argument, NULL, 'x' },
+		{ "mem", required_argument, NULL, 'm' },
+		{ "no-huge", no_argument, NULL, 'H' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "eal", required_argument, NULL, 'e' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool have_port = false;
+	int c, rc;
+	/* getopt wants argv[0]; callers pass the arguments only. */
+	char *args[argc + 2];
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->queues = 1;
+	cfg->mem_mb = 512;
+	args[0] = (char *)"mxedge";
+	memcpy(&args[1], argv, sizeof(char *) * (size_t)argc);
+	args[argc + 1] = NULL;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc + 1, args, "", opts, NULL)) != -1) {
+		rc = 0;
+		switch (c) {
+		case 'p':
+			rc = parse_port(cfg, optarg);
+			have_port = rc == 0;
+			break;
+		case 'q':
+			rc = parse_uint("--queues", optarg, 1, 64, &cfg->queues);
+			break;
+		case 'x':
+			if (strlen(optarg) >= sizeof(cfg->xdp_prog) ||
+			    strpbrk(optarg, ", ") != NULL) {
+				fprintf(stderr, "mxedge: --xdp-prog: path too long or contains ',' or ' '\n");
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->xdp_prog, optarg);
+			}
+			break;
+		case 'm':
+			rc = parse_uint("--mem", optarg, 128, 1 << 20, &cfg->mem_mb);
+			break;
+		case 'H':
+			cfg->force_no_huge = true;
+			break;
+		case 'd':
+			rc = parse_uint("--duration", optarg, 1, 86400 * 365,
+					&cfg->duration_s);
+			break;
+		case 'e':
+			if (strlen(optarg) >= sizeof(cfg->eal_extra)) {
+				fprintf(stderr, "mxedge: --eal: too long\n");
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->eal_extra, optarg);
+			}
+			break;
+		case 'V':
+			printf("mxedge %s\n", MXEDGE_VERSION);
+			return 1;
+		case 'h':
+			dp_usage(stdout);
+			return 1;
+		default:
+			fprintf(stderr, "mxedge: unknown or incomplete option '%s' (see --help)\n",
+				args[optind - 1]);
+			return -EINVAL;
+		}
+		if (rc)
+			return rc;
+	}
+	if (optind < argc + 1) {
+		fprintf(stderr, "mxedge: unexpected argument '%s' (see --help)\n",
+			args[optind]);
+		return -EINVAL;
+	}
+	if (!have_port) {
+		fprintf(stderr, "mxedge: --port is required (see --help)\n");
+		return -EINVAL;
+	}
+	if (cfg->xdp_prog[0] && cfg->port_kind != DP_PORT_AF_XDP) {
+		fprintf(stderr, "mxedge: --xdp-prog needs an af_xdp port\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+long dp_hugepages_free(void)
+{
+	char line[128];
+	long n = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "HugePages_Free: %ld", &n) == 1)
+			break;
+	}
+	fclose(f);
+	return n;
+}
+
+/* Appends one string to the vector, copying it into the caller's buffer. */
+static int push(char **argv, int *argc, int max, char **pos, char *end,
+		const char *s)
+{
+	size_t n = strlen(s) + 1;
+
+	if (*argc >= max - 1 || (size_t)(end - *pos) < n)
+		return -ENOSPC;
+	memcpy(*pos, s, n);
+	argv[(*argc)++] = *pos;
+	argv[*argc] = NULL;
+	*pos += n;
+	return 0;
+}
+
+int dp_eal_argv(const struct dp_config *cfg, char **argv, int max,
+		char *buf, size_t buflen)
+{
+	char *pos = buf, *end = buf + buflen;
+	char tmp[512], extra[sizeof(cfg->eal_extra)], *tok, *save = NULL;
+	int argc = 0;
+
+#define PUSH(s) do { if (push(argv, &argc, max, &pos, end, (s))) return -ENOSPC; } while (0)
+	PUSH("mxedge");
+	/* Main lcore 0 supervises; workers take lcores 1..queues. On a
+	 * 2-core box with more queues than cores, EAL threads share cores. */
+	snprintf(tmp, sizeof(tmp), "0-%u", cfg->queues);
+	PUSH("-l");
+	PUSH(tmp);
+	PUSH("--no-shconf");
+	PUSH("--no-telemetry");
+	PUSH("--log-level=*:warning");
+	if (cfg->force_no_huge || dp_hugepages_free() <= 0) {
+		/* --in-memory is refused with --no-huge by EAL (DESIGN.md). */
+		PUSH("--no-huge");
+		snprintf(tmp, sizeof(tmp), "%u", cfg->mem_mb);
+		PUSH("-m");
+		PUSH(tmp);
+	} else {
+		PUSH("--in-memory");
+	}
+	switch (cfg->port_kind) {
+	case DP_PORT_PCI:
+		PUSH("-a");
+		PUSH(cfg->port_name);
+		break;
+	case DP_PORT_AF_XDP:
+		PUSH("--no-pci");
+		snprintf(tmp, sizeof(tmp), "net_af_xdp0,iface=%s,queue_count=%u%s%s",
+			 cfg->port_name, cfg->queues,
+			 cfg->xdp_prog[0] ? ",xdp_prog=" : "", cfg->xdp_prog);
+		PUSH("--vdev");
+		PUSH(tmp);
+		break;
+	case DP_PORT_TAP:
+		PUSH("--no-pci");
+		snprintf(tmp, sizeof(tmp), "net_tap0,iface=%s", cfg->port_name);
+		PUSH("--vdev");
+		PUSH(tmp);
+		break;
+	case DP_PORT_AF_PACKET:
+		PUSH("--no-pci");
+		snprintf(tmp, sizeof(tmp), "net_af_packet0,iface=%s,qpairs=%u",
+			 cfg->port_name, cfg->queues);
+		PUSH("--vdev");
+		PUSH(tmp);
+		break;
+	}
+	memcpy(extra, cfg->eal_extra, sizeof(extra));
+	for (tok = strtok_r(extra, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+		PUSH(tok);
+#undef PUSH
+	return argc;
+}

@@ -1,0 +1,217 @@
+/*
+ * main.c - the mxedge dataplane process.
+ *
+ * Brings up DPDK (EAL, one port, one RX/TX queue pair per worker lcore) and
+ * runs the worker loops until SIGINT/SIGTERM or --duration. The per-lcore
+ * protocol work (userspace TCP + SMTP engine + spool) plugs into
+ * worker_loop(); until it lands the workers receive and count frames.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include "dp.h"
+
+#define RX_DESC 1024
+#define TX_DESC 1024
+#define BURST 32
+#define MBUF_CACHE 256
+
+static volatile sig_atomic_t stop_requested;
+static struct dp_lcore_stats lcore_stats[RTE_MAX_LCORE];
+
+struct worker {
+	uint16_t port;
+	uint16_t queue;
+};
+static struct worker workers[RTE_MAX_LCORE];
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* Run-to-completion loop of one worker lcore: no locks, no syscalls. */
+static int worker_loop(void *arg)
+{
+	const struct worker *w = arg;
+	struct dp_lcore_stats *st = &lcore_stats[rte_lcore_id()];
+	struct rte_mbuf *pkts[BURST];
+	uint16_t n, i;
+
+	while (!stop_requested) {
+		n = rte_eth_rx_burst(w->port, w->queue, pkts, BURST);
+		if (n == 0)
+			continue;
+		st->rx_bursts++;
+		st->rx_packets += n;
+		for (i = 0; i < n; i++)
+			st->rx_bytes += rte_pktmbuf_pkt_len(pkts[i]);
+		rte_pktmbuf_free_bulk(pkts, n);
+	}
+	return 0;
+}
+
+static int port_init(uint16_t port, const struct dp_config *cfg,
+		     struct rte_mempool *pool)
+{
+	struct rte_eth_conf conf;
+	struct rte_eth_dev_info info;
+	struct rte_ether_addr mac;
+	uint16_t q, nb_rx = RX_DESC, nb_tx = TX_DESC;
+	int rc;
+
+	memset(&conf, 0, sizeof(conf));
+	rc = rte_eth_dev_info_get(port, &info);
+	if (rc)
+		return rc;
+	if (cfg->queues > info.max_rx_queues || cfg->queues > info.max_tx_queues) {
+		fprintf(stderr, "mxedge: port %u (%s) offers %u rx / %u tx queues, "
+			"%u asked for\n", port, info.driver_name,
+			info.max_rx_queues, info.max_tx_queues, cfg->queues);
+		return -EINVAL;
+	}
+	rc = rte_eth_dev_configure(port, (uint16_t)cfg->queues,
+				   (uint16_t)cfg->queues, &conf);
+	if (rc)
+		return rc;
+	rc = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rx, &nb_tx);
+	if (rc)
+		return rc;
+	for (q = 0; q < cfg->queues; q++) {
+		rc = rte_eth_rx_queue_setup(port, q, nb_rx,
+					    rte_eth_dev_socket_id(port), NULL, pool);
+		if (rc)
+			return rc;
+		rc = rte_eth_tx_queue_setup(port, q, nb_tx,
+					    rte_eth_dev_socket_id(port), NULL);
+		if (rc)
+			return rc;
+	}
+	rc = rte_eth_dev_start(port);
+	if (rc)
+		return rc;
+	rte_eth_promiscuous_enable(port);
+	rte_eth_macaddr_get(port, &mac);
+	printf("mxedge: port %u driver=%s mac=" RTE_ETHER_ADDR_PRT_FMT
+	       " queues=%u\n", port, info.driver_name,
+	       RTE_ETHER_ADDR_BYTES(&mac), cfg->queues);
+	return 0;
+}
+
+static void print_stats(uint16_t port)
+{
+	struct rte_eth_stats es;
+	uint64_t rx = 0, bytes = 0;
+	unsigned lc;
+
+	RTE_LCORE_FOREACH_WORKER(lc) {
+		printf("mxedge: lcore %u rx_packets=%" PRIu64 " rx_bytes=%" PRIu64
+		       " rx_bursts=%" PRIu64 "\n", lc, lcore_stats[lc].rx_packets,
+		       lcore_stats[lc].rx_bytes, lcore_stats[lc].rx_bursts);
+		rx += lcore_stats[lc].rx_packets;
+		bytes += lcore_stats[lc].rx_bytes;
+	}
+	if (rte_eth_stats_get(port, &es) == 0)
+		printf("mxedge: port %u rx_packets=%" PRIu64 " rx_bytes=%" PRIu64
+		       " rx_missed=%" PRIu64 " rx_errors=%" PRIu64
+		       " rx_nombuf=%" PRIu64 "\n", port, rx, bytes,
+		       es.imissed, es.ierrors, es.rx_nombuf);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct dp_config cfg;
+	char *eal_argv[64];
+	char eal_buf[2048];
+	struct rte_mempool *pool = NULL;
+	uint16_t port = 0;
+	unsigned lc, q = 0, nb_mbuf;
+	int eal_argc, rc, status = EXIT_FAILURE;
+	time_t deadline;
+
+	rc = dp_config_parse(&cfg, argc - 1, argv + 1);
+	if (rc == 1)
+		return EXIT_SUCCESS;
+	if (rc < 0)
+		return 2;
+	eal_argc = dp_eal_argv(&cfg, eal_argv, 64, eal_buf, sizeof(eal_buf));
+	if (eal_argc < 0) {
+		fprintf(stderr, "mxedge: EAL arguments too long\n");
+		return 2;
+	}
+	if (rte_eal_init(eal_argc, eal_argv) < 0) {
+		fprintf(stderr, "mxedge: DPDK EAL init failed: %s\n",
+			rte_strerror(rte_errno));
+		return EXIT_FAILURE;
+	}
+	if (rte_eth_dev_count_avail() != 1) {
+		fprintf(stderr, "mxedge: expected 1 DPDK port, found %u\n",
+			rte_eth_dev_count_avail());
+		goto out;
+	}
+	if (rte_lcore_count() < cfg.queues + 1) {
+		fprintf(stderr, "mxedge: %u queues need %u lcores, EAL has %u\n",
+			cfg.queues, cfg.queues + 1, rte_lcore_count());
+		goto out;
+	}
+	/* Enough mbufs to fill every RX ring plus per-lcore caches. */
+	nb_mbuf = cfg.queues * (RX_DESC + TX_DESC + 2 * MBUF_CACHE) + 1024;
+	pool = rte_pktmbuf_pool_create("mxedge_mbufs", nb_mbuf, MBUF_CACHE, 0,
+				       RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+	if (pool == NULL) {
+		fprintf(stderr, "mxedge: cannot create mbuf pool (%u mbufs): %s; "
+			"raise --mem\n", nb_mbuf, rte_strerror(rte_errno));
+		goto out;
+	}
+	RTE_ETH_FOREACH_DEV(port)
+		break;
+	rc = port_init(port, &cfg, pool);
+	if (rc) {
+		fprintf(stderr, "mxedge: port %s setup failed: %s\n",
+			cfg.port_name, rte_strerror(-rc));
+		goto out;
+	}
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	RTE_LCORE_FOREACH_WORKER(lc) {
+		if (q == cfg.queues)
+			break;
+		workers[lc].port = port;
+		workers[lc].queue = (uint16_t)q++;
+		rte_eal_remote_launch(worker_loop, &workers[lc], lc);
+	}
+	printf("mxedge: running on %u worker lcore(s)\n", q);
+	fflush(stdout);
+
+	deadline = cfg.duration_s ? time(NULL) + cfg.duration_s : 0;
+	while (!stop_requested) {
+		if (deadline && time(NULL) >= deadline)
+			stop_requested = 1;
+		else
+			usleep(100 * 1000);
+	}
+	rte_eal_mp_wait_lcore();
+	print_stats(port);
+	rte_eth_dev_stop(port);
+	rte_eth_dev_close(port);
+	status = EXIT_SUCCESS;
+out:
+	rte_mempool_free(pool);
+	rte_eal_cleanup();
+	return status;
+}

@@ -1,0 +1,128 @@
+/* Command-line and EAL-argument tests of the dataplane: an operator's typo
+ * must be refused with a message, never turned into odd EAL devargs. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../dp.h"
+
+#define ARGS(...) (char *[]){ __VA_ARGS__ }
+#define NARGS(...) (int)(sizeof((char *[]){ __VA_ARGS__ }) / sizeof(char *))
+#define PARSE(cfg, ...) dp_config_parse((cfg), NARGS(__VA_ARGS__), ARGS(__VA_ARGS__))
+
+static int find_arg(char **argv, int argc, const char *s)
+{
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], s) == 0)
+			return i;
+	return -1;
+}
+
+static void test_af_xdp_port(void **state)
+{
+	struct dp_config cfg;
+	char *argv[64], buf[2048];
+	int argc, i;
+
+	assert_int_equal(PARSE(&cfg, "--port", "af_xdp:veth0", "--queues", "2",
+			       "--xdp-prog", "/tmp/shield.o", "--no-huge"), 0);
+	assert_int_equal(cfg.port_kind, DP_PORT_AF_XDP);
+	assert_string_equal(cfg.port_name, "veth0");
+	assert_int_equal(cfg.queues, 2);
+	argc = dp_eal_argv(&cfg, argv, 64, buf, sizeof(buf));
+	assert_true(argc > 0);
+	assert_null(argv[argc]);
+	i = find_arg(argv, argc, "--vdev");
+	assert_true(i > 0);
+	assert_string_equal(argv[i + 1],
+		"net_af_xdp0,iface=veth0,queue_count=2,xdp_prog=/tmp/shield.o");
+	/* one main lcore plus one worker per queue */
+	i = find_arg(argv, argc, "-l");
+	assert_string_equal(argv[i + 1], "0-2");
+	assert_true(find_arg(argv, argc, "--no-huge") > 0);
+	i = find_arg(argv, argc, "-m");
+	assert_string_equal(argv[i + 1], "512");
+	assert_true(find_arg(argv, argc, "--no-pci") > 0);
+}
+
+static void test_tap_and_packet_and_pci(void **state)
+{
+	struct dp_config cfg;
+	char *argv[64], buf[2048];
+	int argc;
+
+	assert_int_equal(PARSE(&cfg, "--port", "tap:dtap0", "--mem", "256"), 0);
+	argc = dp_eal_argv(&cfg, argv, 64, buf, sizeof(buf));
+	assert_string_equal(argv[find_arg(argv, argc, "--vdev") + 1],
+			    "net_tap0,iface=dtap0");
+	assert_int_equal(PARSE(&cfg, "--port", "af_packet:eth1", "--queues", "3"), 0);
+	argc = dp_eal_argv(&cfg, argv, 64, buf, sizeof(buf));
+	assert_string_equal(argv[find_arg(argv, argc, "--vdev") + 1],
+			    "net_af_packet0,iface=eth1,qpairs=3");
+	assert_int_equal(PARSE(&cfg, "--port", "pci:0000:03:00.0"), 0);
+	argc = dp_eal_argv(&cfg, argv, 64, buf, sizeof(buf));
+	assert_string_equal(argv[find_arg(argv, argc, "-a") + 1], "0000:03:00.0");
+	assert_int_equal(find_arg(argv, argc, "--no-pci"), -1);
+}
+
+static void test_eal_extra_split(void **state)
+{
+	struct dp_config cfg;
+	char *argv[64], buf[2048];
+	int argc;
+
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--eal", "--log-level=*:debug  -n 4"), 0);
+	argc = dp_eal_argv(&cfg, argv, 64, buf, sizeof(buf));
+	assert_string_equal(argv[argc - 3], "--log-level=*:debug");
+	assert_string_equal(argv[argc - 2], "-n");
+	assert_string_equal(argv[argc - 1], "4");
+	/* too small a buffer is reported, not overrun */
+	assert_int_equal(dp_eal_argv(&cfg, argv, 64, buf, 40), -ENOSPC);
+	assert_int_equal(dp_eal_argv(&cfg, argv, 4, buf, sizeof(buf)), -ENOSPC);
+}
+
+static void test_rejects(void **state)
+{
+	struct dp_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--queues", "1"), -EINVAL);      /* no port */
+	assert_int_equal(PARSE(&cfg, "--port", "dpdk:x"), -EINVAL);   /* kind */
+	assert_int_equal(PARSE(&cfg, "--port", "tap:"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "veth0"), -EINVAL);
+	/* a comma would smuggle extra devargs into the vdev string */
+	assert_int_equal(PARSE(&cfg, "--port", "af_xdp:veth0,xdp_prog=/x"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--queues", "0"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--queues", "65"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--queues", "2x"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--mem", "64"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--xdp-prog", "/x.o"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "af_xdp:v", "--xdp-prog", "/a,b.o"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--bogus"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "stray"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port"), -EINVAL);
+}
+
+static void test_help_version(void **state)
+{
+	struct dp_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--help"), 1);
+	assert_int_equal(PARSE(&cfg, "--version"), 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_af_xdp_port),
+		cmocka_unit_test(test_tap_and_packet_and_pci),
+		cmocka_unit_test(test_eal_extra_split),
+		cmocka_unit_test(test_rejects),
+		cmocka_unit_test(test_help_version),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -2,7 +2,7 @@
 # Namespaced test hosts for mxedge integration tests.
 #
 # Source this file, then:
-#   netns_init                      # once: unique prefix, cleanup traps
+#   netns_init [PREFIX]             # once: prefix (default mxt<pid>), traps
 #   netns_host NAME                 # create host (network namespace) NAME
 #   netns_link A B ADDR_A ADDR_B    # veth pair A<->B; ADDR as CIDR, v4 or v6
 #   netns_exec NAME cmd...          # run a command inside host NAME
@@ -47,7 +47,7 @@ netns_init() {
   [ "$(id -u)" -eq 0 ] || netns_die "must run as root (network namespaces)"
   command -v ip >/dev/null || netns_die "ip not found: install the Debian package iproute2"
   command -v nsenter >/dev/null || netns_die "nsenter not found: install the Debian package util-linux"
-  NETNS_PREFIX="mxt$$"
+  NETNS_PREFIX=${1:-mxt$$}
   # Persistent mount namespaces are bind mounts of nsfs onto files; the
   # files must sit on a mount that is not shared, hence a private bind.
   NETNS_MNTDIR="/run/mxt-mnt.$$"

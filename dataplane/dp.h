@@ -9,7 +9,11 @@
 #define MXEDGE_DP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "ctl.h"
+#include "tables.h"
 
 /* Where the port's frames come from (DESIGN.md "Port sources"). */
 enum dp_port_kind {
@@ -28,7 +32,10 @@ struct dp_config {
 	bool force_no_huge;      /* use --no-huge even if hugepages exist */
 	unsigned duration_s;     /* stop by itself after this long; 0 = run */
 	char eal_extra[256];     /* extra EAL arguments, space separated */
+	char control[108];       /* control socket path ("" = none) */
 };
+
+#define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
 
 /* Per-lcore counters; each worker writes only its own slot. */
 struct dp_lcore_stats {
@@ -60,5 +67,21 @@ int dp_eal_argv(const struct dp_config *cfg, char **argv, int max,
 
 /* dp_hugepages_free - free hugepages the kernel reports (0 if none). */
 long dp_hugepages_free(void);
+
+/* Control-socket commands of an edge process (dp_admin.c). */
+struct dp_admin {
+	struct tbl_set *tables;
+	uint64_t (*now_ms)(void);      /* monotonic clock for TTLs */
+	json_t *(*status)(void *arg);  /* process-specific status object */
+	json_t *(*stats)(void *arg);   /* per-lcore counters (array) */
+	void *arg;
+};
+
+/*
+ * dp_admin_commands - the command table to serve with ctl_server_open(),
+ * with a struct dp_admin * as its ctx: status, stats, blocklist.*,
+ * allowlist.*, domain.*. Sets *n to the number of commands.
+ */
+const struct ctl_command *dp_admin_commands(size_t *n);
 
 #endif /* MXEDGE_DP_H */

@@ -27,6 +27,8 @@ void dp_usage(void *fp)
 "  --no-huge            do not use hugepages even when reserved\n"
 "  --duration SEC       stop by itself after SEC seconds (default: run)\n"
 "  --eal 'ARGS'         extra DPDK EAL arguments\n"
+"  --control PATH       control socket for mxedgectl (default " DP_DEFAULT_CONTROL ")\n"
+"  --no-control         no control socket\n"
 "  --version            print the version\n"
 "  --help               this text\n");
 }
@@ -97,6 +99,8 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "no-huge", no_argument, NULL, 'H' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "eal", required_argument, NULL, 'e' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "no-control", no_argument, NULL, 'C' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -109,6 +113,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->queues = 1;
 	cfg->mem_mb = 512;
+	strcpy(cfg->control, DP_DEFAULT_CONTROL);
 	args[0] = (char *)"mxedge";
 	memcpy(&args[1], argv, sizeof(char *) * (size_t)argc);
 	args[argc + 1] = NULL;
@@ -150,6 +155,18 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			} else {
 				strcpy(cfg->eal_extra, optarg);
 			}
+			break;
+		case 'c':
+			if (strlen(optarg) >= sizeof(cfg->control) || optarg[0] == '\0') {
+				fprintf(stderr, "mxedge: --control: path empty or longer than %zu bytes\n",
+					sizeof(cfg->control) - 1);
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->control, optarg);
+			}
+			break;
+		case 'C':
+			cfg->control[0] = '\0';
 			break;
 		case 'V':
 			printf("mxedge %s\n", MXEDGE_VERSION);

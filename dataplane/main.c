@@ -21,6 +21,8 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 
+#include <sys/stat.h>
+
 #include "dp.h"
 
 #define RX_DESC 1024
@@ -111,6 +113,71 @@ static int port_init(uint16_t port, const struct dp_config *cfg,
 	return 0;
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* What the status command reports about this process. */
+struct proc_info {
+	const struct dp_config *cfg;
+	uint16_t port;
+	const char *driver;
+	uint64_t started_ms;
+};
+
+static json_t *admin_status(void *arg)
+{
+	const struct proc_info *pi = arg;
+
+	return json_pack("{s:s, s:s, s:s, s:i, s:I}", "io", "dpdk",
+			 "port", pi->cfg->port_name, "driver", pi->driver,
+			 "queues", (int)pi->cfg->queues, "uptime_s",
+			 (json_int_t)((mono_ms() - pi->started_ms) / 1000));
+}
+
+static json_t *admin_stats(void *arg)
+{
+	json_t *arr = json_array();
+	unsigned lc;
+
+	(void)arg;
+	RTE_LCORE_FOREACH_WORKER(lc) {
+		const struct dp_lcore_stats *st = &lcore_stats[lc];
+
+		json_array_append_new(arr, json_pack("{s:i, s:I, s:I, s:I}",
+			"lcore", (int)lc, "rx_packets", (json_int_t)st->rx_packets,
+			"rx_bytes", (json_int_t)st->rx_bytes,
+			"rx_bursts", (json_int_t)st->rx_bursts));
+	}
+	return arr;
+}
+
+/* Creates the socket's directory (e.g. /run/mxedge) when missing. */
+static struct ctl_server *control_open(const char *path, struct dp_admin *adm)
+{
+	const struct ctl_command *cmds;
+	char dir[sizeof(((struct dp_config *)0)->control)];
+	struct ctl_server *cs;
+	char *slash;
+	size_t n;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		mkdir(dir, 0750);
+	}
+	cmds = dp_admin_commands(&n);
+	cs = ctl_server_open(path, cmds, n, adm);
+	if (cs == NULL)
+		fprintf(stderr, "mxedge: control socket %s: %s\n", path, strerror(errno));
+	return cs;
+}
+
 static void print_stats(uint16_t port)
 {
 	struct rte_eth_stats es;
@@ -142,6 +209,12 @@ int main(int argc, char **argv)
 	unsigned lc, q = 0, nb_mbuf;
 	int eal_argc, rc, status = EXIT_FAILURE;
 	time_t deadline;
+	struct tbl_set *tables = NULL;
+	struct ctl_server *cs = NULL;
+	struct rte_eth_dev_info dinfo;
+	struct proc_info pi;
+	struct dp_admin adm;
+	uint64_t next_expire = 0;
 
 	rc = dp_config_parse(&cfg, argc - 1, argv + 1);
 	if (rc == 1)
@@ -186,6 +259,17 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	tables = tbl_create();
+	if (tables == NULL) {
+		fprintf(stderr, "mxedge: cannot create policy tables\n");
+		goto out;
+	}
+	rte_eth_dev_info_get(port, &dinfo);
+	pi = (struct proc_info){ &cfg, port, dinfo.driver_name, mono_ms() };
+	adm = (struct dp_admin){ tables, mono_ms, admin_status, admin_stats, &pi };
+	if (cfg.control[0] && (cs = control_open(cfg.control, &adm)) == NULL)
+		goto out;
+
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	RTE_LCORE_FOREACH_WORKER(lc) {
@@ -199,11 +283,20 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	deadline = cfg.duration_s ? time(NULL) + cfg.duration_s : 0;
+	/* The main lcore supervises: control socket, table expiry. */
 	while (!stop_requested) {
-		if (deadline && time(NULL) >= deadline)
+		if (deadline && time(NULL) >= deadline) {
 			stop_requested = 1;
+			break;
+		}
+		if (cs)
+			ctl_server_poll(cs, 100);
 		else
 			usleep(100 * 1000);
+		if (mono_ms() >= next_expire) {
+			tbl_expire(tables, mono_ms());
+			next_expire = mono_ms() + 1000;
+		}
 	}
 	rte_eal_mp_wait_lcore();
 	print_stats(port);
@@ -211,6 +304,8 @@ int main(int argc, char **argv)
 	rte_eth_dev_close(port);
 	status = EXIT_SUCCESS;
 out:
+	ctl_server_close(cs);
+	tbl_destroy(tables);
 	rte_mempool_free(pool);
 	rte_eal_cleanup();
 	return status;

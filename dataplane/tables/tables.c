@@ -492,6 +492,61 @@ size_t tbl_expire(struct tbl_set *t, uint64_t now_ms)
 	return removed;
 }
 
+int tbl_prefix_list(struct tbl_set *t, enum tbl_list list,
+		    int (*cb)(const struct tbl_prefix *p, uint64_t expires_ms,
+			      void *arg), void *arg)
+{
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *nd;
+	struct tbl_pset *ps;
+	unsigned f, l;
+	int rc = 0;
+
+	if (list != TBL_ALLOW && list != TBL_BLOCK)
+		return -EINVAL;
+	writer_enter(t);
+	ps = t->lists[list];
+	for (f = 0; f < 2 && rc == 0; f++) {
+		for (l = 0; l <= MAXLEN6 && rc == 0; l++) {
+			if (ps->ht[f][l] == NULL)
+				continue;
+			LFHT_FOREACH(ps->ht[f][l], &it, nd) {
+				const struct pnode *n = caa_container_of(nd, struct pnode, node);
+
+				rc = cb(&n->p, n->expires_ms, arg);
+				if (rc)
+					break;
+			}
+		}
+	}
+	writer_leave(t);
+	return rc;
+}
+
+int tbl_domain_list(struct tbl_set *t,
+		    int (*cb)(const char *domain,
+			      const struct tbl_domain_policy *pol, void *arg),
+		    void *arg)
+{
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *nd;
+	int rc = 0;
+
+	writer_enter(t);
+	LFHT_FOREACH(t->domains, &it, nd) {
+		const struct dnode *n = caa_container_of(nd, struct dnode, node);
+		char name[sizeof(n->name) + 1];
+
+		memcpy(name, n->name, n->len);
+		name[n->len] = '\0';
+		rc = cb(name, &n->pol, arg);
+		if (rc)
+			break;
+	}
+	writer_leave(t);
+	return rc;
+}
+
 size_t tbl_prefix_count(struct tbl_set *t, enum tbl_list list)
 {
 	size_t n;

@@ -92,6 +92,21 @@ int tbl_prefix_swap(struct tbl_set *t, enum tbl_list list, struct tbl_pset *ps);
  * Returns how many were removed. */
 size_t tbl_expire(struct tbl_set *t, uint64_t now_ms);
 
+/*
+ * tbl_prefix_list - call @cb for each entry of @list (writer side; the
+ * table is not changed meanwhile). A non-zero return from @cb stops the walk
+ * and is returned; otherwise 0.
+ */
+int tbl_prefix_list(struct tbl_set *t, enum tbl_list list,
+		    int (*cb)(const struct tbl_prefix *p, uint64_t expires_ms,
+			      void *arg), void *arg);
+
+/* tbl_domain_list - the same for domains. */
+int tbl_domain_list(struct tbl_set *t,
+		    int (*cb)(const char *domain,
+			      const struct tbl_domain_policy *pol, void *arg),
+		    void *arg);
+
 /* tbl_prefix_count - entries in @list (writer side, exact). */
 size_t tbl_prefix_count(struct tbl_set *t, enum tbl_list list);
 

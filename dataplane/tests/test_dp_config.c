@@ -107,6 +107,21 @@ static void test_rejects(void **state)
 	assert_int_equal(PARSE(&cfg, "--port"), -EINVAL);
 }
 
+static void test_control_option(void **state)
+{
+	struct dp_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t"), 0);
+	assert_string_equal(cfg.control, DP_DEFAULT_CONTROL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--control", "/tmp/x.sock"), 0);
+	assert_string_equal(cfg.control, "/tmp/x.sock");
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--no-control"), 0);
+	assert_string_equal(cfg.control, "");
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--control", ""), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--control",
+		"/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock"), -EINVAL);
+}
+
 static void test_help_version(void **state)
 {
 	struct dp_config cfg;
@@ -122,6 +137,7 @@ int main(void)
 		cmocka_unit_test(test_tap_and_packet_and_pci),
 		cmocka_unit_test(test_eal_extra_split),
 		cmocka_unit_test(test_rejects),
+		cmocka_unit_test(test_control_option),
 		cmocka_unit_test(test_help_version),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

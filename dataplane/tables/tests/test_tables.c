@@ -132,6 +132,44 @@ static void test_verdicts(void **state)
 	tbl_destroy(t);
 }
 
+static int count_cb(const struct tbl_prefix *p, uint64_t exp, void *arg)
+{
+	char buf[64];
+
+	tbl_prefix_format(p, buf, sizeof(buf));
+	if (strcmp(buf, "2001:db8:bad::/48") == 0)
+		(*(int *)arg) += 100;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int dom_cb(const char *d, const struct tbl_domain_policy *pol, void *arg)
+{
+	assert_string_equal(d, "customer.test");
+	assert_int_equal(pol->route_id, 3);
+	return 7; /* stops the walk and is returned */
+}
+
+static void test_listing(void **state)
+{
+	struct tbl_set *t = tbl_create();
+	struct tbl_domain_policy pol = { .route_id = 3 };
+	struct tbl_prefix p;
+	int n = 0;
+
+	p = P("198.18.0.0/16");
+	assert_int_equal(tbl_prefix_add(t, TBL_BLOCK, &p, 0), 0);
+	p = P("2001:db8:bad::/48");
+	assert_int_equal(tbl_prefix_add(t, TBL_BLOCK, &p, 0), 0);
+	p = P("198.19.0.1");
+	assert_int_equal(tbl_prefix_add(t, TBL_ALLOW, &p, 0), 0);
+	assert_int_equal(tbl_prefix_list(t, TBL_BLOCK, count_cb, &n), 0);
+	assert_int_equal(n, 102);
+	assert_int_equal(tbl_domain_set(t, "Customer.Test", &pol), 0);
+	assert_int_equal(tbl_domain_list(t, dom_cb, NULL), 7);
+	tbl_destroy(t);
+}
+
 static void test_ttl(void **state)
 {
 	struct tbl_set *t = tbl_create();
@@ -295,6 +333,7 @@ int main(void)
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_verdicts),
 		cmocka_unit_test(test_ttl),
+		cmocka_unit_test(test_listing),
 		cmocka_unit_test(test_domains),
 		cmocka_unit_test(test_bulk_swap),
 		cmocka_unit_test(test_concurrent_readers),

@@ -254,27 +254,48 @@ struct tbl_pset *tbl_pset_new(void)
 	return calloc(1, sizeof(struct tbl_pset));
 }
 
-/* Frees a set no reader can reach any more (after a grace period). */
-static void pset_destroy(struct tbl_pset *ps)
+/*
+ * Calls @fn for every entry of @ps with the table holding it; a non-zero
+ * return stops the walk and is returned. The walk survives @fn deleting
+ * the entry it was given. Caller: a registered, online writer.
+ */
+static int pset_walk(struct tbl_pset *ps,
+		     int (*fn)(struct cds_lfht *ht, struct pnode *n, void *arg),
+		     void *arg)
 {
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *nd;
-	struct pnode *n;
 	unsigned f, l;
+	int rc;
 
-	if (ps == NULL)
-		return;
 	for (f = 0; f < 2; f++) {
 		for (l = 0; l <= MAXLEN6; l++) {
 			if (ps->ht[f][l] == NULL)
 				continue;
 			LFHT_FOREACH(ps->ht[f][l], &it, nd) {
-				n = caa_container_of(nd, struct pnode, node);
-				cds_lfht_del(ps->ht[f][l], nd);
-				free(n);
+				rc = fn(ps->ht[f][l], caa_container_of(nd, struct pnode, node), arg);
+				if (rc)
+					return rc;
 			}
 		}
 	}
+	return 0;
+}
+
+/* pset_walk callback for a set no reader can reach: free at once. */
+static int walk_free(struct cds_lfht *ht, struct pnode *n, void *arg)
+{
+	cds_lfht_del(ht, &n->node);
+	free(n);
+	return 0;
+}
+
+/* Frees a set no reader can reach any more (after a grace period). */
+static void pset_destroy(struct tbl_pset *ps)
+{
+	if (ps == NULL)
+		return;
+	pset_walk(ps, walk_free, NULL);
 	lfht_destroy_offline(&ps->ht[0][0], 2 * (MAXLEN6 + 1));
 	free(ps);
 }
@@ -459,66 +480,62 @@ int tbl_prefix_swap(struct tbl_set *t, enum tbl_list list, struct tbl_pset *ps)
 	return 0;
 }
 
+struct expire_arg {
+	struct tbl_pset *ps;
+	uint64_t now_ms;
+	size_t removed;
+};
+
+static int walk_expire(struct cds_lfht *ht, struct pnode *n, void *arg)
+{
+	struct expire_arg *ea = arg;
+
+	if (n->expires_ms != 0 && n->expires_ms <= ea->now_ms &&
+	    cds_lfht_del(ht, &n->node) == 0) {
+		urcu_qsbr_call_rcu(&n->rcu, pnode_free_rcu);
+		ea->ps->count--;
+		ea->removed++;
+	}
+	return 0;
+}
+
 size_t tbl_expire(struct tbl_set *t, uint64_t now_ms)
 {
-	struct cds_lfht_iter it;
-	struct cds_lfht_node *nd;
-	struct pnode *n;
-	size_t removed = 0;
-	unsigned list, f, l;
+	struct expire_arg ea = { NULL, now_ms, 0 };
+	unsigned list;
 
 	writer_enter(t);
 	for (list = 0; list < 2; list++) {
-		struct tbl_pset *ps = t->lists[list];
-
-		for (f = 0; f < 2; f++) {
-			for (l = 0; l <= MAXLEN6; l++) {
-				if (ps->ht[f][l] == NULL)
-					continue;
-				LFHT_FOREACH(ps->ht[f][l], &it, nd) {
-					n = caa_container_of(nd, struct pnode, node);
-					if (n->expires_ms == 0 || n->expires_ms > now_ms)
-						continue;
-					if (cds_lfht_del(ps->ht[f][l], &n->node) == 0) {
-						urcu_qsbr_call_rcu(&n->rcu, pnode_free_rcu);
-						ps->count--;
-						removed++;
-					}
-				}
-			}
-		}
+		ea.ps = t->lists[list];
+		pset_walk(ea.ps, walk_expire, &ea);
 	}
 	writer_leave(t);
-	return removed;
+	return ea.removed;
+}
+
+struct list_arg {
+	int (*cb)(const struct tbl_prefix *p, uint64_t expires_ms, void *arg);
+	void *arg;
+};
+
+static int walk_list(struct cds_lfht *ht, struct pnode *n, void *arg)
+{
+	struct list_arg *la = arg;
+
+	return la->cb(&n->p, n->expires_ms, la->arg);
 }
 
 int tbl_prefix_list(struct tbl_set *t, enum tbl_list list,
 		    int (*cb)(const struct tbl_prefix *p, uint64_t expires_ms,
 			      void *arg), void *arg)
 {
-	struct cds_lfht_iter it;
-	struct cds_lfht_node *nd;
-	struct tbl_pset *ps;
-	unsigned f, l;
-	int rc = 0;
+	struct list_arg la = { cb, arg };
+	int rc;
 
 	if (list != TBL_ALLOW && list != TBL_BLOCK)
 		return -EINVAL;
 	writer_enter(t);
-	ps = t->lists[list];
-	for (f = 0; f < 2 && rc == 0; f++) {
-		for (l = 0; l <= MAXLEN6 && rc == 0; l++) {
-			if (ps->ht[f][l] == NULL)
-				continue;
-			LFHT_FOREACH(ps->ht[f][l], &it, nd) {
-				const struct pnode *n = caa_container_of(nd, struct pnode, node);
-
-				rc = cb(&n->p, n->expires_ms, arg);
-				if (rc)
-					break;
-			}
-		}
-	}
+	rc = pset_walk(t->lists[list], walk_list, &la);
 	writer_leave(t);
 	return rc;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cfg.h"
 #include "ctl.h"
 #include "tables.h"
 
@@ -33,6 +34,9 @@ struct dp_config {
 	unsigned duration_s;     /* stop by itself after this long; 0 = run */
 	char eal_extra[256];     /* extra EAL arguments, space separated */
 	char control[108];       /* control socket path ("" = none) */
+	bool check_only;         /* --check-config: validate and exit */
+	bool have_file;          /* --config given: @file is loaded */
+	struct cfg file;         /* the configuration file (docs/CONFIG.md) */
 };
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
@@ -46,12 +50,24 @@ struct dp_lcore_stats {
 } __attribute__((aligned(64)));
 
 /*
- * dp_config_parse - fill @cfg from the command line (argv[0] excluded).
- * Accepts the options described by dp_usage(). Returns 0, or -EINVAL after
- * printing a message that names the bad option to stderr. A "--help" or
- * "--version" request returns 1 after printing to stdout.
+ * dp_config_parse - fill @cfg from the command line (argv[0] excluded) and
+ * the configuration file named by --config (options given on the command
+ * line override the file). Accepts the options described by dp_usage().
+ * Returns 0, or -EINVAL after printing a message that names the bad option
+ * or FILE:LINE:COLUMN to stderr. A "--help" or "--version" request returns
+ * 1 after printing to stdout. Free with dp_config_free().
  */
 int dp_config_parse(struct dp_config *cfg, int argc, char **argv);
+
+/* dp_config_free - release what dp_config_parse() allocated. */
+void dp_config_free(struct dp_config *cfg);
+
+/*
+ * dp_tables_load - put the file's domains, blocklist and allowlist into @t.
+ * A bad entry stops with "FILE:LINE: ..." in @err and -EINVAL.
+ */
+int dp_tables_load(struct tbl_set *t, const struct cfg *c, char *err,
+		   size_t errlen);
 
 /* dp_usage - print the command-line help to @f (a FILE *). */
 void dp_usage(void *f);

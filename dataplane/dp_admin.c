@@ -249,3 +249,45 @@ const struct ctl_command *dp_admin_commands(size_t *n)
 	*n = sizeof(admin_cmds) / sizeof(admin_cmds[0]);
 	return admin_cmds;
 }
+
+int dp_tables_load(struct tbl_set *t, const struct cfg *c, char *err,
+		   size_t errlen)
+{
+	const struct { const struct cfg_entry *v; size_t n; enum tbl_list list; } lists[] = {
+		{ c->blocklist, c->nblocklist, TBL_BLOCK },
+		{ c->allowlist, c->nallowlist, TBL_ALLOW },
+	};
+	struct tbl_prefix p;
+	size_t i, k;
+	int rc;
+
+	for (k = 0; k < 2; k++) {
+		for (i = 0; i < lists[k].n; i++) {
+			const struct cfg_entry *e = &lists[k].v[i];
+
+			if (tbl_prefix_parse(e->text, false, &p) < 0) {
+				snprintf(err, errlen, "%s:%u: \"%s\" is not an address or prefix "
+					 "(host bits must be zero: 198.18.0.0/15, 2001:db8::/32)",
+					 c->source, e->line, e->text);
+				return -EINVAL;
+			}
+			rc = tbl_prefix_add(t, lists[k].list, &p, 0);
+			if (rc < 0) {
+				snprintf(err, errlen, "%s:%u: %s", c->source, e->line,
+					 strerror(-rc));
+				return rc;
+			}
+		}
+	}
+	for (i = 0; i < c->ndomains; i++) {
+		struct tbl_domain_policy pol = { .max_message_size = c->domains[i].max_size };
+
+		if (tbl_domain_set(t, c->domains[i].name, &pol) < 0) {
+			snprintf(err, errlen, "%s:%u: \"%s\" is not a domain name (letters, "
+				 "digits, '-', '.', no trailing dot)", c->source,
+				 c->domains[i].line, c->domains[i].name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}

@@ -1,5 +1,6 @@
 /*
- * dp_config.c - command line and EAL arguments of the dataplane.
+ * dp_config.c - command line, configuration file and EAL arguments of the
+ * dataplane.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,6 +28,8 @@ void dp_usage(void *fp)
 "  --no-huge            do not use hugepages even when reserved\n"
 "  --duration SEC       stop by itself after SEC seconds (default: run)\n"
 "  --eal 'ARGS'         extra DPDK EAL arguments\n"
+"  --config FILE        configuration file (docs/CONFIG.md); options override it\n"
+"  --check-config       validate the configuration and exit\n"
 "  --control PATH       control socket for mxedgectl (default " DP_DEFAULT_CONTROL ")\n"
 "  --no-control         no control socket\n"
 "  --version            print the version\n"
@@ -89,6 +92,40 @@ bad:
 	return -EINVAL;
 }
 
+/* Loads the configuration file and takes the dataplane's settings from it. */
+static int apply_file(struct dp_config *cfg, const char *path, bool *have_port)
+{
+	char err[512];
+
+	if (cfg->have_file) {
+		fprintf(stderr, "mxedge: --config given twice\n");
+		return -EINVAL;
+	}
+	if (cfg_load_file(path, &cfg->file, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mxedge: %s\n", err);
+		return -EINVAL;
+	}
+	cfg->have_file = true;
+	if (cfg->file.port[0]) {
+		char line[160];
+
+		snprintf(line, sizeof(line), "%s", cfg->file.port);
+		if (parse_port(cfg, line) < 0) {
+			fprintf(stderr, "mxedge: %s: port: see above\n", path);
+			return -EINVAL;
+		}
+		*have_port = true;
+	}
+	cfg->queues = cfg->file.queues;
+	strcpy(cfg->control, cfg->file.control_socket);
+	return 0;
+}
+
+void dp_config_free(struct dp_config *cfg)
+{
+	cfg_free(&cfg->file);
+}
+
 int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -100,6 +137,8 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "duration", required_argument, NULL, 'd' },
 		{ "eal", required_argument, NULL, 'e' },
 		{ "control", required_argument, NULL, 'c' },
+		{ "config", required_argument, NULL, 'f' },
+		{ "check-config", no_argument, NULL, 'k' },
 		{ "no-control", no_argument, NULL, 'C' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -114,11 +153,22 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	cfg->queues = 1;
 	cfg->mem_mb = 512;
 	strcpy(cfg->control, DP_DEFAULT_CONTROL);
+	cfg_defaults(&cfg->file);
 	args[0] = (char *)"mxedge";
 	memcpy(&args[1], argv, sizeof(char *) * (size_t)argc);
 	args[argc + 1] = NULL;
+	/* First pass: only --config, so the rest of the command line can
+	 * override what the file says. */
 	optind = 1;
 	opterr = 0;
+	while ((c = getopt_long(argc + 1, args, "", opts, NULL)) != -1) {
+		if (c == 'f') {
+			rc = apply_file(cfg, optarg, &have_port);
+			if (rc)
+				return rc;
+		}
+	}
+	optind = 1;
 	while ((c = getopt_long(argc + 1, args, "", opts, NULL)) != -1) {
 		rc = 0;
 		switch (c) {
@@ -168,6 +218,11 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		case 'C':
 			cfg->control[0] = '\0';
 			break;
+		case 'f':
+			break; /* loaded in the first pass */
+		case 'k':
+			cfg->check_only = true;
+			break;
 		case 'V':
 			printf("mxedge %s\n", MXEDGE_VERSION);
 			return 1;
@@ -187,8 +242,9 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			args[optind]);
 		return -EINVAL;
 	}
-	if (!have_port) {
-		fprintf(stderr, "mxedge: --port is required (see --help)\n");
+	if (!have_port && !cfg->check_only) {
+		fprintf(stderr, "mxedge: --port is required, on the command line or as "
+			"port: in the --config file (see --help)\n");
 		return -EINVAL;
 	}
 	if (cfg->xdp_prog[0] && cfg->port_kind != DP_PORT_AF_XDP) {

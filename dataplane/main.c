@@ -219,8 +219,29 @@ int main(int argc, char **argv)
 	rc = dp_config_parse(&cfg, argc - 1, argv + 1);
 	if (rc == 1)
 		return EXIT_SUCCESS;
-	if (rc < 0)
+	if (rc < 0) {
+		dp_config_free(&cfg);
 		return 2;
+	}
+	if (cfg.have_file && cfg.file.io == CFG_IO_KERNEL) {
+		fprintf(stderr, "mxedge: %s: io: kernel is served by mxedge-kio for now; "
+			"this binary runs the DPDK dataplane\n", cfg.file.source);
+		dp_config_free(&cfg);
+		return 2;
+	}
+	if (cfg.check_only) {
+		char err[512];
+
+		tables = tbl_create();
+		rc = tables ? dp_tables_load(tables, &cfg.file, err, sizeof(err)) : -ENOMEM;
+		tbl_destroy(tables);
+		if (rc < 0)
+			fprintf(stderr, "mxedge: %s\n", rc == -ENOMEM ? strerror(ENOMEM) : err);
+		else
+			printf("%s: ok\n", cfg.file.source);
+		dp_config_free(&cfg);
+		return rc < 0 ? 1 : EXIT_SUCCESS;
+	}
 	eal_argc = dp_eal_argv(&cfg, eal_argv, 64, eal_buf, sizeof(eal_buf));
 	if (eal_argc < 0) {
 		fprintf(stderr, "mxedge: EAL arguments too long\n");
@@ -263,6 +284,14 @@ int main(int argc, char **argv)
 	if (tables == NULL) {
 		fprintf(stderr, "mxedge: cannot create policy tables\n");
 		goto out;
+	}
+	{
+		char err[512];
+
+		if (dp_tables_load(tables, &cfg.file, err, sizeof(err)) < 0) {
+			fprintf(stderr, "mxedge: %s\n", err);
+			goto out;
+		}
 	}
 	rte_eth_dev_info_get(port, &dinfo);
 	pi = (struct proc_info){ &cfg, port, dinfo.driver_name, mono_ms() };
@@ -308,5 +337,6 @@ out:
 	tbl_destroy(tables);
 	rte_mempool_free(pool);
 	rte_eal_cleanup();
+	dp_config_free(&cfg);
 	return status;
 }

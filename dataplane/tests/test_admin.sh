@@ -12,9 +12,31 @@ chmod 755 "$work"
 sock="$work/control.sock"
 c() { "$ctl" --socket "$sock" "$@"; }
 
+# --check-config: good and bad files, with the position of the mistake
+cat >"$work/edge.yaml" <<EOC
+port: tap:atap$$
+control:
+  socket: $sock
+domains:
+  start.test:
+    max_size: 5M
+blocklist:
+  - 198.18.66.0/24
+EOC
+"$mxedge" --check-config --config "$work/edge.yaml" | grep -q "edge.yaml: ok" || fail "good config not ok"
+printf 'blocklist:\n  - 198.18.0.0/15\n  - 198.18.1.1/24\n' >"$work/bad.yaml"
+rc=0; err=$("$mxedge" --check-config --config "$work/bad.yaml" 2>&1) || rc=$?
+[ "$rc" -eq 1 ] && echo "$err" | grep -q "bad.yaml:3: \"198.18.1.1/24\" is not an address or prefix" \
+  || fail "bad prefix in file: rc=$rc $err"
+printf 'queues: 2\nqueuez: 3\n' >"$work/bad2.yaml"
+rc=0; err=$("$mxedge" --check-config --config "$work/bad2.yaml" 2>&1) || rc=$?
+[ "$rc" -eq 2 ] && echo "$err" | grep -q "bad2.yaml:2:1: unknown key \"queuez\"" \
+  || fail "unknown key: rc=$rc $err"
+echo "ok: --check-config reports mistakes with their position"
+
 netns_init
 netns_host edge
-netns_spawn edge "$mxedge" --port "tap:atap$$" --control "$sock" --duration 120 >"$work/log" 2>&1
+netns_spawn edge "$mxedge" --config "$work/edge.yaml" --duration 120 >"$work/log" 2>&1
 for _ in $(seq 150); do [ -S "$sock" ] && grep -q "running on" "$work/log" && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$work/log"; fail "no control socket"; }
 
@@ -22,6 +44,10 @@ out=$(c status) || fail "status failed"
 echo "$out" | grep -q "driver *net_tap" || fail "status lacks driver: $out"
 echo "$out" | grep -q "version *0\." || fail "status lacks version: $out"
 c stats | grep -q "^LCORE" || fail "stats is not a table"
+# the configuration file's lists are the start-up state
+c domain.list | grep -q "start.test *5242880" || fail "file domain missing: $(c domain.list)"
+c blocklist.list | grep -q "198.18.66.0/24" || fail "file blocklist missing"
+c blocklist.del prefix=198.18.66.0/24 >/dev/null || fail "del file entry"
 
 c blocklist.add prefix=198.18.9.0/24 ttl=6 >/dev/null || fail "blocklist.add"
 c blocklist.add prefix=2001:db8:bad::/48 >/dev/null || fail "blocklist.add v6"

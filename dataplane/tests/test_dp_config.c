@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -122,6 +123,56 @@ static void test_control_option(void **state)
 		"/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock"), -EINVAL);
 }
 
+static const char *write_file(const char *text)
+{
+	static char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/tmp/mxt-dpcfg.%d.yaml", getpid());
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static void test_config_file(void **state)
+{
+	struct dp_config cfg;
+	const char *path = write_file("port: af_xdp:eth7\nqueues: 3\n"
+				      "control:\n  socket: /tmp/f.sock\n"
+				      "blocklist: [198.18.99.0/24]\n");
+
+	/* the file supplies the port; the command line overrides it */
+	assert_int_equal(PARSE(&cfg, "--config", (char *)path), 0);
+	assert_true(cfg.have_file);
+	assert_string_equal(cfg.port_name, "eth7");
+	assert_int_equal(cfg.queues, 3);
+	assert_string_equal(cfg.control, "/tmp/f.sock");
+	assert_int_equal(cfg.file.nblocklist, 1);
+	dp_config_free(&cfg);
+	assert_int_equal(PARSE(&cfg, "--queues", "1", "--config", (char *)path,
+			       "--port", "tap:t9"), 0);
+	assert_int_equal(cfg.port_kind, DP_PORT_TAP);
+	assert_int_equal(cfg.queues, 1);
+	dp_config_free(&cfg);
+	/* file errors are refused before anything starts */
+	path = write_file("queues: many\n");
+	assert_int_equal(PARSE(&cfg, "--config", (char *)path), -EINVAL);
+	dp_config_free(&cfg);
+	path = write_file("port: dpdk:0\n");
+	assert_int_equal(PARSE(&cfg, "--config", (char *)path), -EINVAL);
+	dp_config_free(&cfg);
+	assert_int_equal(PARSE(&cfg, "--config", "/nonexistent/x.yaml"), -EINVAL);
+	dp_config_free(&cfg);
+	/* --check-config needs no port */
+	path = write_file("hostname: a.test\n");
+	assert_int_equal(PARSE(&cfg, "--check-config", "--config", (char *)path), 0);
+	assert_true(cfg.check_only);
+	dp_config_free(&cfg);
+	unlink(path);
+}
+
 static void test_help_version(void **state)
 {
 	struct dp_config cfg;
@@ -138,6 +189,7 @@ int main(void)
 		cmocka_unit_test(test_eal_extra_split),
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_control_option),
+		cmocka_unit_test(test_config_file),
 		cmocka_unit_test(test_help_version),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,8 +10,9 @@
  *   otherwise SMTP                          -> redirect to xsks_map[rx queue],
  *                                              XDP_PASS if no socket is bound
  * Lists are O(1) structures (xdp/README.md "Lookup structures"): exact hash,
- * a /24 bitmap for IPv4 prefixes up to /24, one hash probe per prefix length
- * in use for the rest. Each list has two generations; bulk loads fill the
+ * IPv4 in DIR-24-8 style (a /24 array answers prefixes up to /24; a /24
+ * with longer entries has a 256-bit leaf: at most two lookups), IPv6 as an
+ * exact hash plus one hash probe per prefix length in use. Each list has two generations; bulk loads fill the
  * inactive one and flip mxedge_gen[list].
  */
 #include <linux/bpf.h>
@@ -80,11 +81,22 @@ struct frag_hdr6 {
 		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
 		__uint(max_entries, SHIELD_V4_BITMAP_WORDS);                   \
 		__type(key, __u32);                                            \
-		__type(value, __u64);                                          \
+		__type(value, struct shield_v4_word);                          \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
 	} name SEC(".maps")
 
-/* b = block, a = allow; x = exact, b = bitmap, p = prefix; 0/1 = generation */
+#define LEAF_MAP(name, n)                                                      \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);                               \
+		__uint(max_entries, n);                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, __u32);                                            \
+		__type(value, struct shield_v4_leaf);                          \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
+	} name SEC(".maps")
+
+/* b = block, a = allow; x = exact, b = /24 array, p = prefix, l = /24 leaf;
+ * 0/1 = generation */
 EXACT_MAP(mxedge_bx0, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_bx1, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_ax0, SHIELD_ALLOW_ENTRIES);
@@ -97,6 +109,10 @@ BITMAP_MAP(mxedge_bb0);
 BITMAP_MAP(mxedge_bb1);
 BITMAP_MAP(mxedge_ab0);
 BITMAP_MAP(mxedge_ab1);
+LEAF_MAP(mxedge_bl0, SHIELD_BLOCK_ENTRIES);
+LEAF_MAP(mxedge_bl1, SHIELD_BLOCK_ENTRIES);
+LEAF_MAP(mxedge_al0, SHIELD_ALLOW_ENTRIES);
+LEAF_MAP(mxedge_al1, SHIELD_ALLOW_ENTRIES);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -204,32 +220,38 @@ static __always_inline int count(struct xdp_md *ctx, __u32 slot, int action)
 	return action;
 }
 
-/* Counts the drop and, for 1 in sample_every drops, emits an event. The
- * sampling decision comes before bpf_ringbuf_reserve so that a flood does
- * not make every CPU contend for the ring's lock. */
+/* Counts the drop and, for 1 in sample_every drops (a power of two, per CPU
+ * and reason), emits an event. The decision uses the counter we update
+ * anyway — no helper call, no division — and comes before
+ * bpf_ringbuf_reserve, so a flood does not make every CPU contend for the
+ * ring's lock. */
 static __always_inline int drop(struct xdp_md *ctx,
 				const struct shield_config *cfg, __u32 reason,
 				const struct pkt *p)
 {
+	struct shield_counter *c = bpf_map_lookup_elem(&mxedge_cnt, &reason);
 	__u32 every = cfg->sample_every;
+	struct shield_event *e;
 
-	if (every && bpf_get_prandom_u32() % every == 0) {
-		struct shield_event *e;
-
-		e = bpf_ringbuf_reserve(&mxedge_events, sizeof(*e), 0);
-		if (e) {
-			e->ts_ns = bpf_ktime_get_ns();
-			e->reason = reason;
-			e->ifindex = ctx->ingress_ifindex;
-			e->rx_queue = ctx->rx_queue_index;
-			e->dport = p->dport;
-			e->family = p->family;
-			e->pad = 0;
-			e->src = p->src;
-			bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-		}
+	if (!c)
+		return XDP_DROP;
+	c->packets++;
+	c->bytes += ctx->data_end - ctx->data;
+	if (!every || (c->packets & (every - 1)))
+		return XDP_DROP;
+	e = bpf_ringbuf_reserve(&mxedge_events, sizeof(*e), 0);
+	if (e) {
+		e->ts_ns = bpf_ktime_get_ns();
+		e->reason = reason;
+		e->ifindex = ctx->ingress_ifindex;
+		e->rx_queue = ctx->rx_queue_index;
+		e->dport = p->dport;
+		e->family = p->family;
+		e->pad = 0;
+		e->src = p->src;
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	}
-	return count(ctx, reason, XDP_DROP);
+	return XDP_DROP;
 }
 
 static __always_inline __u32 word_mask(__u32 plen, __u32 word)
@@ -245,41 +267,40 @@ static __always_inline __u32 word_mask(__u32 plen, __u32 word)
 
 enum { MATCH_NONE = 0, MATCH_EXACT = 1, MATCH_PREFIX = 2 };
 
-static __always_inline int set_match(void *exact, void *bitmap, void *pfx,
-				     const struct shield_set_meta *m,
+static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
+				     void *pfx, const struct shield_set_meta *m,
 				     const struct pkt *p)
 {
 	struct shield_pfx_key k;
 	__u32 i, n;
 
-	if (m->n_exact && bpf_map_lookup_elem(exact, &p->src))
-		return MATCH_EXACT;
 	if (p->family == 4) {
-		if (m->n_v4_bitmap) {
-			__u32 blk = bpf_ntohl(p->src.w[3]) >> 8;
-			__u32 idx = blk >> 6;
-			__u64 *w = bpf_map_lookup_elem(bitmap, &idx);
+		__u32 host = bpf_ntohl(p->src.w[3]);
+		__u32 blk = host >> 8;
+		__u32 idx = blk >> 6;
+		struct shield_v4_word *w = bpf_map_lookup_elem(bitmap, &idx);
+		struct shield_v4_leaf *leaf;
+		__u64 bit = 1ull << (blk & 63);
 
-			if (w && ((*w >> (blk & 63)) & 1))
-				return MATCH_PREFIX;
-		}
-		n = m->n_v4_plens;
-		k.addr.w[0] = 0;
-		k.addr.w[1] = 0;
-		k.addr.w[2] = p->src.w[2];
-		for (i = 0; i < SHIELD_MAX_V4_PLENS; i++) {
-			__u32 plen;
-
-			if (i >= n)
-				break;
-			plen = m->v4_plens[i];
-			k.plen = plen;
-			k.addr.w[3] = p->src.w[3] & word_mask(plen, 3);
-			if (bpf_map_lookup_elem(pfx, &k))
-				return MATCH_PREFIX;
-		}
+		if (!w)
+			return MATCH_NONE;
+		if (w->covered & bit)
+			return MATCH_PREFIX;
+		if (!(w->longer & bit)) /* the common case: one array lookup */
+			return MATCH_NONE;
+		leaf = bpf_map_lookup_elem(leaves, &blk);
+		if (!leaf)
+			return MATCH_NONE;
+		bit = 1ull << (host & 63);
+		idx = (host >> 6) & 3;
+		if (leaf->exact[idx] & bit)
+			return MATCH_EXACT;
+		if (leaf->pfx[idx] & bit)
+			return MATCH_PREFIX;
 		return MATCH_NONE;
 	}
+	if (m->n_exact && bpf_map_lookup_elem(exact, &p->src))
+		return MATCH_EXACT;
 	n = m->n_v6_plens;
 	for (i = 0; i < SHIELD_MAX_V6_PLENS; i++) {
 		__u32 plen;
@@ -316,12 +337,15 @@ __noinline int shield_list_match(__u32 list, const struct pkt *p)
 		return MATCH_NONE;
 	if (list == SHIELD_LIST_BLOCK) {
 		if (gen)
-			return set_match(&mxedge_bx1, &mxedge_bb1, &mxedge_bp1, m, p);
-		return set_match(&mxedge_bx0, &mxedge_bb0, &mxedge_bp0, m, p);
+			return set_match(&mxedge_bx1, &mxedge_bb1, &mxedge_bl1,
+					 &mxedge_bp1, m, p);
+		return set_match(&mxedge_bx0, &mxedge_bb0, &mxedge_bl0,
+				 &mxedge_bp0, m, p);
 	}
 	if (gen)
-		return set_match(&mxedge_ax1, &mxedge_ab1, &mxedge_ap1, m, p);
-	return set_match(&mxedge_ax0, &mxedge_ab0, &mxedge_ap0, m, p);
+		return set_match(&mxedge_ax1, &mxedge_ab1, &mxedge_al1,
+				 &mxedge_ap1, m, p);
+	return set_match(&mxedge_ax0, &mxedge_ab0, &mxedge_al0, &mxedge_ap0, m, p);
 }
 
 /* GCRA form of a token bucket: a source may open a connection when its

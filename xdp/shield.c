@@ -23,6 +23,7 @@ struct shield {
 	int exact[SHIELD_LIST_COUNT][GENS];
 	int bitmap[SHIELD_LIST_COUNT][GENS];
 	int pfx[SHIELD_LIST_COUNT][GENS];
+	int leaf[SHIELD_LIST_COUNT][GENS];
 	int meta, gen, cfg, cnt, rate, synm, events;
 	int owned; /* fds above were opened by us (pinned handle) */
 	struct ring_buffer *rb;
@@ -31,7 +32,8 @@ struct shield {
 	int ev_n;
 };
 
-static const char *const map_kind = "xbp"; /* exact, bitmap, prefix */
+enum { KINDS = 4 };
+static const char *const map_kind = "xbpl"; /* exact, /24 array, prefix, leaf */
 
 static void map_name(char *buf, size_t len, enum shield_list l, int kind, int gen)
 {
@@ -45,7 +47,9 @@ static int *kind_fd(struct shield *s, int kind, enum shield_list l, int gen)
 		return &s->exact[l][gen];
 	if (kind == 1)
 		return &s->bitmap[l][gen];
-	return &s->pfx[l][gen];
+	if (kind == 2)
+		return &s->pfx[l][gen];
+	return &s->leaf[l][gen];
 }
 
 static struct shield *shield_alloc(void)
@@ -57,7 +61,7 @@ static struct shield *shield_alloc(void)
 		return NULL;
 	for (l = 0; l < SHIELD_LIST_COUNT; l++)
 		for (g = 0; g < GENS; g++)
-			for (k = 0; k < 3; k++)
+			for (k = 0; k < KINDS; k++)
 				*kind_fd(s, k, l, g) = -1;
 	s->meta = s->gen = s->cfg = s->cnt = s->rate = s->synm = s->events = -1;
 	return s;
@@ -146,6 +150,10 @@ int shield_config_set(struct shield *s, const struct shield_config *c)
 	if (!any || v.flood_mode > SHIELD_FLOOD_XDP_COOKIE ||
 	    (v.rate_interval_ns == 0 && v.rate_tolerance_ns != 0))
 		return -EINVAL;
+	if (v.sample_every > (1u << 31))
+		return -EINVAL;
+	while (v.sample_every & (v.sample_every - 1)) /* round up to 2^k */
+		v.sample_every = (v.sample_every | (v.sample_every - 1)) + 1;
 	v.flags |= SHIELD_CFG_VALID;
 	if (bpf_map_update_elem(s->cfg, &zero, &v, BPF_ANY))
 		return -errno;
@@ -160,7 +168,7 @@ static int fill_fds_from_skel(struct shield *s)
 
 	for (l = 0; l < SHIELD_LIST_COUNT; l++)
 		for (g = 0; g < GENS; g++)
-			for (k = 0; k < 3; k++) {
+			for (k = 0; k < KINDS; k++) {
 				struct bpf_map *m;
 
 				map_name(name, sizeof(name), l, k, g);
@@ -219,7 +227,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 		}
 		if (strncmp(n, "mxedge_", 7) || strlen(n) != 10)
 			continue;
-		if (n[8] == 'x' || n[8] == 'p') {
+		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l') {
 			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
 
 			if (want && (err = bpf_map__set_max_entries(m, want)))
@@ -293,7 +301,7 @@ struct shield *shield_open_pinned(const char *pin_dir)
 	}
 	for (l = 0; l < SHIELD_LIST_COUNT; l++)
 		for (g = 0; g < GENS; g++)
-			for (k = 0; k < 3; k++) {
+			for (k = 0; k < KINDS; k++) {
 				char path[PATH_MAX];
 				int fd;
 
@@ -331,7 +339,7 @@ void shield_close(struct shield *s)
 				close(*fixed[i]);
 		for (l = 0; l < SHIELD_LIST_COUNT; l++)
 			for (g = 0; g < GENS; g++)
-				for (k = 0; k < 3; k++)
+				for (k = 0; k < KINDS; k++)
 					if (*kind_fd(s, k, l, g) >= 0)
 						close(*kind_fd(s, k, l, g));
 	}
@@ -576,22 +584,15 @@ static int meta_write(struct shield *s, enum shield_list l, uint32_t gen,
 	return bpf_map_update_elem(s->meta, &key, m, BPF_ANY) ? -errno : 0;
 }
 
-/* Rebuilds the probe lists from the per-length counts, longest first (the
- * most specific lengths are usually the most numerous). IPv4 /0../24 live
- * in the bitmap and /32, /128 in the exact hash: never probed. */
+/* Rebuilds the IPv6 probe list from the per-length counts, longest first
+ * (the most specific lengths are usually the most numerous). /128 lives in
+ * the exact hash, IPv4 in the /24 array and leaves: never probed. */
 static int meta_plens(struct shield_set_meta *m)
 {
 	int p;
 
-	m->n_v4_plens = 0;
+	m->n_v4_plens = 0; /* IPv4 longer than /24 lives in the leaves */
 	m->n_v6_plens = 0;
-	for (p = 31; p >= 25; p--) {
-		if (!m->v4_plen_count[p])
-			continue;
-		if (m->n_v4_plens >= SHIELD_MAX_V4_PLENS)
-			return -ENOSPC;
-		m->v4_plens[m->n_v4_plens++] = (uint8_t)(96 + p);
-	}
 	for (p = 127; p >= 0; p--) {
 		if (!m->plen_count[p])
 			continue;
@@ -609,19 +610,24 @@ static uint32_t *plen_slot(struct shield_set_meta *m, const struct shield_cidr *
 
 /* ---- bitmap ------------------------------------------------------------- */
 
-static int bitmap_or_range(int fd, uint32_t first_blk, uint64_t nblk, int set)
+enum { BIT_COVERED = 0, BIT_LONGER = 1 };
+
+/* Sets or clears one kind of bit for nblk /24 blocks from first_blk. */
+static int bitmap_or_range(int fd, uint32_t first_blk, uint64_t nblk, int which,
+			   int set)
 {
 	uint64_t b = first_blk, last = first_blk + nblk;
 
 	while (b < last) {
 		uint32_t idx = (uint32_t)(b >> 6);
-		uint64_t w, mask = 0;
+		struct shield_v4_word w;
+		__u64 mask = 0, *f = which == BIT_COVERED ? &w.covered : &w.longer;
 
 		if (bpf_map_lookup_elem(fd, &idx, &w))
 			return -errno;
 		for (; b < last && (b >> 6) == idx; b++)
 			mask |= 1ull << (b & 63);
-		w = set ? (w | mask) : (w & ~mask);
+		*f = set ? (*f | mask) : (*f & ~mask);
 		if (bpf_map_update_elem(fd, &idx, &w, BPF_ANY))
 			return -errno;
 	}
@@ -638,7 +644,7 @@ static int bitmap_recompute(struct shield *s, enum shield_list l, uint32_t gen,
 	uint64_t b;
 	int err;
 
-	err = bitmap_or_range(bfd, first_blk, nblk, 0);
+	err = bitmap_or_range(bfd, first_blk, nblk, BIT_COVERED, 0);
 	if (err)
 		return err;
 	for (b = first_blk; b < first_blk + nblk; b++) {
@@ -657,7 +663,7 @@ static int bitmap_recompute(struct shield *s, enum shield_list l, uint32_t gen,
 			k.addr.a[10] = k.addr.a[11] = 0xff;
 			k.addr.w[3] = htonl(net);
 			if (bpf_map_lookup_elem(pfd, &k, &e) == 0) {
-				err = bitmap_or_range(bfd, (uint32_t)b, 1, 1);
+				err = bitmap_or_range(bfd, (uint32_t)b, 1, BIT_COVERED, 1);
 				if (err)
 					return err;
 				break;
@@ -667,7 +673,113 @@ static int bitmap_recompute(struct shield *s, enum shield_list l, uint32_t gen,
 	return 0;
 }
 
+/* ---- IPv4 leaves (/25../32 inside one /24) ------------------------------ */
+
+static int leaf_empty(const struct shield_v4_leaf *lf)
+{
+	int i;
+
+	for (i = 0; i < 4; i++)
+		if (lf->exact[i] || lf->pfx[i])
+			return 0;
+	return 1;
+}
+
+static void leaf_bits(struct shield_v4_leaf *lf, int pfx, uint32_t first,
+		      uint32_t n, int set)
+{
+	uint32_t h;
+
+	for (h = first; h < first + n && h < 256; h++) {
+		__u64 *w = pfx ? &lf->pfx[h >> 6] : &lf->exact[h >> 6];
+
+		if (set)
+			*w |= 1ull << (h & 63);
+		else
+			*w &= ~(1ull << (h & 63));
+	}
+}
+
+/* Writes a leaf and keeps the /24's `longer` bit in step: set only after
+ * the leaf exists, cleared before an empty leaf is deleted. */
+static int leaf_store(struct shield *s, enum shield_list l, uint32_t gen,
+		      uint32_t blk, const struct shield_v4_leaf *lf)
+{
+	int fd = s->leaf[l][gen], err;
+
+	if (leaf_empty(lf)) {
+		err = bitmap_or_range(s->bitmap[l][gen], blk, 1, BIT_LONGER, 0);
+		if (err)
+			return err;
+		if (bpf_map_delete_elem(fd, &blk) && errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map_update_elem(fd, &blk, lf, BPF_ANY))
+		return errno == E2BIG ? -ENOSPC : -errno;
+	return bitmap_or_range(s->bitmap[l][gen], blk, 1, BIT_LONGER, 1);
+}
+
+static int leaf_load(struct shield *s, enum shield_list l, uint32_t gen,
+		     uint32_t blk, struct shield_v4_leaf *lf)
+{
+	if (bpf_map_lookup_elem(s->leaf[l][gen], &blk, lf) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	memset(lf, 0, sizeof(*lf));
+	return 0;
+}
+
+/* Re-derives a leaf's prefix bits from the /25../31 entries that remain. */
+static int leaf_recompute_pfx(struct shield *s, enum shield_list l, uint32_t gen,
+			      const struct shield_set_meta *m, uint32_t blk)
+{
+	struct shield_v4_leaf lf;
+	int len, err;
+
+	err = leaf_load(s, l, gen, blk, &lf);
+	if (err)
+		return err;
+	memset(lf.pfx, 0, sizeof(lf.pfx));
+	for (len = 25; len <= 31; len++) {
+		uint32_t sub, nsub = 1u << (len - 24), size = 1u << (32 - len);
+
+		if (!m->v4_plen_count[len])
+			continue;
+		for (sub = 0; sub < nsub; sub++) {
+			struct shield_pfx_key k;
+			struct shield_entry e;
+
+			memset(&k, 0, sizeof(k));
+			k.plen = 96 + (uint32_t)len;
+			k.addr.a[10] = k.addr.a[11] = 0xff;
+			k.addr.w[3] = htonl(blk << 8 | sub * size);
+			if (bpf_map_lookup_elem(s->pfx[l][gen], &k, &e) == 0)
+				leaf_bits(&lf, 1, sub * size, size, 1);
+		}
+	}
+	return leaf_store(s, l, gen, blk, &lf);
+}
+
 /* ---- single entries ------------------------------------------------------ */
+
+/* Marks an IPv4 /25../32 entry in its /24's leaf (no-op for IPv6). */
+static int leaf_add(struct shield *s, enum shield_list l, uint32_t gen,
+		    const struct shield_cidr *c)
+{
+	struct shield_v4_leaf lf;
+	uint32_t host = v4_host(c);
+	int err;
+
+	if (c->family != 4 || c->plen <= 24)
+		return 0;
+	err = leaf_load(s, l, gen, host >> 8, &lf);
+	if (err)
+		return err;
+	leaf_bits(&lf, c->plen != 32, host & 0xff, 1u << (32 - c->plen), 1);
+	return leaf_store(s, l, gen, host >> 8, &lf);
+}
 
 int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c,
 	       uint64_t expires)
@@ -700,7 +812,7 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 			meta_write(s, l, gen, &old);
 			return err;
 		}
-		return 0;
+		return leaf_add(s, l, gen, c);
 	}
 	if (bpf_map_update_elem(s->pfx[l][gen], &k, &e, BPF_EXIST) == 0)
 		return 0;
@@ -723,7 +835,9 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 		uint32_t first = v4_host(c) >> 8;
 
 		err = bitmap_or_range(s->bitmap[l][gen], first,
-				      1ull << (24 - c->plen), 1);
+				      1ull << (24 - c->plen), BIT_COVERED, 1);
+	} else {
+		err = leaf_add(s, l, gen, c);
 	}
 	return err;
 }
@@ -749,6 +863,18 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 			return -errno;
 		if (m.n_exact)
 			m.n_exact--;
+		if (c->family == 4) {
+			struct shield_v4_leaf lf;
+			uint32_t host = v4_host(c);
+
+			err = leaf_load(s, l, gen, host >> 8, &lf);
+			if (err)
+				return err;
+			leaf_bits(&lf, 0, host & 0xff, 1, 0);
+			err = leaf_store(s, l, gen, host >> 8, &lf);
+			if (err)
+				return err;
+		}
 		return meta_write(s, l, gen, &m);
 	}
 	if (bpf_map_delete_elem(s->pfx[l][gen], &k))
@@ -762,6 +888,10 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 			m.n_v4_bitmap--;
 		err = bitmap_recompute(s, l, gen, &m, v4_host(c) >> 8,
 				       1ull << (24 - c->plen));
+		if (err)
+			return err;
+	} else if (c->family == 4) {
+		err = leaf_recompute_pfx(s, l, gen, &m, v4_host(c) >> 8);
 		if (err)
 			return err;
 	} else {
@@ -1009,11 +1139,11 @@ static int cmp_pfx(const void *a, const void *b)
 }
 
 /* Empties a hash map (the inactive generation) in batches. */
-static int hash_clear(int fd, size_t key_size)
+static int hash_clear(int fd, size_t key_size, size_t val_size)
 {
 	enum { CHUNK = 16384 };
 	LIBBPF_OPTS(bpf_map_batch_opts, bo);
-	struct shield_entry *vals = malloc(sizeof(*vals) * CHUNK);
+	char *vals = malloc(val_size * CHUNK);
 	char *keys = malloc(key_size * CHUNK);
 	int err = 0;
 
@@ -1079,15 +1209,49 @@ out:
 	return err;
 }
 
+/* Batch update from parallel key and value arrays. */
+static int batch_put_kv(int fd, const void *keys, size_t key_size,
+			const void *vals, size_t val_size, size_t n)
+{
+	enum { CHUNK = 65536 };
+	LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = BPF_ANY);
+	size_t done = 0;
+
+	while (done < n) {
+		__u32 cnt = n - done > CHUNK ? CHUNK : (__u32)(n - done);
+
+		if (bpf_map_update_batch(fd, (const char *)keys + done * key_size,
+					 (const char *)vals + done * val_size, &cnt, &bo))
+			return errno == E2BIG || errno == ENOMEM ? -ENOSPC : -errno;
+		done += cnt;
+	}
+	return 0;
+}
+
+struct leaf_mark {
+	uint32_t blk;
+	uint16_t first, n;
+	uint8_t pfx;
+};
+
+static int cmp_mark(const void *a, const void *b)
+{
+	uint32_t x = ((const struct leaf_mark *)a)->blk, y = ((const struct leaf_mark *)b)->blk;
+
+	return x < y ? -1 : x > y;
+}
+
 int shield_bulk_commit(struct shield_bulk *b)
 {
 	static const uint32_t nwords = SHIELD_V4_BITMAP_WORDS;
 	struct shield_set_meta m;
 	struct shield *s;
-	uint64_t *bitmap = NULL;
-	uint32_t *idx = NULL;
+	struct shield_v4_word *bitmap = NULL;
+	struct shield_v4_leaf *lvals = NULL;
+	struct leaf_mark *marks = NULL;
+	uint32_t *idx = NULL, *lkeys = NULL;
 	uint32_t gen = 0, ngen, key;
-	size_t i, j;
+	size_t i, j, nmarks = 0, nleaves = 0;
 	int err;
 
 	if (!b)
@@ -1123,7 +1287,8 @@ int shield_bulk_commit(struct shield_bulk *b)
 	m.n_pfx = (uint32_t)b->n_px;
 	bitmap = calloc(nwords, sizeof(*bitmap));
 	idx = malloc(nwords * sizeof(*idx));
-	if (!bitmap || !idx) {
+	marks = malloc((b->n_ex + b->n_px + 1) * sizeof(*marks));
+	if (!bitmap || !idx || !marks) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -1140,17 +1305,60 @@ int shield_bulk_commit(struct shield_bulk *b)
 
 			m.n_v4_bitmap++;
 			for (x = first; x < first + n; x++)
-				bitmap[x >> 6] |= 1ull << (x & 63);
+				bitmap[x >> 6].covered |= 1ull << (x & 63);
+		} else if (c.family == 4) {
+			uint32_t h = v4_host(&c);
+
+			marks[nmarks++] = (struct leaf_mark){ .blk = h >> 8,
+				.first = (uint16_t)(h & 0xff),
+				.n = (uint16_t)(1u << (32 - c.plen)), .pfx = 1 };
 		}
+	}
+	for (i = 0; i < b->n_ex; i++) {
+		struct shield_cidr c;
+
+		key_cidr(&b->ex[i].key, 128, &c);
+		if (c.family == 4) {
+			uint32_t h = v4_host(&c);
+
+			marks[nmarks++] = (struct leaf_mark){ .blk = h >> 8,
+				.first = (uint16_t)(h & 0xff), .n = 1, .pfx = 0 };
+		}
+	}
+	/* One leaf per /24 that holds /25../32 entries. */
+	qsort(marks, nmarks, sizeof(*marks), cmp_mark);
+	lkeys = malloc((nmarks + 1) * sizeof(*lkeys));
+	lvals = calloc(nmarks + 1, sizeof(*lvals));
+	if (!lkeys || !lvals) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nmarks; i++) {
+		uint32_t x = marks[i].blk;
+
+		if (nleaves == 0 || lkeys[nleaves - 1] != x) {
+			lkeys[nleaves++] = x;
+			bitmap[x >> 6].longer |= 1ull << (x & 63);
+		}
+		leaf_bits(&lvals[nleaves - 1], marks[i].pfx, marks[i].first,
+			  marks[i].n, 1);
 	}
 	err = meta_plens(&m);
 	if (err)
 		goto out;
 
 	/* Fill the inactive generation: old contents out, new contents in. */
-	err = hash_clear(s->exact[b->l][ngen], sizeof(struct shield_addr));
+	err = hash_clear(s->exact[b->l][ngen], sizeof(struct shield_addr),
+			 sizeof(struct shield_entry));
 	if (!err)
-		err = hash_clear(s->pfx[b->l][ngen], sizeof(struct shield_pfx_key));
+		err = hash_clear(s->pfx[b->l][ngen], sizeof(struct shield_pfx_key),
+				 sizeof(struct shield_entry));
+	if (!err)
+		err = hash_clear(s->leaf[b->l][ngen], sizeof(uint32_t),
+				 sizeof(struct shield_v4_leaf));
+	if (!err)
+		err = batch_put_kv(s->leaf[b->l][ngen], lkeys, sizeof(*lkeys), lvals,
+				   sizeof(*lvals), nleaves);
 	if (!err)
 		err = batch_put(s->exact[b->l][ngen], b->ex, b->n_ex, sizeof(*b->ex),
 				sizeof(struct shield_addr));
@@ -1180,6 +1388,9 @@ int shield_bulk_commit(struct shield_bulk *b)
 out:
 	free(bitmap);
 	free(idx);
+	free(marks);
+	free(lkeys);
+	free(lvals);
 	shield_bulk_abort(b);
 	return err;
 }

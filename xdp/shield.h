@@ -92,7 +92,8 @@ int shield_config_set_rate(struct shield_config *c, uint32_t rate, uint32_t burs
 void shield_config_set_flood(struct shield_config *c, uint64_t syn_per_sec,
 			     enum shield_flood_mode mode);
 int shield_config_get(struct shield *s, struct shield_config *out);
-/* shield_config_set: validates (ports, sample rate) and writes c.
+/* shield_config_set: validates (ports, sample rate; sample_every is rounded
+ * up to a power of two) and writes c.
  * Returns 0, -EINVAL (bad field), or -errno from the map update. */
 int shield_config_set(struct shield *s, const struct shield_config *c);
 

@@ -24,7 +24,7 @@ enum {
 	SHIELD_MAX_PORTS = 4,      /* SMTP ports the shield guards */
 	SHIELD_MAX_V4_PLENS = 8,   /* distinct IPv4 prefix lengths /25../31 */
 	SHIELD_MAX_V6_PLENS = 24,  /* distinct IPv6 prefix lengths probed */
-	SHIELD_V4_BITMAP_WORDS = (1u << 24) / 64, /* one bit per IPv4 /24 */
+	SHIELD_V4_BITMAP_WORDS = (1u << 24) / 64, /* 64 IPv4 /24 blocks per word */
 	SHIELD_V6_EXT_MAX = 6,     /* IPv6 extension headers walked */
 };
 
@@ -83,7 +83,8 @@ struct shield_config {
 	__u64 rate_tolerance_ns;   /* (burst - 1) * interval */
 	__u64 flood_syn_per_window; /* SYNs per 100 ms window that mean "flood"; 0 = off */
 	__u64 flood_hold_ns;       /* flood mode lasts this long after the last crossing */
-	__u32 sample_every;        /* 1-in-N drops become ring buffer events; 0 = none */
+	__u32 sample_every;        /* 1-in-N drops (N a power of two) become ring buffer
+	                            * events; 0 = none */
 	__u32 pad;
 };
 
@@ -105,6 +106,23 @@ struct shield_pfx_key {
 	struct shield_addr addr;
 };
 
+/* IPv4 /24 map (DIR-24-8 style, one array lookup per packet): for the 64
+ * /24 blocks of a word, `covered` says a prefix <= /24 covers the block
+ * (drop without further lookups), `longer` says the block has a leaf
+ * (struct shield_v4_leaf) with /25../32 entries: a second, last lookup. */
+struct shield_v4_word {
+	__u64 covered;
+	__u64 longer;
+};
+
+/* Second level for a /24 whose `longer` bit is set: one bit per host for
+ * /32 entries (exact) and for hosts inside /25../31 entries (pfx). Key:
+ * the /24 block number (address >> 8, host order). */
+struct shield_v4_leaf {
+	__u64 exact[4];
+	__u64 pfx[4];
+};
+
 /* Entry value in the exact and prefix hashes. The program only tests
  * presence; expiry is enforced by user space (shield_expire()). */
 struct shield_entry {
@@ -117,7 +135,7 @@ struct shield_set_meta {
 	__u32 n_exact;             /* entries in the exact hash */
 	__u32 n_v4_bitmap;         /* IPv4 prefixes <= /24 (in the bitmap) */
 	__u32 n_pfx;               /* entries in the prefix hash (all lengths) */
-	__u8 n_v4_plens;           /* lengths in v4_plens (IPv4 /25../31) */
+	__u8 n_v4_plens;           /* unused (IPv4 /25../32 live in the leaves) */
 	__u8 n_v6_plens;           /* lengths in v6_plens */
 	__u8 pad[2];
 	__u8 v4_plens[SHIELD_MAX_V4_PLENS]; /* 128-bit space lengths 121..127 */

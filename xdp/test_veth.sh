@@ -45,83 +45,13 @@ edge_if=$(netns_ifname edge client)
 edge() { nsenter --net="/run/netns/$(netns_name edge)" "$@"; }
 shield() { "$cli" --pin-dir "$pin" "$@"; }
 
-cat >"$work/smtpd.py" <<'PY'
-# Minimal SMTP-ish listener (RFC 5321 happy path only) that records bodies.
-import socket, sys, threading
-out = sys.argv[1]
-def serve(c):
-    f = c.makefile('rwb')
-    def send(s):
-        f.write(s.encode() + b'\r\n'); f.flush()
-    send('220 edge ESMTP test')
-    data, body = False, []
-    for raw in f:
-        l = raw.decode(errors='replace').rstrip('\r\n')
-        if data:
-            if l == '.':
-                with open(out, 'a') as o:
-                    o.write('\n'.join(body) + '\n')
-                send('250 2.0.0 queued'); data, body = False, []
-            else:
-                body.append(l)
-            continue
-        v = l[:4].upper()
-        if v in ('HELO', 'EHLO'): send('250 edge')
-        elif v in ('MAIL', 'RCPT'): send('250 2.1.0 ok')
-        elif v == 'DATA': send('354 go ahead'); data = True
-        elif v == 'QUIT': send('221 bye'); break
-        else: send('500 5.5.1 what')
-    c.close()
-def listen(addr, port):
-    fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, port)); s.listen(64)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=serve, args=(c,), daemon=True).start()
-ts = [threading.Thread(target=listen, args=(a, int(p)), daemon=True)
-      for a, p in (x.rsplit(',', 1) for x in sys.argv[2:])]
-for t in ts: t.start()
-for t in ts: t.join()
-PY
-
-cat >"$work/send.py" <<'PY'
-# send.py SRC DST PORT TEXT: exit 0 delivered, 3 handshake timed out, 1 other.
-import socket, sys
-src, dst, port, text = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-fam = socket.AF_INET6 if ':' in dst else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM)
-s.settimeout(3)
-s.bind((src, 0))
-try:
-    s.connect((dst, port))
-except socket.timeout:
-    sys.exit(3)
-f = s.makefile('rwb')
-def expect(code):
-    l = f.readline().decode()
-    if not l.startswith(code):
-        print('unexpected reply:', l.strip(), file=sys.stderr); sys.exit(1)
-def send(l):
-    f.write(l.encode() + b'\r\n'); f.flush()
-expect('220')
-if port != 25:
-    sys.exit(0)
-for cmd, code in (('EHLO client.test', '250'), ('MAIL FROM:<a@client.test>', '250'),
-                  ('RCPT TO:<b@edge.test>', '250'), ('DATA', '354')):
-    send(cmd); expect(code)
-send('Subject: ' + text); send(''); send(text); send('.'); expect('250')
-send('QUIT'); expect('221')
-PY
-
-netns_spawn edge "$py" "$work/smtpd.py" "$work/mail.txt" 198.18.0.1,25 2001:db8::1,25 198.18.0.1,2222
+netns_spawn edge "$py" "$here/test_smtpd.py" "$work/mail.txt" 198.18.0.1,25 2001:db8::1,25 198.18.0.1,2222
 for _ in $(seq 50); do
   netns_exec edge ss -ltn | grep -q ':2222 ' && netns_exec edge ss -ltn | grep -q '\]:25 ' && break
   sleep 0.1
 done
 
-send() { netns_exec client "$py" "$work/send.py" "$@"; }
+send() { netns_exec client "$py" "$here/test_send.py" "$@"; }
 delivered() { grep -qx "$1" "$work/mail.txt" 2>/dev/null; }
 
 # Without the shield everyone gets through.

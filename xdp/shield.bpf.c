@@ -11,8 +11,9 @@
  *                                              XDP_PASS if no socket is bound
  * Lists are O(1) structures (xdp/README.md "Lookup structures"): exact hash,
  * IPv4 in DIR-24-8 style (a /24 array answers prefixes up to /24; a /24
- * with longer entries has a 256-bit leaf: at most two lookups), IPv6 as an
- * exact hash plus one hash probe per prefix length in use. Each list has two generations; bulk loads fill the
+ * with longer entries has a 256-bit leaf: at most two lookups); IPv6 via a
+ * /32 node that says which lengths exist below it, then one probe per such
+ * length (and one per length shorter than /32 in use). Each list has two generations; bulk loads fill the
  * inactive one and flip mxedge_gen[list].
  */
 #include <linux/bpf.h>
@@ -95,8 +96,18 @@ struct frag_hdr6 {
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
 	} name SEC(".maps")
 
-/* b = block, a = allow; x = exact, b = /24 array, p = prefix, l = /24 leaf;
- * 0/1 = generation */
+#define NODE_MAP(name, n)                                                      \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);                               \
+		__uint(max_entries, n);                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, __u32);                                            \
+		__type(value, struct shield_v6_node);                          \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
+	} name SEC(".maps")
+
+/* b = block, a = allow; x = exact, b = /24 array, p = prefix, l = /24 leaf,
+ * n = IPv6 /32 node; 0/1 = generation */
 EXACT_MAP(mxedge_bx0, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_bx1, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_ax0, SHIELD_ALLOW_ENTRIES);
@@ -113,6 +124,10 @@ LEAF_MAP(mxedge_bl0, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_bl1, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_al0, SHIELD_ALLOW_ENTRIES);
 LEAF_MAP(mxedge_al1, SHIELD_ALLOW_ENTRIES);
+NODE_MAP(mxedge_bn0, SHIELD_BLOCK_ENTRIES);
+NODE_MAP(mxedge_bn1, SHIELD_BLOCK_ENTRIES);
+NODE_MAP(mxedge_an0, SHIELD_ALLOW_ENTRIES);
+NODE_MAP(mxedge_an1, SHIELD_ALLOW_ENTRIES);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -267,11 +282,54 @@ static __always_inline __u32 word_mask(__u32 plen, __u32 word)
 
 enum { MATCH_NONE = 0, MATCH_EXACT = 1, MATCH_PREFIX = 2 };
 
-static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
-				     void *pfx, const struct shield_set_meta *m,
-				     const struct pkt *p)
+/* 1 if x != 0, else 0, without a branch (keeps the verifier's path count
+ * flat in the probe loop). */
+#define NZ(x) ((((x) | -(x)) >> 63) & 1)
+
+/* Index of the single set bit in b (BPF has no count-trailing-zeros). */
+static __always_inline __u32 bit_index(__u64 b)
+{
+	return (__u32)(NZ(b & 0xffffffff00000000ull) << 5 |
+		       NZ(b & 0xffff0000ffff0000ull) << 4 |
+		       NZ(b & 0xff00ff00ff00ff00ull) << 3 |
+		       NZ(b & 0xf0f0f0f0f0f0f0f0ull) << 2 |
+		       NZ(b & 0xccccccccccccccccull) << 1 |
+		       NZ(b & 0xaaaaaaaaaaaaaaaaull));
+}
+
+int shield_pfx_probe(__u32 lg, const struct pkt *p, __u32 plen);
+
+/* One IPv6 prefix probe: src masked to plen in the prefix hash of list/gen
+ * lg (list * 2 + gen). Global, so its branches are verified once rather
+ * than once per loop iteration of every caller. Returns 1 on a hit. */
+__noinline int shield_pfx_probe(__u32 lg, const struct pkt *p, __u32 plen)
 {
 	struct shield_pfx_key k;
+	void *m;
+
+	if (!p)
+		return 0;
+	plen &= 127;
+	k.plen = plen;
+	k.addr.w[0] = p->src.w[0] & word_mask(plen, 0);
+	k.addr.w[1] = p->src.w[1] & word_mask(plen, 1);
+	k.addr.w[2] = p->src.w[2] & word_mask(plen, 2);
+	k.addr.w[3] = p->src.w[3] & word_mask(plen, 3);
+	switch (lg) {
+	case 0: m = bpf_map_lookup_elem(&mxedge_bp0, &k); break;
+	case 1: m = bpf_map_lookup_elem(&mxedge_bp1, &k); break;
+	case 2: m = bpf_map_lookup_elem(&mxedge_ap0, &k); break;
+	case 3: m = bpf_map_lookup_elem(&mxedge_ap1, &k); break;
+	default: m = NULL;
+	}
+	return m != NULL;
+}
+
+static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
+				     void *nodes, __u32 lg,
+				     const struct shield_set_meta *m,
+				     const struct pkt *p)
+{
 	__u32 i, n;
 
 	if (p->family == 4) {
@@ -299,22 +357,44 @@ static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
 			return MATCH_PREFIX;
 		return MATCH_NONE;
 	}
-	if (m->n_exact && bpf_map_lookup_elem(exact, &p->src))
-		return MATCH_EXACT;
+	/* IPv6 prefixes shorter than /32: few lengths, probed directly */
 	n = m->n_v6_plens;
 	for (i = 0; i < SHIELD_MAX_V6_PLENS; i++) {
 		__u32 plen;
 
 		if (i >= n)
 			break;
-		plen = m->v6_plens[i];
-		k.plen = plen;
-		k.addr.w[0] = p->src.w[0] & word_mask(plen, 0);
-		k.addr.w[1] = p->src.w[1] & word_mask(plen, 1);
-		k.addr.w[2] = p->src.w[2] & word_mask(plen, 2);
-		k.addr.w[3] = p->src.w[3] & word_mask(plen, 3);
-		if (bpf_map_lookup_elem(pfx, &k))
+		plen = m->v6_plens[i] & 31;
+		if (shield_pfx_probe(lg, p, plen))
 			return MATCH_PREFIX;
+	}
+	{
+		struct shield_v6_node *node = bpf_map_lookup_elem(nodes, &p->src.w[0]);
+		__u64 lo, hi;
+
+		if (!node) /* nothing under this /32: the common case */
+			return MATCH_NONE;
+		lo = node->lens[0];
+		hi = node->lens[1];
+		if ((hi >> 32) & 1 && bpf_map_lookup_elem(exact, &p->src))
+			return MATCH_EXACT;
+		hi &= 0xffffffffull;
+		/* probe each length present, lowest bit first */
+		for (i = 0; i < SHIELD_MAX_V6_NODE_LENS; i++) {
+			__u64 word = lo ? lo : hi, b;
+			__u32 plen;
+
+			if (!word)
+				break;
+			b = word & -word;
+			plen = bit_index(b) + 32 + ((__u32)(!lo) << 6);
+			if (lo)
+				lo &= lo - 1;
+			else
+				hi &= hi - 1;
+			if (shield_pfx_probe(lg, p, plen))
+				return MATCH_PREFIX;
+		}
 	}
 	return MATCH_NONE;
 }
@@ -338,14 +418,14 @@ __noinline int shield_list_match(__u32 list, const struct pkt *p)
 	if (list == SHIELD_LIST_BLOCK) {
 		if (gen)
 			return set_match(&mxedge_bx1, &mxedge_bb1, &mxedge_bl1,
-					 &mxedge_bp1, m, p);
+					 &mxedge_bn1, 1, m, p);
 		return set_match(&mxedge_bx0, &mxedge_bb0, &mxedge_bl0,
-				 &mxedge_bp0, m, p);
+				 &mxedge_bn0, 0, m, p);
 	}
 	if (gen)
 		return set_match(&mxedge_ax1, &mxedge_ab1, &mxedge_al1,
-				 &mxedge_ap1, m, p);
-	return set_match(&mxedge_ax0, &mxedge_ab0, &mxedge_al0, &mxedge_ap0, m, p);
+				 &mxedge_an1, 3, m, p);
+	return set_match(&mxedge_ax0, &mxedge_ab0, &mxedge_al0, &mxedge_an0, 2, m, p);
 }
 
 /* GCRA form of a token bucket: a source may open a connection when its
@@ -622,7 +702,10 @@ __noinline int shield_decide(struct xdp_md *ctx, const struct pkt *p)
 	}
 
 	if ((p->tcpflags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN) {
-		__u64 now = bpf_ktime_get_ns();
+		/* Coarse clock (tick resolution, a few ms): enough for
+		 * per-second rates, and far cheaper than bpf_ktime_get_ns
+		 * under a hypervisor's clocksource. */
+		__u64 now = bpf_ktime_get_coarse_ns();
 
 		if (!rate_ok(cfg, p, now)) {
 			if (shield_list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)

@@ -24,6 +24,7 @@ struct shield {
 	int bitmap[SHIELD_LIST_COUNT][GENS];
 	int pfx[SHIELD_LIST_COUNT][GENS];
 	int leaf[SHIELD_LIST_COUNT][GENS];
+	int node[SHIELD_LIST_COUNT][GENS];
 	int meta, gen, cfg, cnt, rate, synm, events;
 	int owned; /* fds above were opened by us (pinned handle) */
 	struct ring_buffer *rb;
@@ -32,8 +33,9 @@ struct shield {
 	int ev_n;
 };
 
-enum { KINDS = 4 };
-static const char *const map_kind = "xbpl"; /* exact, /24 array, prefix, leaf */
+enum { KINDS = 5 };
+/* exact, /24 array, prefix, /24 leaf, IPv6 /32 node */
+static const char *const map_kind = "xbpln";
 
 static void map_name(char *buf, size_t len, enum shield_list l, int kind, int gen)
 {
@@ -49,7 +51,9 @@ static int *kind_fd(struct shield *s, int kind, enum shield_list l, int gen)
 		return &s->bitmap[l][gen];
 	if (kind == 2)
 		return &s->pfx[l][gen];
-	return &s->leaf[l][gen];
+	if (kind == 3)
+		return &s->leaf[l][gen];
+	return &s->node[l][gen];
 }
 
 static struct shield *shield_alloc(void)
@@ -227,7 +231,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 		}
 		if (strncmp(n, "mxedge_", 7) || strlen(n) != 10)
 			continue;
-		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l') {
+		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l' || n[8] == 'n') {
 			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
 
 			if (want && (err = bpf_map__set_max_entries(m, want)))
@@ -584,16 +588,15 @@ static int meta_write(struct shield *s, enum shield_list l, uint32_t gen,
 	return bpf_map_update_elem(s->meta, &key, m, BPF_ANY) ? -errno : 0;
 }
 
-/* Rebuilds the IPv6 probe list from the per-length counts, longest first
- * (the most specific lengths are usually the most numerous). /128 lives in
- * the exact hash, IPv4 in the /24 array and leaves: never probed. */
+/* Rebuilds the probe list of IPv6 lengths shorter than /32 (longer ones are
+ * found through their /32 node; IPv4 through the /24 array and leaves). */
 static int meta_plens(struct shield_set_meta *m)
 {
 	int p;
 
 	m->n_v4_plens = 0; /* IPv4 longer than /24 lives in the leaves */
 	m->n_v6_plens = 0;
-	for (p = 127; p >= 0; p--) {
+	for (p = 31; p >= 0; p--) { /* /32 and longer: per-/32 nodes */
 		if (!m->plen_count[p])
 			continue;
 		if (m->n_v6_plens >= SHIELD_MAX_V6_PLENS)
@@ -764,6 +767,42 @@ static int leaf_recompute_pfx(struct shield *s, enum shield_list l, uint32_t gen
 
 /* ---- single entries ------------------------------------------------------ */
 
+/* ---- IPv6 /32 nodes ---------------------------------------------------- */
+
+static int node_lens(const struct shield_v6_node *n)
+{
+	return __builtin_popcountll(n->lens[0]) +
+	       __builtin_popcountll(n->lens[1] & 0xffffffffull);
+}
+
+/* Records that an IPv6 entry of length >= /32 exists below its /32, before
+ * the entry itself is written. -ENOSPC if the node would need more lengths
+ * than the program probes. */
+static int node_add(struct shield *s, enum shield_list l, uint32_t gen,
+		    const struct shield_cidr *c)
+{
+	struct shield_v6_node n;
+	uint32_t key, bit;
+
+	if (c->family != 6 || c->plen < 32)
+		return 0;
+	memcpy(&key, c->addr, 4);
+	if (bpf_map_lookup_elem(s->node[l][gen], &key, &n)) {
+		if (errno != ENOENT)
+			return -errno;
+		memset(&n, 0, sizeof(n));
+	}
+	bit = c->plen - 32u;
+	if (n.lens[bit / 64] & (1ull << (bit % 64)))
+		return 0;
+	n.lens[bit / 64] |= 1ull << (bit % 64);
+	if (node_lens(&n) > SHIELD_MAX_V6_NODE_LENS)
+		return -ENOSPC;
+	if (bpf_map_update_elem(s->node[l][gen], &key, &n, BPF_ANY))
+		return errno == E2BIG ? -ENOSPC : -errno;
+	return 0;
+}
+
 /* Marks an IPv4 /25../32 entry in its /24's leaf (no-op for IPv6). */
 static int leaf_add(struct shield *s, enum shield_list l, uint32_t gen,
 		    const struct shield_cidr *c)
@@ -800,6 +839,9 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 	old = m;
 	memset(&k, 0, sizeof(k));
 	k.plen = cidr_key(c, &k.addr);
+	err = node_add(s, l, gen, c);
+	if (err)
+		return err;
 	if (is_exact(c)) {
 		if (bpf_map_update_elem(s->exact[l][gen], &k.addr, &e, BPF_EXIST) == 0)
 			return 0;
@@ -1228,6 +1270,18 @@ static int batch_put_kv(int fd, const void *keys, size_t key_size,
 	return 0;
 }
 
+struct node_mark {
+	uint32_t key;
+	uint32_t bit;
+};
+
+static int cmp_node_mark(const void *a, const void *b)
+{
+	uint32_t x = ((const struct node_mark *)a)->key, y = ((const struct node_mark *)b)->key;
+
+	return x < y ? -1 : x > y;
+}
+
 struct leaf_mark {
 	uint32_t blk;
 	uint16_t first, n;
@@ -1249,9 +1303,11 @@ int shield_bulk_commit(struct shield_bulk *b)
 	struct shield_v4_word *bitmap = NULL;
 	struct shield_v4_leaf *lvals = NULL;
 	struct leaf_mark *marks = NULL;
-	uint32_t *idx = NULL, *lkeys = NULL;
+	struct node_mark *nmk = NULL;
+	struct shield_v6_node *nvals = NULL;
+	uint32_t *idx = NULL, *lkeys = NULL, *nkeys = NULL;
 	uint32_t gen = 0, ngen, key;
-	size_t i, j, nmarks = 0, nleaves = 0;
+	size_t i, j, nmarks = 0, nleaves = 0, nnm = 0, nnodes = 0;
 	int err;
 
 	if (!b)
@@ -1288,7 +1344,8 @@ int shield_bulk_commit(struct shield_bulk *b)
 	bitmap = calloc(nwords, sizeof(*bitmap));
 	idx = malloc(nwords * sizeof(*idx));
 	marks = malloc((b->n_ex + b->n_px + 1) * sizeof(*marks));
-	if (!bitmap || !idx || !marks) {
+	nmk = malloc((b->n_ex + b->n_px + 1) * sizeof(*nmk));
+	if (!bitmap || !idx || !marks || !nmk) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -1312,6 +1369,9 @@ int shield_bulk_commit(struct shield_bulk *b)
 			marks[nmarks++] = (struct leaf_mark){ .blk = h >> 8,
 				.first = (uint16_t)(h & 0xff),
 				.n = (uint16_t)(1u << (32 - c.plen)), .pfx = 1 };
+		} else if (c.plen >= 32) {
+			memcpy(&nmk[nnm].key, c.addr, 4);
+			nmk[nnm++].bit = c.plen - 32u;
 		}
 	}
 	for (i = 0; i < b->n_ex; i++) {
@@ -1323,6 +1383,26 @@ int shield_bulk_commit(struct shield_bulk *b)
 
 			marks[nmarks++] = (struct leaf_mark){ .blk = h >> 8,
 				.first = (uint16_t)(h & 0xff), .n = 1, .pfx = 0 };
+		} else {
+			memcpy(&nmk[nnm].key, c.addr, 4);
+			nmk[nnm++].bit = 96;
+		}
+	}
+	/* One node per IPv6 /32 with entries of length >= /32 below it. */
+	qsort(nmk, nnm, sizeof(*nmk), cmp_node_mark);
+	nkeys = malloc((nnm + 1) * sizeof(*nkeys));
+	nvals = calloc(nnm + 1, sizeof(*nvals));
+	if (!nkeys || !nvals) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nnm; i++) {
+		if (nnodes == 0 || nkeys[nnodes - 1] != nmk[i].key)
+			nkeys[nnodes++] = nmk[i].key;
+		nvals[nnodes - 1].lens[nmk[i].bit / 64] |= 1ull << (nmk[i].bit % 64);
+		if (node_lens(&nvals[nnodes - 1]) > SHIELD_MAX_V6_NODE_LENS) {
+			err = -ENOSPC;
+			goto out;
 		}
 	}
 	/* One leaf per /24 that holds /25../32 entries. */
@@ -1360,6 +1440,12 @@ int shield_bulk_commit(struct shield_bulk *b)
 		err = batch_put_kv(s->leaf[b->l][ngen], lkeys, sizeof(*lkeys), lvals,
 				   sizeof(*lvals), nleaves);
 	if (!err)
+		err = hash_clear(s->node[b->l][ngen], sizeof(uint32_t),
+				 sizeof(struct shield_v6_node));
+	if (!err)
+		err = batch_put_kv(s->node[b->l][ngen], nkeys, sizeof(*nkeys), nvals,
+				   sizeof(*nvals), nnodes);
+	if (!err)
 		err = batch_put(s->exact[b->l][ngen], b->ex, b->n_ex, sizeof(*b->ex),
 				sizeof(struct shield_addr));
 	if (!err)
@@ -1391,6 +1477,9 @@ out:
 	free(marks);
 	free(lkeys);
 	free(lvals);
+	free(nmk);
+	free(nkeys);
+	free(nvals);
 	shield_bulk_abort(b);
 	return err;
 }

@@ -23,7 +23,8 @@
 enum {
 	SHIELD_MAX_PORTS = 4,      /* SMTP ports the shield guards */
 	SHIELD_MAX_V4_PLENS = 8,   /* distinct IPv4 prefix lengths /25../31 */
-	SHIELD_MAX_V6_PLENS = 24,  /* distinct IPv6 prefix lengths probed */
+	SHIELD_MAX_V6_PLENS = 24,  /* distinct IPv6 prefix lengths < /32 probed */
+	SHIELD_MAX_V6_NODE_LENS = 16, /* distinct lengths /32../127 under one /32 */
 	SHIELD_V4_BITMAP_WORDS = (1u << 24) / 64, /* 64 IPv4 /24 blocks per word */
 	SHIELD_V6_EXT_MAX = 6,     /* IPv6 extension headers walked */
 };
@@ -123,6 +124,16 @@ struct shield_v4_leaf {
 	__u64 pfx[4];
 };
 
+/* IPv6 first level: one node per /32 (key: the address's first 32 bits,
+ * network order) under which entries of length /32../128 exist; bit i of
+ * lens means length 32 + i is present (bit 96: /128 exact entries). Only
+ * those lengths are probed, so a source whose /32 holds nothing costs one
+ * lookup. A bit may stay set after its last entry is deleted (one wasted
+ * probe, never a wrong verdict) until the next bulk load. */
+struct shield_v6_node {
+	__u64 lens[2];
+};
+
 /* Entry value in the exact and prefix hashes. The program only tests
  * presence; expiry is enforced by user space (shield_expire()). */
 struct shield_entry {
@@ -139,7 +150,7 @@ struct shield_set_meta {
 	__u8 n_v6_plens;           /* lengths in v6_plens */
 	__u8 pad[2];
 	__u8 v4_plens[SHIELD_MAX_V4_PLENS]; /* 128-bit space lengths 121..127 */
-	__u8 v6_plens[SHIELD_MAX_V6_PLENS]; /* 0..127 (IPv6 only) */
+	__u8 v6_plens[SHIELD_MAX_V6_PLENS]; /* IPv6 lengths 0..31 (shorter than a node) */
 	__u32 plen_count[129];     /* user space bookkeeping: IPv6 entries per length */
 	__u32 v4_plen_count[33];   /* user space bookkeeping: IPv4 entries per length */
 };

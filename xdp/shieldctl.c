@@ -26,7 +26,7 @@ static void usage(FILE *f)
 		"  expire                        remove entries whose TTL has passed\n"
 		"  stats                         counters per verdict reason\n"
 		"  config [--ports P[,P..]] [--rate N --burst N] [--flood-syn N]\n"
-		"         [--flood-mode handoff|cookie] [--sample N]\n"
+		"         [--flood-mode handoff|cookie] [--flood-hold SECONDS] [--sample N]\n"
 		"  events [--count N] [--timeout SECONDS]\n"
 		"DIR defaults to %s; use /sys/fs/bpf for maps pinned by DPDK's af_xdp PMD.\n",
 		SHIELD_PIN_DIR_DEFAULT);
@@ -102,6 +102,7 @@ int main(int argc, char **argv)
 		{ "flood-syn", required_argument, NULL, 'f' },
 		{ "flood-mode", required_argument, NULL, 'F' },
 		{ "sample", required_argument, NULL, 's' },
+		{ "flood-hold", required_argument, NULL, 'H' },
 		{ "count", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
@@ -109,7 +110,7 @@ int main(int argc, char **argv)
 	};
 	const char *pin_dir = NULL, *mode_s = "auto", *ports_s = NULL, *fmode_s = NULL;
 	uint64_t ttl = 0, rate = UINT64_MAX, burst = 0, flood = UINT64_MAX;
-	uint64_t sample = UINT64_MAX, count = 10, timeout = 5;
+	uint64_t sample = UINT64_MAX, count = 10, timeout = 5, hold = UINT64_MAX;
 	struct shield *s = NULL;
 	const char *cmd;
 	int c, rc = 0, err;
@@ -126,6 +127,7 @@ int main(int argc, char **argv)
 		case 'b': if (parse_u64(optarg, &burst)) return die("--burst", EINVAL); break;
 		case 'f': if (parse_u64(optarg, &flood)) return die("--flood-syn", EINVAL); break;
 		case 's': if (parse_u64(optarg, &sample)) return die("--sample", EINVAL); break;
+		case 'H': if (parse_u64(optarg, &hold) || hold == 0 || hold > 3600) return die("--flood-hold (1..3600 s)", EINVAL); break;
 		case 'c': if (parse_u64(optarg, &count)) return die("--count", EINVAL); break;
 		case 'T': if (parse_u64(optarg, &timeout)) return die("--timeout", EINVAL); break;
 		case 'h': usage(stdout); return 0;
@@ -327,6 +329,8 @@ int main(int argc, char **argv)
 		}
 		if (sample != UINT64_MAX)
 			cfg.sample_every = (uint32_t)sample;
+		if (hold != UINT64_MAX)
+			cfg.flood_hold_ns = hold * 1000000000ull;
 		err = shield_config_set(s, &cfg);
 		if (err) {
 			rc = die("config", err);

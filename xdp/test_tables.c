@@ -148,6 +148,18 @@ static void test_add_list_del(void **state)
 	assert_int_equal(n, 0);
 }
 
+static void test_v6_short_prefix(void **state)
+{
+	struct shield_cidr c;
+
+	/* shorter than /32: probed by length, not through a /32 node */
+	assert_int_equal(shield_cidr_parse("2001:d00::/24", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(S, "2001:db8:1234::1"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	assert_int_equal(verdict(S, "2001:db8:1234::1"), XDP_PASS);
+}
+
 static void test_overlapping_prefix_delete(void **state)
 {
 	struct shield_cidr big, small;
@@ -171,7 +183,9 @@ static void test_too_many_v6_lengths(void **state)
 	char buf[64];
 	int len, ok = 0, r = 0;
 
-	for (len = 40; len < 40 + SHIELD_MAX_V6_PLENS + 1; len++) {
+	/* lengths >= /32 below one /32 (2001:db8::/32): at most
+	 * SHIELD_MAX_V6_NODE_LENS of them are probed, so more are refused */
+	for (len = 40; len < 40 + SHIELD_MAX_V6_NODE_LENS + 1; len++) {
 		snprintf(buf, sizeof(buf), "2001:db8:ffff::/%d", len);
 		assert_int_equal(shield_cidr_parse(buf, &c), 0);
 		r = shield_add(S, SHIELD_LIST_BLOCK, &c, 0);
@@ -179,12 +193,18 @@ static void test_too_many_v6_lengths(void **state)
 			break;
 		ok++;
 	}
-	assert_int_equal(ok, SHIELD_MAX_V6_PLENS);
+	assert_int_equal(ok, SHIELD_MAX_V6_NODE_LENS);
 	assert_int_equal(r, -ENOSPC);
 	/* the refused one is not half-added; the others still work */
 	assert_int_equal(shield_lookup(S, SHIELD_LIST_BLOCK, &c, NULL), 0);
 	assert_int_equal(verdict(S, "2001:db8:ffff::1"), XDP_DROP);
-	for (len = 40; len < 40 + SHIELD_MAX_V6_PLENS; len++) {
+	/* a length below another /32 is fine (table entries only: no packet
+	 * leaves this host) */
+	assert_int_equal(shield_cidr_parse("2001:db9::/99", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(S, "2001:db9::1"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	for (len = 40; len < 40 + SHIELD_MAX_V6_NODE_LENS; len++) {
 		snprintf(buf, sizeof(buf), "2001:db8:ffff::/%d", len);
 		assert_int_equal(shield_cidr_parse(buf, &c), 0);
 		assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
@@ -321,6 +341,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cidr_parse),
 		cmocka_unit_test(test_add_list_del),
+		cmocka_unit_test(test_v6_short_prefix),
 		cmocka_unit_test(test_overlapping_prefix_delete),
 		cmocka_unit_test(test_too_many_v6_lengths),
 		cmocka_unit_test(test_bulk_swap),

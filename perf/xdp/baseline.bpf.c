@@ -47,6 +47,12 @@ int bench_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+SEC("xdp")
+int bench_tx(struct xdp_md *ctx)
+{
+	return XDP_TX;
+}
+
 /* Source address in an LPM trie -> drop, else pass. No VLAN, no ports:
  * the least an LPM-based shield would do. */
 SEC("xdp")

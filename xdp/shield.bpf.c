@@ -221,7 +221,7 @@ struct pkt {
 	__u8 pad[3];
 };
 
-int shield_list_match(__u32 list, const struct pkt *p);
+int shield_list_match6(__u32 lg, const struct pkt *p);
 int shield_decide(struct xdp_md *ctx, const struct pkt *p);
 
 static __always_inline int count(struct xdp_md *ctx, __u32 slot, int action)
@@ -297,18 +297,14 @@ static __always_inline __u32 bit_index(__u64 b)
 		       NZ(b & 0xaaaaaaaaaaaaaaaaull));
 }
 
-int shield_pfx_probe(__u32 lg, const struct pkt *p, __u32 plen);
-
 /* One IPv6 prefix probe: src masked to plen in the prefix hash of list/gen
- * lg (list * 2 + gen). Global, so its branches are verified once rather
- * than once per loop iteration of every caller. Returns 1 on a hit. */
-__noinline int shield_pfx_probe(__u32 lg, const struct pkt *p, __u32 plen)
+ * lg (list * 2 + gen; a constant after inlining). Returns 1 on a hit.
+ * Inlined: as a global function the call cost ~10 ns per probe. */
+static __always_inline int pfx_probe(__u32 lg, const struct pkt *p, __u32 plen)
 {
 	struct shield_pfx_key k;
 	void *m;
 
-	if (!p)
-		return 0;
 	plen &= 127;
 	k.plen = plen;
 	k.addr.w[0] = p->src.w[0] & word_mask(plen, 0);
@@ -325,14 +321,11 @@ __noinline int shield_pfx_probe(__u32 lg, const struct pkt *p, __u32 plen)
 	return m != NULL;
 }
 
-static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
-				     void *nodes, __u32 lg,
-				     const struct shield_set_meta *m,
-				     const struct pkt *p)
+/* IPv4: the /24 word, and the /24's leaf only when it has one. */
+static __always_inline int v4_match(void *bitmap, void *leaves,
+				    const struct pkt *p)
 {
-	__u32 i, n;
-
-	if (p->family == 4) {
+	{
 		__u32 host = bpf_ntohl(p->src.w[3]);
 		__u32 blk = host >> 8;
 		__u32 idx = blk >> 6;
@@ -357,6 +350,15 @@ static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
 			return MATCH_PREFIX;
 		return MATCH_NONE;
 	}
+}
+
+/* IPv6: lengths shorter than /32 by probe, then the /32 node. */
+static __always_inline int set_match6(void *exact, void *nodes, __u32 lg,
+				      const struct shield_set_meta *m,
+				      const struct pkt *p)
+{
+	__u32 i, n;
+
 	/* IPv6 prefixes shorter than /32: few lengths, probed directly */
 	n = m->n_v6_plens;
 	for (i = 0; i < SHIELD_MAX_V6_PLENS; i++) {
@@ -365,7 +367,7 @@ static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
 		if (i >= n)
 			break;
 		plen = m->v6_plens[i] & 31;
-		if (shield_pfx_probe(lg, p, plen))
+		if (pfx_probe(lg, p, plen))
 			return MATCH_PREFIX;
 	}
 	{
@@ -392,40 +394,54 @@ static __always_inline int set_match(void *exact, void *bitmap, void *leaves,
 				lo &= lo - 1;
 			else
 				hi &= hi - 1;
-			if (shield_pfx_probe(lg, p, plen))
+			if (pfx_probe(lg, p, plen))
 				return MATCH_PREFIX;
 		}
 	}
 	return MATCH_NONE;
 }
 
-/* Global (separately verified) so the probe loops are checked once. */
-__noinline int shield_list_match(__u32 list, const struct pkt *p)
+/* IPv6 part of a list lookup for lg = list * 2 + generation. Global
+ * (verified once) because of its probe loops. */
+__noinline int shield_list_match6(__u32 lg, const struct pkt *p)
 {
 	const struct shield_set_meta *m;
-	__u32 *g, gen, mi;
 
-	if (!p || list >= SHIELD_LIST_COUNT)
+	if (!p || lg > 3)
 		return MATCH_NONE;
+	m = bpf_map_lookup_elem(&mxedge_meta, &lg);
+	if (!m)
+		return MATCH_NONE;
+	switch (lg) {
+	case 0: return set_match6(&mxedge_bx0, &mxedge_bn0, 0, m, p);
+	case 1: return set_match6(&mxedge_bx1, &mxedge_bn1, 1, m, p);
+	case 2: return set_match6(&mxedge_ax0, &mxedge_an0, 2, m, p);
+	default: return set_match6(&mxedge_ax1, &mxedge_an1, 3, m, p);
+	}
+}
+
+/* Is p's source in list (active generation)? MATCH_NONE/EXACT/PREFIX.
+ * IPv4 is answered inline (one or two lookups), IPv6 by the global above. */
+static __always_inline int list_match(__u32 list, const struct pkt *p)
+{
+	const struct shield_set_meta *m;
+	__u32 *g, gen, lg;
+
 	g = bpf_map_lookup_elem(&mxedge_gen, &list);
 	if (!g)
 		return MATCH_NONE;
 	gen = *g & 1;
-	mi = list * 2 + gen;
-	m = bpf_map_lookup_elem(&mxedge_meta, &mi);
-	if (!m || (!m->n_exact && !m->n_pfx))
+	lg = list * 2 + gen;
+	m = bpf_map_lookup_elem(&mxedge_meta, &lg);
+	if (!m || (!m->n_exact && !m->n_pfx)) /* empty list: no lookups */
 		return MATCH_NONE;
-	if (list == SHIELD_LIST_BLOCK) {
-		if (gen)
-			return set_match(&mxedge_bx1, &mxedge_bb1, &mxedge_bl1,
-					 &mxedge_bn1, 1, m, p);
-		return set_match(&mxedge_bx0, &mxedge_bb0, &mxedge_bl0,
-				 &mxedge_bn0, 0, m, p);
-	}
-	if (gen)
-		return set_match(&mxedge_ax1, &mxedge_ab1, &mxedge_al1,
-				 &mxedge_an1, 3, m, p);
-	return set_match(&mxedge_ax0, &mxedge_ab0, &mxedge_al0, &mxedge_an0, 2, m, p);
+	if (p->family != 4)
+		return shield_list_match6(lg, p);
+	if (list == SHIELD_LIST_BLOCK)
+		return gen ? v4_match(&mxedge_bb1, &mxedge_bl1, p)
+			   : v4_match(&mxedge_bb0, &mxedge_bl0, p);
+	return gen ? v4_match(&mxedge_ab1, &mxedge_al1, p)
+		   : v4_match(&mxedge_ab0, &mxedge_al0, p);
 }
 
 /* GCRA form of a token bucket: a source may open a connection when its
@@ -691,9 +707,9 @@ __noinline int shield_decide(struct xdp_md *ctx, const struct pkt *p)
 
 	if (!p)
 		return XDP_PASS;
-	m = shield_list_match(SHIELD_LIST_BLOCK, p);
+	m = list_match(SHIELD_LIST_BLOCK, p);
 	if (m != MATCH_NONE) {
-		if (shield_list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)
+		if (list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)
 			return drop(ctx, cfg,
 				    m == MATCH_EXACT ? SHIELD_R_DROP_BLOCK_EXACT
 						     : SHIELD_R_DROP_BLOCK_PREFIX,
@@ -708,7 +724,7 @@ __noinline int shield_decide(struct xdp_md *ctx, const struct pkt *p)
 		__u64 now = bpf_ktime_get_coarse_ns();
 
 		if (!rate_ok(cfg, p, now)) {
-			if (shield_list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)
+			if (list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)
 				return drop(ctx, cfg, SHIELD_R_DROP_RATE, p);
 			count(ctx, SHIELD_C_ALLOW_HIT, 0);
 		}

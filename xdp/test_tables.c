@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 #include <linux/bpf.h>
+#include <pthread.h>
 
 #include "shield.h"
 #include "testenv.h"
@@ -274,6 +275,60 @@ static void test_bulk_bad_file_changes_nothing(void **state)
 	unlink(path);
 }
 
+struct hammer {
+	volatile int stop;
+	long runs, passed;
+};
+
+/* Runs a packet from a source blocked in every set the swap test loads. */
+static void *hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+
+	while (!h->stop) {
+		int v = verdict(S, "198.18.240.7");
+
+		h->runs++;
+		h->passed += v != XDP_DROP;
+	}
+	return NULL;
+}
+
+static void test_swap_has_no_window(void **state)
+{
+	struct hammer h = { 0 };
+	pthread_t t;
+	int round, i;
+
+	/* Two different sets, both containing 198.18.240.0/24 (as a prefix in
+	 * one, as an exact entry in the other): while they replace each other
+	 * repeatedly, a packet from 198.18.240.7 must never pass. A
+	 * clear-and-refill loader would let some through. */
+	for (round = 0; round < 12; round++) {
+		struct shield_bulk *b = shield_bulk_begin(S, SHIELD_LIST_BLOCK);
+		struct shield_cidr c;
+		char buf[64];
+
+		assert_non_null(b);
+		for (i = 0; i < 3000; i++) {
+			snprintf(buf, sizeof(buf), "198.19.%d.%d/%d", i / 250, i % 250,
+				 round % 2 ? 32 : 30);
+			assert_int_equal(shield_cidr_parse(buf, &c), 0);
+			assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+		}
+		assert_int_equal(shield_cidr_parse(round % 2 ? "198.18.240.7"
+							     : "198.18.240.0/24", &c), 0);
+		assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+		assert_int_equal(shield_bulk_commit(b), 0);
+		if (round == 0) /* the source is blocked from here on */
+			assert_int_equal(pthread_create(&t, NULL, hammer_run, &h), 0);
+	}
+	h.stop = 1;
+	pthread_join(t, NULL);
+	assert_true(h.runs > 100);
+	assert_int_equal(h.passed, 0);
+}
+
 static void test_ttl_expiry(void **state)
 {
 	struct shield_cidr a, b, c;
@@ -346,6 +401,7 @@ int main(void)
 		cmocka_unit_test(test_too_many_v6_lengths),
 		cmocka_unit_test(test_bulk_swap),
 		cmocka_unit_test(test_bulk_bad_file_changes_nothing),
+		cmocka_unit_test(test_swap_has_no_window),
 		cmocka_unit_test(test_ttl_expiry),
 		cmocka_unit_test(test_pinned_maps_shared),
 	};

@@ -136,3 +136,14 @@ edge_if_saved=$edge_if; edge_if=
 send 2001:db8::2 2001:db8::1 25 after-detach || fail "delivery after detach"
 ip -n "$(netns_name edge)" link show "$edge_if_saved" | grep -q xdp && fail "program still attached"
 echo "ok: detach"
+
+# Generic (skb) mode on request; the tables survive in the pins.
+edge "$cli" --pin-dir "$pin" attach "$edge_if_saved" --mode generic >/dev/null || fail "generic attach"
+edge_if=$edge_if_saved
+ip -n "$(netns_name edge)" link show "$edge_if" | grep -q xdpgeneric || fail "not in generic mode"
+rc=0; send 2001:db8::2 2001:db8::1 25 generic-blocked || rc=$?
+[ "$rc" -eq 3 ] || fail "generic mode: blocked source got through (rc=$rc)"
+send 198.18.0.2 198.18.0.1 25 generic-allowed || fail "generic mode: allowlisted source blocked"
+edge "$cli" detach "$edge_if" >/dev/null || fail "detach generic"
+edge_if=
+echo "ok: generic mode attach/detach"

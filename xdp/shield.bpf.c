@@ -222,7 +222,7 @@ struct pkt {
 };
 
 int shield_list_match6(__u32 lg, const struct pkt *p);
-int shield_decide(struct xdp_md *ctx, const struct pkt *p);
+
 
 static __always_inline int count(struct xdp_md *ctx, __u32 slot, int action)
 {
@@ -631,6 +631,65 @@ static __always_inline int synack_rewrite(void *end, struct ethhdr *eth,
 		}                                                              \
 	} while (0)
 
+enum { WALK_TCP = 0, WALK_NOT_TCP = 1, WALK_MALFORMED = 2, WALK_LATER_FRAG = 3 };
+
+int shield_v6_walk(struct xdp_md *ctx, __u32 l3off);
+
+/* RFC 8200 §4: walks at most SHIELD_V6_EXT_MAX extension headers after the
+ * IPv6 header at l3off. Returns (WALK_* << 16) | (first-fragment << 14) |
+ * offset of the upper-layer header from l3. Global: its loop is verified
+ * once, not once per parse path of the caller. */
+__noinline int shield_v6_walk(struct xdp_md *ctx, __u32 l3off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6h = data + (l3off & 0x1f);
+	int is_frag = 0;
+	__u32 i;
+	void *cur;
+	__u8 nh;
+
+	if ((void *)(ip6h + 1) > end)
+		return WALK_MALFORMED << 16;
+	nh = ip6h->nexthdr;
+	cur = ip6h + 1;
+	for (i = 0; i < SHIELD_V6_EXT_MAX; i++) {
+		struct ipv6_opt_hdr *oh = cur;
+		struct frag_hdr6 *fh = cur;
+
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+		    nh == IPPROTO_DSTOPTS) {
+			if ((void *)(oh + 1) > end)
+				return WALK_MALFORMED << 16;
+			nh = oh->nexthdr;
+			cur += (oh->hdrlen + 1) * 8;
+		} else if (nh == IPPROTO_AH) {
+			if ((void *)(oh + 1) > end)
+				return WALK_MALFORMED << 16;
+			nh = oh->nexthdr;
+			cur += (oh->hdrlen + 2) * 4;
+		} else if (nh == IPPROTO_FRAGMENT) {
+			if ((void *)(fh + 1) > end)
+				return WALK_MALFORMED << 16;
+			if (bpf_ntohs(fh->frag_off) & 0xfff8)
+				return WALK_LATER_FRAG << 16;
+			is_frag = 1;
+			nh = fh->nexthdr;
+			cur = fh + 1;
+		} else {
+			break;
+		}
+	}
+	if (nh != IPPROTO_TCP) {
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+		    nh == IPPROTO_DSTOPTS || nh == IPPROTO_AH ||
+		    nh == IPPROTO_FRAGMENT) /* more than we walk */
+			return WALK_MALFORMED << 16;
+		return WALK_NOT_TCP << 16;
+	}
+	return is_frag << 14 | (int)((cur - (void *)ip6h) & 0x3fff);
+}
+
 /* ---- the program ----------------------------------------------------------- */
 
 #define TCPF_FIN 0x01
@@ -697,9 +756,8 @@ static __always_inline int syncookie_tx(struct xdp_md *ctx,
 	return count(ctx, SHIELD_R_TX_SYNCOOKIE, XDP_TX);
 }
 
-/* Everything after parsing: lists, rate, flood, hand-off. Global so the
- * verifier checks it once rather than once per parse path. */
-__noinline int shield_decide(struct xdp_md *ctx, const struct pkt *p)
+/* Everything after parsing: lists, rate, flood, hand-off. */
+static __always_inline int shield_decide(struct xdp_md *ctx, const struct pkt *p)
 {
 	const struct shield_config *cfg = config();
 	__u32 qid;
@@ -803,7 +861,6 @@ int mxedge_shield(struct xdp_md *ctx)
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h = l3;
 		__u8 nh;
-		void *cur;
 
 		p.family = 6;
 		if ((void *)(ip6h + 1) > end)
@@ -813,45 +870,21 @@ int mxedge_shield(struct xdp_md *ctx)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 		__builtin_memcpy(&p.src, &ip6h->saddr, 16);
 		nh = ip6h->nexthdr;
-		cur = ip6h + 1;
-		p.plain = 1;
-		/* RFC 8200 §4: walk a bounded number of extension headers. */
-		for (i = 0; i < SHIELD_V6_EXT_MAX; i++) {
-			struct ipv6_opt_hdr *oh = cur;
-			struct frag_hdr6 *fh = cur;
+		p.plain = nh == IPPROTO_TCP;
+		if (p.plain) {
+			l4off = 40;
+		} else { /* extension headers: the rare case, walked apart */
+			int w = shield_v6_walk(ctx, p.l3off);
 
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-			    nh == IPPROTO_DSTOPTS) {
-				if ((void *)(oh + 1) > end)
-					return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
-				nh = oh->nexthdr;
-				cur += (oh->hdrlen + 1) * 8;
-			} else if (nh == IPPROTO_AH) {
-				if ((void *)(oh + 1) > end)
-					return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
-				nh = oh->nexthdr;
-				cur += (oh->hdrlen + 2) * 4;
-			} else if (nh == IPPROTO_FRAGMENT) {
-				if ((void *)(fh + 1) > end)
-					return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
-				if (bpf_ntohs(fh->frag_off) & 0xfff8)
-					return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
-				is_frag = 1;
-				nh = fh->nexthdr;
-				cur = fh + 1;
-			} else {
-				break;
-			}
-			p.plain = 0;
-		}
-		if (nh != IPPROTO_TCP) {
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-			    nh == IPPROTO_DSTOPTS || nh == IPPROTO_AH ||
-			    nh == IPPROTO_FRAGMENT) /* more than we walk */
+			if (w >> 16 == WALK_NOT_TCP)
+				return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+			if (w >> 16 == WALK_LATER_FRAG)
+				return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
+			if (w >> 16 != WALK_TCP)
 				return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
-			return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+			l4off = w & 0x3fff;
+			is_frag = (w >> 14) & 1;
 		}
-		l4off = cur - l3;
 		if (l4off > ip_end)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 	} else {

@@ -351,6 +351,71 @@ void shield_close(struct shield *s)
 	free(s);
 }
 
+static int pin_one(int fd, const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (bpf_obj_pin(fd, path)) {
+		if (errno != EEXIST)
+			return -errno;
+		/* already pinned there: fine if it is this very map */
+		{
+			struct bpf_map_info a, b;
+			__u32 la = sizeof(a), lb = sizeof(b);
+			int other = bpf_obj_get(path), same;
+
+			if (other < 0)
+				return -errno;
+			memset(&a, 0, sizeof(a));
+			memset(&b, 0, sizeof(b));
+			same = !bpf_obj_get_info_by_fd(fd, &a, &la) &&
+			       !bpf_obj_get_info_by_fd(other, &b, &lb) && a.id == b.id;
+			close(other);
+			if (!same)
+				return -EEXIST;
+		}
+	}
+	return 0;
+}
+
+int shield_pin_maps(struct shield *s, const char *dir)
+{
+	const struct {
+		int fd;
+		const char *name;
+	} fixed[] = {
+		{ s->meta, SHIELD_MAP_META }, { s->gen, SHIELD_MAP_GEN },
+		{ s->cfg, SHIELD_MAP_CONFIG }, { s->cnt, SHIELD_MAP_COUNTERS },
+		{ s->rate, SHIELD_MAP_RATE }, { s->synm, SHIELD_MAP_SYNMETER },
+		{ s->events, SHIELD_MAP_EVENTS },
+	};
+	char name[32];
+	int err, l, g, k;
+	size_t i;
+
+	if (!s || !dir)
+		return -EINVAL;
+	err = mkdir_p(dir);
+	if (err)
+		return err;
+	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		err = pin_one(fixed[i].fd, dir, fixed[i].name);
+		if (err)
+			return err;
+	}
+	for (l = 0; l < SHIELD_LIST_COUNT; l++)
+		for (g = 0; g < GENS; g++)
+			for (k = 0; k < KINDS; k++) {
+				map_name(name, sizeof(name), l, k, g);
+				err = pin_one(*kind_fd(s, k, l, g), dir, name);
+				if (err)
+					return err;
+			}
+	return 0;
+}
+
 int shield_prog_fd(const struct shield *s)
 {
 	return s->skel ? bpf_program__fd(s->skel->progs.mxedge_shield) : -1;

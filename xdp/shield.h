@@ -60,6 +60,13 @@ struct shield *shield_load(const struct shield_load_opts *opts);
  * Returns the handle or NULL + errno (ENOENT: nothing pinned there). */
 struct shield *shield_open_pinned(const char *pin_dir);
 
+/* shield_pin_maps: pins every table of s (not xsks_map) under dir as well,
+ * e.g. the maps DPDK's PMD pinned in /sys/fs/bpf into /sys/fs/bpf/mxedge, so
+ * the control plane always finds them in one place. A map already pinned
+ * there is accepted if it is the same map. Returns 0, -EEXIST (another map
+ * holds the name), or -errno. */
+int shield_pin_maps(struct shield *s, const char *dir);
+
 /* shield_close: releases fds and memory; pinned maps and attached programs
  * stay. Accepts NULL. */
 void shield_close(struct shield *s);

@@ -19,6 +19,8 @@ static void usage(FILE *f)
 		"  load                          load the program, create/reuse pinned maps\n"
 		"  attach IFACE [--mode auto|native|generic]\n"
 		"  detach IFACE\n"
+		"  adopt FROM_DIR                pin the maps pinned in FROM_DIR (e.g. by\n"
+		"                                DPDK's af_xdp PMD in /sys/fs/bpf) under DIR too\n"
 		"  add block|allow CIDR [--ttl SECONDS]\n"
 		"  del block|allow CIDR\n"
 		"  list block|allow\n"
@@ -200,6 +202,27 @@ int main(int argc, char **argv)
 			return die("detach", err);
 		printf("detached from %s\n", argv[0]);
 		return 0;
+	}
+
+	if (!strcmp(cmd, "adopt")) {
+		const char *to = pin_dir ? pin_dir : SHIELD_PIN_DIR_DEFAULT;
+
+		if (argc != 1) {
+			usage(stderr);
+			return 2;
+		}
+		s = shield_open_pinned(argv[0]);
+		if (!s) {
+			fprintf(stderr, "mxedge-shield: no shield maps pinned in %s (%s)\n",
+				argv[0], strerror(errno));
+			return 1;
+		}
+		err = shield_pin_maps(s, to);
+		if (err)
+			rc = die(to, err);
+		else
+			printf("maps of %s pinned in %s\n", argv[0], to);
+		goto out;
 	}
 
 	s = shield_open_pinned(pin_dir);

@@ -40,7 +40,7 @@ cleanup_all() {
     kill -KILL "$pmd_pid" 2>/dev/null || true
   fi
   rm -f /sys/fs/bpf/mxedge_*
-  rm -rf "$work"
+  rm -rf "$work" "/sys/fs/bpf/mxt$$-pmd"
   netns_cleanup
 }
 trap cleanup_all EXIT
@@ -106,9 +106,14 @@ netns_exec client "$py" "$here/test_send.py" 198.18.0.3 198.18.0.1 2222 mgmt \
   || fail "non-SMTP port did not reach the kernel while the PMD owns the program"
 echo "ok: non-SMTP traffic still reaches the kernel"
 
-# Live table update through the PMD's pins.
-shield add block 198.18.0.3 >/dev/null || fail "cannot add to the PMD-pinned blocklist"
-shield list block | grep -qx '198.18.0.3/32' || fail "entry not listed"
+# Live table update while the PMD owns the program: the PMD's pins are
+# adopted into our own pin directory (as the control plane would do with
+# /sys/fs/bpf/mxedge), and the entry is added through that directory.
+own=/sys/fs/bpf/mxt$$-pmd
+"$cli" --pin-dir "$own" adopt /sys/fs/bpf >/dev/null || fail "adopt the PMD's maps"
+"$cli" --pin-dir "$own" adopt /sys/fs/bpf >/dev/null || fail "adopt is not idempotent"
+"$cli" --pin-dir "$own" add block 198.18.0.3 >/dev/null || fail "cannot add through the adopted pins"
+shield list block | grep -qx '198.18.0.3/32' || fail "entry not visible through the PMD's own pins"
 sleep 1.5
 before=$(rx); drops0=$(counter drop_block_exact)
 syns 198.18.0.3 5

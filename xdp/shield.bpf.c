@@ -432,11 +432,13 @@ static __always_inline int list_match(__u32 list, const struct pkt *p)
 		return MATCH_NONE;
 	gen = *g & 1;
 	lg = list * 2 + gen;
-	m = bpf_map_lookup_elem(&mxedge_meta, &lg);
-	if (!m || (!m->n_exact && !m->n_pfx)) /* empty list: no lookups */
-		return MATCH_NONE;
-	if (p->family != 4)
+	if (p->family != 4) {
+		m = bpf_map_lookup_elem(&mxedge_meta, &lg);
+		if (!m || (!m->n_exact && !m->n_pfx)) /* empty list */
+			return MATCH_NONE;
 		return shield_list_match6(lg, p);
+	}
+	/* IPv4 needs no summary: an empty set is all-zero words */
 	if (list == SHIELD_LIST_BLOCK)
 		return gen ? v4_match(&mxedge_bb1, &mxedge_bl1, p)
 			   : v4_match(&mxedge_bb0, &mxedge_bl0, p);
@@ -757,9 +759,10 @@ static __always_inline int syncookie_tx(struct xdp_md *ctx,
 }
 
 /* Everything after parsing: lists, rate, flood, hand-off. */
-static __always_inline int shield_decide(struct xdp_md *ctx, const struct pkt *p)
+static __always_inline int shield_decide(struct xdp_md *ctx,
+					 const struct shield_config *cfg,
+					 const struct pkt *p)
 {
-	const struct shield_config *cfg = config();
 	__u32 qid;
 	int m;
 
@@ -914,7 +917,7 @@ int mxedge_shield(struct xdp_md *ctx)
 	if ((p.tcpflags & TCPF_SYN) && (p.tcpflags & (TCPF_RST | TCPF_FIN)))
 		return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 	p.l4off = l4off;
-	return shield_decide(ctx, &p);
+	return shield_decide(ctx, cfg, &p);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

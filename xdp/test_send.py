@@ -12,6 +12,8 @@ try:
     s.connect((dst, port))
 except socket.timeout:
     sys.exit(3)
+# Connected: the dialogue may be slow on a loaded machine, that is no failure.
+s.settimeout(20)
 f = s.makefile('rwb')
 def expect(code):
     l = f.readline().decode()

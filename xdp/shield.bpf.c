@@ -3,18 +3,19 @@
  *
  * Per packet, in the NIC driver:
  *   non-IP, non-TCP, non-SMTP-port          -> XDP_PASS (kernel, unchanged)
- *   malformed/truncated TCP to an SMTP port -> XDP_DROP
+ *   malformed/truncated TCP to an SMTP port -> XDP_DROP (and broken IP headers)
  *   blocklisted source (unless allowlisted) -> XDP_DROP
  *   SYN over the source's rate              -> XDP_DROP (unless allowlisted)
  *   SYN during a flood (cookie mode)        -> XDP_TX SYN-ACK with a cookie
  *   otherwise SMTP                          -> redirect to xsks_map[rx queue],
  *                                              XDP_PASS if no socket is bound
- * Lists are O(1) structures (xdp/README.md "Lookup structures"): exact hash,
- * IPv4 in DIR-24-8 style (a /24 array answers prefixes up to /24; a /24
- * with longer entries has a 256-bit leaf: at most two lookups); IPv6 via a
- * /32 node that says which lengths exist below it, then one probe per such
- * length (and one per length shorter than /32 in use). Each list has two generations; bulk loads fill the
- * inactive one and flip mxedge_gen[list].
+ * Lists are O(1) structures, not LPM tries (xdp/README.md "Lookup
+ * structures"): IPv4 in DIR-24-8 style (a /24 array answers prefixes up to
+ * /24; a /24 with longer entries has a 256-bit leaf: at most two lookups);
+ * IPv6 via a /32 node that says which lengths exist below it, then one probe
+ * per such length (/128 in the exact hash; lengths shorter than /32 probed
+ * by length). Each list has two generations; bulk loads fill the inactive
+ * one and flip mxedge_gen[list].
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

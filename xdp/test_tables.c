@@ -1,0 +1,414 @@
+/* test_tables.c — the shield's tables as the control plane uses them:
+ * CIDR parsing, add/del/list, bulk replacement by swap, bad files, TTL
+ * expiry, pinned access — each checked by what the program then does. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <linux/bpf.h>
+#include <pthread.h>
+
+#include "shield.h"
+#include "testenv.h"
+
+static struct shield *S;
+
+static int setup(void **state)
+{
+	struct shield_load_opts o = { .no_pin = 1 };
+	struct shield_config c;
+
+	S = shield_load(&o);
+	if (!S)
+		return -1;
+	shield_config_defaults(&c);
+	shield_config_set_rate(&c, 0, 0);
+	shield_config_set_flood(&c, 0, SHIELD_FLOOD_HANDOFF);
+	c.sample_every = 0;
+	return shield_config_set(S, &c);
+}
+
+static int teardown(void **state)
+{
+	shield_close(S);
+	return 0;
+}
+
+/* Verdict for a SYN to port 25 from src. */
+static int verdict(struct shield *s, const char *src)
+{
+	struct testenv_pkt p = { .family = strchr(src, ':') ? 6 : 4, .src = src,
+				 .dport = 25, .tcpflags = 0x10 };
+	uint8_t buf[256];
+	size_t n = testenv_build(buf, sizeof(buf), &p);
+
+	return testenv_run(shield_prog_fd(s), buf, n, 0, 0, NULL, NULL);
+}
+
+static char *write_file(const char *text)
+{
+	static char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/tmp/mxs-test-%d.txt", (int)getpid());
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static void test_cidr_parse(void **state)
+{
+	struct shield_cidr c;
+	char buf[64];
+
+	assert_int_equal(shield_cidr_parse("198.18.0.0/15", &c), 0);
+	assert_int_equal(c.family, 4);
+	assert_int_equal(c.plen, 15);
+	assert_int_equal(shield_cidr_parse("198.19.255.7/15", &c), 0); /* host bits cleared */
+	assert_int_equal(shield_cidr_format(&c, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "198.18.0.0/15");
+	assert_int_equal(shield_cidr_parse("2001:db8::1", &c), 0);
+	assert_int_equal(c.plen, 128);
+	assert_int_equal(shield_cidr_parse("2001:db8:ab:cd::/62", &c), 0);
+	assert_int_equal(shield_cidr_format(&c, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "2001:db8:ab:cc::/62");
+	assert_int_equal(shield_cidr_parse("::ffff:198.18.1.0/120", &c), 0);
+	assert_int_equal(c.family, 4);
+	assert_int_equal(c.plen, 24);
+	assert_int_equal(shield_cidr_parse("198.18.0.0/33", &c), -EINVAL);
+	assert_int_equal(shield_cidr_parse("2001:db8::/129", &c), -EINVAL);
+	assert_int_equal(shield_cidr_parse("198.18.0.0/", &c), -EINVAL);
+	assert_int_equal(shield_cidr_parse("198.18.0.0/1x", &c), -EINVAL);
+	assert_int_equal(shield_cidr_parse("198.18.0", &c), -EINVAL);
+	assert_int_equal(shield_cidr_parse("example.com", &c), -EINVAL);
+	assert_int_equal(shield_cidr_parse("", &c), -EINVAL);
+}
+
+struct collect {
+	char items[16][64];
+	int n;
+};
+
+static int collect_cb(const struct shield_cidr *c, uint64_t expires, void *arg)
+{
+	struct collect *col = arg;
+
+	if (col->n < 16)
+		shield_cidr_format(c, col->items[col->n++], 64);
+	return 0;
+}
+
+static int has(const struct collect *col, const char *s)
+{
+	int i;
+
+	for (i = 0; i < col->n; i++)
+		if (!strcmp(col->items[i], s))
+			return 1;
+	return 0;
+}
+
+static void test_add_list_del(void **state)
+{
+	struct shield_cidr c;
+	struct collect col = { .n = 0 };
+	uint64_t n, exp;
+
+	assert_int_equal(shield_cidr_parse("198.18.1.0/24", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0); /* idempotent */
+	assert_int_equal(shield_cidr_parse("2001:db8:1::/48", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 12345), 0);
+	assert_int_equal(shield_lookup(S, SHIELD_LIST_BLOCK, &c, &exp), 1);
+	assert_int_equal(exp, 12345);
+	assert_int_equal(shield_count(S, SHIELD_LIST_BLOCK, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(shield_list_entries(S, SHIELD_LIST_BLOCK, collect_cb, &col), 0);
+	assert_int_equal(col.n, 2);
+	assert_true(has(&col, "198.18.1.0/24"));
+	assert_true(has(&col, "2001:db8:1::/48"));
+	assert_int_equal(verdict(S, "198.18.1.77"), XDP_DROP);
+	assert_int_equal(verdict(S, "2001:db8:1:2::3"), XDP_DROP);
+
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), -ENOENT);
+	assert_int_equal(verdict(S, "2001:db8:1:2::3"), XDP_PASS);
+	assert_int_equal(shield_cidr_parse("198.18.1.0/24", &c), 0);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	assert_int_equal(verdict(S, "198.18.1.77"), XDP_PASS);
+	assert_int_equal(shield_count(S, SHIELD_LIST_BLOCK, &n), 0);
+	assert_int_equal(n, 0);
+}
+
+static void test_v6_short_prefix(void **state)
+{
+	struct shield_cidr c;
+
+	/* shorter than /32: probed by length, not through a /32 node */
+	assert_int_equal(shield_cidr_parse("2001:d00::/24", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(S, "2001:db8:1234::1"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	assert_int_equal(verdict(S, "2001:db8:1234::1"), XDP_PASS);
+}
+
+static void test_overlapping_prefix_delete(void **state)
+{
+	struct shield_cidr big, small;
+
+	/* a /16 and a /20 inside it share /24 blocks of the bitmap: removing
+	 * the /16 must keep the /20's blocks, removing the /20 then clears */
+	assert_int_equal(shield_cidr_parse("198.19.0.0/16", &big), 0);
+	assert_int_equal(shield_cidr_parse("198.19.32.0/20", &small), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &big, 0), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &small, 0), 0);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &big), 0);
+	assert_int_equal(verdict(S, "198.19.40.1"), XDP_DROP);
+	assert_int_equal(verdict(S, "198.19.1.1"), XDP_PASS);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &small), 0);
+	assert_int_equal(verdict(S, "198.19.40.1"), XDP_PASS);
+}
+
+static void test_too_many_v6_lengths(void **state)
+{
+	struct shield_cidr c;
+	char buf[64];
+	int len, ok = 0, r = 0;
+
+	/* lengths >= /32 below one /32 (2001:db8::/32): at most
+	 * SHIELD_MAX_V6_NODE_LENS of them are probed, so more are refused */
+	for (len = 40; len < 40 + SHIELD_MAX_V6_NODE_LENS + 1; len++) {
+		snprintf(buf, sizeof(buf), "2001:db8:ffff::/%d", len);
+		assert_int_equal(shield_cidr_parse(buf, &c), 0);
+		r = shield_add(S, SHIELD_LIST_BLOCK, &c, 0);
+		if (r)
+			break;
+		ok++;
+	}
+	assert_int_equal(ok, SHIELD_MAX_V6_NODE_LENS);
+	assert_int_equal(r, -ENOSPC);
+	/* the refused one is not half-added; the others still work */
+	assert_int_equal(shield_lookup(S, SHIELD_LIST_BLOCK, &c, NULL), 0);
+	assert_int_equal(verdict(S, "2001:db8:ffff::1"), XDP_DROP);
+	/* a length below another /32 is fine (table entries only: no packet
+	 * leaves this host) */
+	assert_int_equal(shield_cidr_parse("2001:db9::/99", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(S, "2001:db9::1"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	for (len = 40; len < 40 + SHIELD_MAX_V6_NODE_LENS; len++) {
+		snprintf(buf, sizeof(buf), "2001:db8:ffff::/%d", len);
+		assert_int_equal(shield_cidr_parse(buf, &c), 0);
+		assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	}
+	assert_int_equal(verdict(S, "2001:db8:ffff::1"), XDP_PASS);
+}
+
+static void test_bulk_swap(void **state)
+{
+	struct shield_cidr c;
+	char err[256];
+	size_t loaded = 0;
+	uint64_t n;
+	char *path;
+
+	assert_int_equal(shield_cidr_parse("198.18.200.1", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	path = write_file("# blocklist\n198.18.100.0/24\n\n2001:db8:100::/48  # comment\n"
+			  "198.18.101.1\n198.18.101.1\n198.18.102.128/25 3600\n");
+	assert_int_equal(shield_bulk_load_file(S, SHIELD_LIST_BLOCK, path, 1000, 0,
+					       &loaded, err, sizeof(err)), 0);
+	assert_int_equal(loaded, 5);
+	assert_int_equal(shield_count(S, SHIELD_LIST_BLOCK, &n), 0);
+	assert_int_equal(n, 4); /* the duplicate counted once */
+	/* the new set is active, the old one (198.18.200.1) is gone */
+	assert_int_equal(verdict(S, "198.18.100.9"), XDP_DROP);
+	assert_int_equal(verdict(S, "2001:db8:100::9"), XDP_DROP);
+	assert_int_equal(verdict(S, "198.18.101.1"), XDP_DROP);
+	assert_int_equal(verdict(S, "198.18.102.200"), XDP_DROP);
+	assert_int_equal(verdict(S, "198.18.102.100"), XDP_PASS);
+	assert_int_equal(verdict(S, "198.18.200.1"), XDP_PASS);
+
+	/* a second load replaces again (and reuses the first generation) */
+	path = write_file("198.18.200.0/22\n");
+	assert_int_equal(shield_bulk_load_file(S, SHIELD_LIST_BLOCK, path, 0, 0,
+					       NULL, err, sizeof(err)), 0);
+	assert_int_equal(verdict(S, "198.18.201.1"), XDP_DROP);
+	assert_int_equal(verdict(S, "198.18.100.9"), XDP_PASS);
+	unlink(path);
+}
+
+static void test_bulk_bad_file_changes_nothing(void **state)
+{
+	char err[256];
+	uint64_t n;
+	char *path;
+
+	path = write_file("198.18.210.0/24\n");
+	assert_int_equal(shield_bulk_load_file(S, SHIELD_LIST_BLOCK, path, 0, 0,
+					       NULL, err, sizeof(err)), 0);
+	path = write_file("198.18.211.0/24\n198.18.300.1\n198.18.212.0/24\n");
+	assert_int_equal(shield_bulk_load_file(S, SHIELD_LIST_BLOCK, path, 0, 0,
+					       NULL, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, ":2:"));
+	assert_non_null(strstr(err, "198.18.300.1"));
+	path = write_file("198.18.211.0/24 -5\n");
+	assert_int_equal(shield_bulk_load_file(S, SHIELD_LIST_BLOCK, path, 0, 0,
+					       NULL, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "TTL"));
+	assert_int_equal(shield_bulk_load_file(S, SHIELD_LIST_BLOCK, "/nonexistent/x",
+					       0, 0, NULL, err, sizeof(err)), -ENOENT);
+	/* still the last good set */
+	assert_int_equal(verdict(S, "198.18.210.5"), XDP_DROP);
+	assert_int_equal(verdict(S, "198.18.211.5"), XDP_PASS);
+	assert_int_equal(shield_count(S, SHIELD_LIST_BLOCK, &n), 0);
+	assert_int_equal(n, 1);
+	unlink(path);
+}
+
+struct hammer {
+	volatile int stop;
+	long runs, passed;
+};
+
+/* Runs a packet from a source blocked in every set the swap test loads. */
+static void *hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+
+	while (!h->stop) {
+		int v = verdict(S, "198.18.240.7");
+
+		h->runs++;
+		h->passed += v != XDP_DROP;
+	}
+	return NULL;
+}
+
+static void test_swap_has_no_window(void **state)
+{
+	struct hammer h = { 0 };
+	pthread_t t;
+	int round, i;
+
+	/* Two different sets, both containing 198.18.240.0/24 (as a prefix in
+	 * one, as an exact entry in the other): while they replace each other
+	 * repeatedly, a packet from 198.18.240.7 must never pass. A
+	 * clear-and-refill loader would let some through. */
+	for (round = 0; round < 8; round++) {
+		struct shield_bulk *b = shield_bulk_begin(S, SHIELD_LIST_BLOCK);
+		struct shield_cidr c;
+		char buf[64];
+
+		assert_non_null(b);
+		for (i = 0; i < 2000; i++) {
+			snprintf(buf, sizeof(buf), "198.19.%d.%d/%d", i / 250, i % 250,
+				 round % 2 ? 32 : 30);
+			assert_int_equal(shield_cidr_parse(buf, &c), 0);
+			assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+		}
+		assert_int_equal(shield_cidr_parse(round % 2 ? "198.18.240.7"
+							     : "198.18.240.0/24", &c), 0);
+		assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+		assert_int_equal(shield_bulk_commit(b), 0);
+		if (round == 0) /* the source is blocked from here on */
+			assert_int_equal(pthread_create(&t, NULL, hammer_run, &h), 0);
+	}
+	h.stop = 1;
+	pthread_join(t, NULL);
+	assert_true(h.runs > 100);
+	assert_int_equal(h.passed, 0);
+}
+
+static void test_ttl_expiry(void **state)
+{
+	struct shield_cidr a, b, c;
+	size_t removed = 0;
+
+	assert_int_equal(shield_cidr_parse("198.18.220.1", &a), 0);
+	assert_int_equal(shield_cidr_parse("198.18.221.0/24", &b), 0);
+	assert_int_equal(shield_cidr_parse("2001:db8:220::/56", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &a, 1000), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &b, 2000), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0); /* never */
+	assert_int_equal(shield_expire(S, 999, &removed), 0);
+	assert_int_equal(removed, 0);
+	assert_int_equal(verdict(S, "198.18.220.1"), XDP_DROP);
+	assert_int_equal(shield_expire(S, 1000, &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_int_equal(verdict(S, "198.18.220.1"), XDP_PASS);
+	assert_int_equal(verdict(S, "198.18.221.1"), XDP_DROP);
+	assert_int_equal(shield_expire(S, 5000, &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_int_equal(verdict(S, "198.18.221.1"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:db8:220::1"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+}
+
+static void test_pinned_maps_shared(void **state)
+{
+	char dir[64];
+	struct shield_load_opts o = { .pin_dir = dir };
+	struct shield *a, *b, *again;
+	struct shield_cidr c;
+	struct shield_config cfg;
+
+	snprintf(dir, sizeof(dir), "/sys/fs/bpf/mxs-test-%d", (int)getpid());
+	a = shield_load(&o);
+	assert_non_null(a);
+	b = shield_open_pinned(dir);
+	assert_non_null(b);
+	assert_int_equal(shield_prog_fd(b), -1);
+	/* an entry added through the pins reaches the loaded program */
+	assert_int_equal(shield_cidr_parse("198.18.230.0/24", &c), 0);
+	assert_int_equal(shield_add(b, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(a, "198.18.230.1"), XDP_DROP);
+	assert_int_equal(shield_config_get(b, &cfg), 0);
+	assert_int_equal(cfg.ports[0], 25);
+	/* a reload reuses the pinned tables */
+	again = shield_load(&o);
+	assert_non_null(again);
+	assert_int_equal(verdict(again, "198.18.230.1"), XDP_DROP);
+	shield_close(again);
+	shield_close(b);
+	shield_close(a);
+	assert_null(shield_open_pinned("/sys/fs/bpf/mxs-does-not-exist"));
+	assert_int_equal(errno, ENOENT);
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		assert_int_equal(system(cmd), 0);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cidr_parse),
+		cmocka_unit_test(test_add_list_del),
+		cmocka_unit_test(test_v6_short_prefix),
+		cmocka_unit_test(test_overlapping_prefix_delete),
+		cmocka_unit_test(test_too_many_v6_lengths),
+		cmocka_unit_test(test_bulk_swap),
+		cmocka_unit_test(test_bulk_bad_file_changes_nothing),
+		cmocka_unit_test(test_swap_has_no_window),
+		cmocka_unit_test(test_ttl_expiry),
+		cmocka_unit_test(test_pinned_maps_shared),
+	};
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_tables: needs root (BPF)\n");
+		return 77;
+	}
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

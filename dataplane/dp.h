@@ -14,6 +14,7 @@
 
 #include "cfg.h"
 #include "ctl.h"
+#include "shield.h"
 #include "tables.h"
 
 /* Where the port's frames come from (DESIGN.md "Port sources"). */
@@ -63,11 +64,13 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv);
 void dp_config_free(struct dp_config *cfg);
 
 /*
- * dp_tables_load - put the file's domains, blocklist and allowlist into @t.
- * A bad entry stops with "FILE:LINE: ..." in @err and -EINVAL.
+ * dp_tables_load - put the file's domains, blocklist and allowlist into @t
+ * and, if @sh is not NULL, the lists into the XDP shield. A bad entry stops
+ * with "FILE:LINE: ..." in @err and -EINVAL.
  */
-int dp_tables_load(struct tbl_set *t, const struct cfg *c, char *err,
-		   size_t errlen);
+int dp_tables_load(struct tbl_set *t, struct shield *sh, const struct cfg *c,
+		   char *err, size_t errlen);
+
 
 /* dp_usage - print the command-line help to @f (a FILE *). */
 void dp_usage(void *f);
@@ -87,6 +90,7 @@ long dp_hugepages_free(void);
 /* Control-socket commands of an edge process (dp_admin.c). */
 struct dp_admin {
 	struct tbl_set *tables;
+	struct shield *shield;         /* XDP maps to mirror lists into, or NULL */
 	uint64_t (*now_ms)(void);      /* monotonic clock for TTLs */
 	json_t *(*status)(void *arg);  /* process-specific status object */
 	json_t *(*stats)(void *arg);   /* per-lcore counters (array) */
@@ -95,9 +99,15 @@ struct dp_admin {
 
 /*
  * dp_admin_commands - the command table to serve with ctl_server_open(),
- * with a struct dp_admin * as its ctx: status, stats, blocklist.*,
- * allowlist.*, domain.*. Sets *n to the number of commands.
+ * with a struct dp_admin * as its ctx: status, stats, shield, blocklist.*,
+ * allowlist.*, domain.*. Sets *n to the number of commands. List changes go
+ * to the RCU tables and, when adm->shield is set, to the XDP shield's maps
+ * too, so a blocked source dies in the driver before it costs an lcore.
  */
 const struct ctl_command *dp_admin_commands(size_t *n);
+
+/* dp_admin_expire - drop expired list entries from the tables and the
+ * shield (call about once a second from the supervisor loop). */
+void dp_admin_expire(struct dp_admin *a);
 
 #endif /* MXEDGE_DP_H */

@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <linux/bpf.h>
 
 #include "dp.h"
 
@@ -29,6 +32,33 @@ static int bad_args(const char **code, char **msg, const char *fmt, ...)
 static enum tbl_list list_of(const char *cmd)
 {
 	return strncmp(cmd, "allowlist", 9) == 0 ? TBL_ALLOW : TBL_BLOCK;
+}
+
+static enum shield_list shield_list_of(enum tbl_list l)
+{
+	return l == TBL_ALLOW ? SHIELD_LIST_ALLOW : SHIELD_LIST_BLOCK;
+}
+
+static struct shield_cidr to_cidr(const struct tbl_prefix *p)
+{
+	struct shield_cidr c = { .family = p->family, .plen = p->len };
+
+	memcpy(c.addr, p->addr, sizeof(c.addr));
+	return c;
+}
+
+/* Mirrors one list change into the XDP maps. The RCU tables stay the
+ * source of truth (and the dataplane's own first stage on ports without
+ * XDP); a shield failure is reported, the table change stands. */
+static int shield_mirror(struct shield *sh, enum tbl_list l,
+			 const struct tbl_prefix *p, bool add, time_t expires)
+{
+	struct shield_cidr c = to_cidr(p);
+
+	if (sh == NULL)
+		return 0;
+	return add ? shield_add(sh, shield_list_of(l), &c, (uint64_t)expires)
+		   : shield_del(sh, shield_list_of(l), &c);
 }
 
 /* Parses args.prefix (required) and args.ttl (optional seconds). */
@@ -70,8 +100,12 @@ static int h_prefix_add(struct dp_admin *a, const char *cmd, json_t *args,
 		*msg = strdup(strerror(-rc));
 		return -1;
 	}
-	*result = json_pack("{s:I}", "entries",
-			    (json_int_t)tbl_prefix_count(a->tables, list_of(cmd)));
+	rc = shield_mirror(a->shield, list_of(cmd), &p, true,
+			   ttl ? time(NULL) + (time_t)ttl : 0);
+	*result = json_pack("{s:I, s:s}", "entries",
+			    (json_int_t)tbl_prefix_count(a->tables, list_of(cmd)),
+			    "xdp", a->shield == NULL ? "off" : rc == 0 ? "applied" :
+			    rc == -ENOSPC ? "full: dataplane only" : "failed: dataplane only");
 	return 0;
 }
 
@@ -84,6 +118,7 @@ static int h_prefix_del(struct dp_admin *a, const char *cmd, json_t *args,
 
 	if (prefix_args(args, &p, &ttl, code, msg))
 		return -1;
+	shield_mirror(a->shield, list_of(cmd), &p, false, 0);
 	if (tbl_prefix_del(a->tables, list_of(cmd), &p) < 0) {
 		tbl_prefix_format(&p, buf, sizeof(buf));
 		*code = "not_found";
@@ -192,10 +227,41 @@ static int h_status(struct dp_admin *a, const char *cmd, json_t *args,
 {
 	*result = a->status ? a->status(a->arg) : json_object();
 	json_object_set_new(*result, "version", json_string(MXEDGE_VERSION));
+	json_object_set_new(*result, "xdp_shield", json_string(a->shield ? "on" : "off"));
 	json_object_set_new(*result, "blocklist_entries",
 			    json_integer((json_int_t)tbl_prefix_count(a->tables, TBL_BLOCK)));
 	json_object_set_new(*result, "allowlist_entries",
 			    json_integer((json_int_t)tbl_prefix_count(a->tables, TBL_ALLOW)));
+	return 0;
+}
+
+static int h_shield(struct dp_admin *a, const char *cmd, json_t *args,
+		    json_t **result, const char **code, char **msg)
+{
+	struct shield_counter cnt[SHIELD_C_SLOTS];
+	unsigned r;
+	int rc;
+
+	if (a->shield == NULL) {
+		*code = "not_available";
+		*msg = strdup("no XDP shield on this port (af_xdp with --xdp-prog only)");
+		return -1;
+	}
+	rc = shield_counters(a->shield, cnt);
+	if (rc < 0) {
+		*code = "failed";
+		*msg = strdup(strerror(-rc));
+		return -1;
+	}
+	*result = json_array();
+	for (r = 0; r < SHIELD_R_COUNT; r++)
+		json_array_append_new(*result, json_pack("{s:s, s:s, s:I, s:I}",
+			"reason", shield_reason_name(r),
+			"verdict", shield_reason_verdict(r) == XDP_DROP ? "drop" :
+				   shield_reason_verdict(r) == XDP_PASS ? "pass" :
+				   shield_reason_verdict(r) == XDP_TX ? "tx" : "redirect",
+			"packets", (json_int_t)cnt[r].packets,
+			"bytes", (json_int_t)cnt[r].bytes));
 	return 0;
 }
 
@@ -226,10 +292,12 @@ WRAP(h_domain_del, domain)
 WRAP(h_domain_list, domain)
 WRAP(h_status, status)
 WRAP(h_stats, stats)
+WRAP(h_shield, shield)
 
 static const struct ctl_command admin_cmds[] = {
 	{ "status", false, w_h_status_status, "process, port and table summary" },
 	{ "stats", false, w_h_stats_stats, "per-lcore counters" },
+	{ "shield", false, w_h_shield_shield, "XDP shield counters per verdict reason" },
 	{ "blocklist.add", true, w_h_prefix_add_blocklist,
 	  "block a client address or prefix: prefix=CIDR [ttl=SECONDS]" },
 	{ "blocklist.del", true, w_h_prefix_del_blocklist, "unblock: prefix=CIDR" },
@@ -250,8 +318,17 @@ const struct ctl_command *dp_admin_commands(size_t *n)
 	return admin_cmds;
 }
 
-int dp_tables_load(struct tbl_set *t, const struct cfg *c, char *err,
-		   size_t errlen)
+void dp_admin_expire(struct dp_admin *a)
+{
+	size_t removed;
+
+	tbl_expire(a->tables, a->now_ms());
+	if (a->shield)
+		shield_expire(a->shield, (uint64_t)time(NULL), &removed);
+}
+
+int dp_tables_load(struct tbl_set *t, struct shield *sh, const struct cfg *c,
+		   char *err, size_t errlen)
 {
 	const struct { const struct cfg_entry *v; size_t n; enum tbl_list list; } lists[] = {
 		{ c->blocklist, c->nblocklist, TBL_BLOCK },
@@ -272,6 +349,8 @@ int dp_tables_load(struct tbl_set *t, const struct cfg *c, char *err,
 				return -EINVAL;
 			}
 			rc = tbl_prefix_add(t, lists[k].list, &p, 0);
+			if (rc == 0)
+				rc = shield_mirror(sh, lists[k].list, &p, true, 0);
 			if (rc < 0) {
 				snprintf(err, errlen, "%s:%u: %s", c->source, e->line,
 					 strerror(-rc));

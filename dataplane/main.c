@@ -210,6 +210,7 @@ int main(int argc, char **argv)
 	int eal_argc, rc, status = EXIT_FAILURE;
 	time_t deadline;
 	struct tbl_set *tables = NULL;
+	struct shield *shield = NULL;
 	struct ctl_server *cs = NULL;
 	struct rte_eth_dev_info dinfo;
 	struct proc_info pi;
@@ -233,7 +234,7 @@ int main(int argc, char **argv)
 		char err[512];
 
 		tables = tbl_create();
-		rc = tables ? dp_tables_load(tables, &cfg.file, err, sizeof(err)) : -ENOMEM;
+		rc = tables ? dp_tables_load(tables, NULL, &cfg.file, err, sizeof(err)) : -ENOMEM;
 		tbl_destroy(tables);
 		if (rc < 0)
 			fprintf(stderr, "mxedge: %s\n", rc == -ENOMEM ? strerror(ENOMEM) : err);
@@ -285,17 +286,34 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mxedge: cannot create policy tables\n");
 		goto out;
 	}
+	if (cfg.port_kind == DP_PORT_AF_XDP && cfg.xdp_prog[0]) {
+		/* The PMD loaded our shield and pinned its maps by name under
+		 * /sys/fs/bpf; pin them under the shield's own directory too, so
+		 * mxedge-shield and the control plane find them in one place. */
+		shield = shield_open_pinned("/sys/fs/bpf");
+		if (shield == NULL) {
+			fprintf(stderr, "mxedge: %s is not the mxedge shield (no pinned "
+				"mxedge_* maps: %s); lists stay in the dataplane only\n",
+				cfg.xdp_prog, strerror(errno));
+		} else {
+			rc = shield_pin_maps(shield, SHIELD_PIN_DIR_DEFAULT);
+			if (rc < 0)
+				fprintf(stderr, "mxedge: pinning shield maps in %s: %s\n",
+					SHIELD_PIN_DIR_DEFAULT, strerror(-rc));
+			printf("mxedge: XDP shield active on %s\n", cfg.port_name);
+		}
+	}
 	{
 		char err[512];
 
-		if (dp_tables_load(tables, &cfg.file, err, sizeof(err)) < 0) {
+		if (dp_tables_load(tables, shield, &cfg.file, err, sizeof(err)) < 0) {
 			fprintf(stderr, "mxedge: %s\n", err);
 			goto out;
 		}
 	}
 	rte_eth_dev_info_get(port, &dinfo);
 	pi = (struct proc_info){ &cfg, port, dinfo.driver_name, mono_ms() };
-	adm = (struct dp_admin){ tables, mono_ms, admin_status, admin_stats, &pi };
+	adm = (struct dp_admin){ tables, shield, mono_ms, admin_status, admin_stats, &pi };
 	if (cfg.control[0] && (cs = control_open(cfg.control, &adm)) == NULL)
 		goto out;
 
@@ -323,7 +341,7 @@ int main(int argc, char **argv)
 		else
 			usleep(100 * 1000);
 		if (mono_ms() >= next_expire) {
-			tbl_expire(tables, mono_ms());
+			dp_admin_expire(&adm);
 			next_expire = mono_ms() + 1000;
 		}
 	}
@@ -334,6 +352,7 @@ int main(int argc, char **argv)
 	status = EXIT_SUCCESS;
 out:
 	ctl_server_close(cs);
+	shield_close(shield);
 	tbl_destroy(tables);
 	rte_mempool_free(pool);
 	rte_eal_cleanup();

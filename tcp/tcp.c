@@ -1422,7 +1422,9 @@ static void tcp_output(struct tcp_conn *c, uint64_t now)
 			if (pipe + c->mss > c->cwnd)
 				break;
 			uint32_t hs, hl = next_hole(c, &hs);
-			if (hl) {
+			if (hl && SEQ_LT(hs, dend)) {
+				if (SEQ_GT(hs + hl, dend))
+					hl = dend - hs;
 				len = hl < c->mss ? hl : c->mss;
 				seq = hs;
 				rexmit = 1;
@@ -1430,7 +1432,7 @@ static void tcp_output(struct tcp_conn *c, uint64_t now)
 				wnd = c->snd_wnd;
 				if (SEQ_GEQ(c->snd_nxt, c->snd_una + wnd))
 					break;
-				len = dend - c->snd_nxt;
+				len = SEQ_LT(c->snd_nxt, dend) ? dend - c->snd_nxt : 0;
 				if (len > c->mss) len = c->mss;
 				uint32_t room = c->snd_una + wnd - c->snd_nxt;
 				if (len > room) len = room;

@@ -163,6 +163,7 @@ struct seg {
 struct tnode {                   /* timer wheel entry (intrusive) */
 	struct tnode *next, **pprev;
 	uint64_t expire;         /* tick */
+	uint8_t lvl;
 };
 
 struct sackblk { uint32_t s, e; };
@@ -284,6 +285,7 @@ struct tcp_stack {
 	struct tnode *wheel[WHEEL_LEVELS][WHEEL_SLOTS];
 	uint64_t wheel_tick;
 	uint32_t wheel_count;
+	uint32_t wheel_lvl_count[WHEEL_LEVELS];
 
 	/* RFC 5961 section 7: challenge ACK rate limit */
 	uint64_t chal_window;
@@ -337,6 +339,8 @@ static void wheel_link(struct tcp_stack *st, struct tnode *n)
 			break;
 	unsigned idx = (unsigned)(n->expire >> (WHEEL_BITS * lvl)) & (WHEEL_SLOTS - 1);
 	struct tnode **head = &st->wheel[lvl][idx];
+	n->lvl = (uint8_t)lvl;
+	st->wheel_lvl_count[lvl]++;
 	n->next = *head;
 	if (n->next)
 		n->next->pprev = &n->next;
@@ -354,6 +358,7 @@ static void wheel_del(struct tcp_stack *st, struct tnode *n)
 	n->next = NULL;
 	n->pprev = NULL;
 	st->wheel_count--;
+	st->wheel_lvl_count[n->lvl]--;
 }
 
 static void wheel_add(struct tcp_stack *st, struct tnode *n, uint64_t expire_tick)
@@ -377,6 +382,19 @@ static void wheel_advance(struct tcp_stack *st, uint64_t now)
 		return;
 	}
 	while (st->wheel_tick < target) {
+		/* Nothing can happen before the next boundary of the lowest
+		 * non-empty level: jump there (keeps large clock steps cheap). */
+		unsigned low = 0;
+		while (low < WHEEL_LEVELS - 1 && st->wheel_lvl_count[low] == 0)
+			low++;
+		if (low > 0) {
+			uint64_t mask = (1ULL << (WHEEL_BITS * low)) - 1;
+			uint64_t skip_to = st->wheel_tick | mask;     /* last tick before boundary */
+			if (skip_to > st->wheel_tick)
+				st->wheel_tick = skip_to < target ? skip_to : target;
+			if (st->wheel_tick >= target)
+				break;
+		}
 		st->wheel_tick++;
 		uint64_t t = st->wheel_tick;
 		/* Cascade: when a level's index wraps, the next level's current
@@ -389,6 +407,7 @@ static void wheel_advance(struct tcp_stack *st, uint64_t now)
 			st->wheel[lvl][idx] = NULL;
 			while (n) {
 				struct tnode *nx = n->next;
+				st->wheel_lvl_count[lvl]--;
 				wheel_link(st, n);
 				n = nx;
 			}

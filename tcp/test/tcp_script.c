@@ -505,7 +505,7 @@ static int set_opt(struct ctx *x, const char *k, const char *v)
 	O(no_sack) O(no_timestamps) O(no_wscale) O(syncookies) O(rcvbuf) O(sndbuf)
 	O(max_conns) O(syn_backlog) O(rto_min_ms) O(rto_max_ms) O(rto_init_ms) O(delack_ms)
 	O(msl_ms) O(max_retries) O(syn_retries) O(keepalive_ms) O(mtu) O(cc_reno)
-	O(ooo_max_segs) O(rx_segs) O(tx_chunks) O(vlan_id) O(neigh_pending)
+	O(ooo_max_segs) O(rx_segs) O(tx_chunks) O(vlan_id) O(neigh_pending) O(neigh_timeout_ms)
 #undef O
 	if (!strcmp(k, "v6")) { x->v6 = (int)n; return 0; }
 	if (!strcmp(k, "noseed")) { x->noseed = (int)n; return 0; }

@@ -26,6 +26,8 @@ static void null_send(void *ctx, void *h, uint32_t len, const struct tcp_txmeta 
 	(*(unsigned long *)ctx)++;
 }
 
+static uint16_t csum16(const uint8_t *p, size_t n, uint32_t s);
+
 static void base_cfg(struct tcp_config *c, unsigned long *sent)
 {
 	memset(c, 0, sizeof(*c));
@@ -412,6 +414,158 @@ static void test_syn_flood_memory_flat(void **state)
 	free(w);
 }
 
+
+/* ---- frame-level checks: VLAN, checksum offload, ISNs ---- */
+
+struct cap {
+	uint8_t f[16][2048];
+	uint32_t len[16];
+	struct tcp_txmeta meta[16];
+	unsigned n;
+};
+
+static uint8_t *cap_alloc(void *ctx, uint32_t len, void **h)
+{
+	struct cap *c = ctx;
+	if (c->n >= 16 || len > 2048)
+		return NULL;
+	*h = c->f[c->n];
+	return c->f[c->n];
+}
+
+static void cap_send(void *ctx, void *h, uint32_t len, const struct tcp_txmeta *m)
+{
+	struct cap *c = ctx;
+	c->len[c->n] = len;
+	c->meta[c->n] = *m;
+	c->n++;
+}
+
+static struct tcp_stack *cap_stack(struct cap *cp, uint16_t vlan, int offload)
+{
+	struct tcp_config c;
+	base_cfg(&c, NULL);
+	c.ops.ctx = cp;
+	c.ops.tx_alloc = cap_alloc;
+	c.ops.tx_send = cap_send;
+	c.vlan_id = vlan;
+	c.tx_csum_offload = (uint8_t)offload;
+	struct tcp_stack *st = tcp_create(&c);
+	assert_non_null(st);
+	struct tcp_addr a = { .family = 4 };
+	inet_pton(AF_INET, "198.18.0.2", a.a);
+	tcp_neigh_add(st, &a, (const uint8_t[6]){ 2, 0, 0, 0, 0, 2 });
+	return st;
+}
+
+static void test_vlan_tagged_arp(void **state)
+{
+	struct cap cp = { .n = 0 };
+	struct tcp_stack *st = cap_stack(&cp, 5, 0);
+	uint8_t f[64] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x05, 0x08, 0x06,
+	                  0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 198, 18, 0, 1 };
+	struct tcp_buf b = { .data = f, .len = 64 };
+	tcp_input(st, &b, 1000);
+	assert_int_equal(cp.n, 1);
+	/* reply carries the same 802.1Q tag and is an ARP reply */
+	assert_int_equal(cp.f[0][12], 0x81);
+	assert_int_equal(cp.f[0][13], 0x00);
+	assert_int_equal(cp.f[0][15], 5);
+	assert_int_equal(cp.f[0][16], 0x08);
+	assert_int_equal(cp.f[0][17], 0x06);
+	assert_int_equal(cp.f[0][18 + 7], 2);
+	/* the wrong VLAN and untagged frames are dropped */
+	f[15] = 6;
+	tcp_input(st, &b, 1000);
+	struct tcp_stats s;
+	tcp_stats_get(st, &s);
+	assert_int_equal(s.drops[TCP_DROP_VLAN], 1);
+	assert_int_equal(cp.n, 1);
+	tcp_destroy(st);
+}
+
+static uint16_t fold_sum(const uint8_t *p, size_t n, uint32_t s)
+{
+	return (uint16_t)~csum16(p, n, s);
+}
+
+static void test_checksum_offload(void **state)
+{
+	struct cap cp = { .n = 0 };
+	struct tcp_stack *st = cap_stack(&cp, 0, 1);
+	struct tcp_addr a = { .family = 4 };
+	inet_pton(AF_INET, "198.18.0.2", a.a);
+	assert_non_null(tcp_connect(st, &a, 25, 4000, 1000));
+	assert_int_equal(cp.n, 1);
+	const uint8_t *ip = cp.f[0] + 14, *th = ip + 20;
+	/* IPv4 header checksum left 0 for the port, TCP field holds the
+	 * pseudo-header sum (DPDK convention), metadata says so */
+	assert_int_equal(ip[10] | ip[11], 0);
+	assert_true(cp.meta[0].flags & TCP_TX_IP_CSUM);
+	assert_true(cp.meta[0].flags & TCP_TX_L4_CSUM);
+	assert_int_equal(cp.meta[0].l2_len, 14);
+	assert_int_equal(cp.meta[0].l3_len, 20);
+	uint32_t l4 = cp.len[0] - 34;
+	assert_int_equal(cp.meta[0].l4_len, l4);
+	uint32_t ps = 6 + l4;
+	for (int k = 12; k < 20; k += 2)
+		ps += (uint32_t)(ip[k] << 8 | ip[k + 1]);
+	uint16_t got = (uint16_t)(th[16] << 8 | th[17]);
+	assert_int_equal(got, fold_sum((const uint8_t *)"", 0, ps));
+	tcp_destroy(st);
+
+	/* rx: a frame marked L4_CSUM_OK skips verification; unmarked with a
+	 * bad checksum is dropped */
+	memset(&cp, 0, sizeof(cp));
+	st = cap_stack(&cp, 0, 0);
+	tcp_listen(st, 80);
+	uint8_t f[54] = { 2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0,
+	                  0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1,
+	                  0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0xde, 0xad, 0, 0 };
+	uint16_t ic = csum16(f + 14, 20, 0);
+	f[24] = (uint8_t)(ic >> 8);
+	f[25] = (uint8_t)ic;
+	struct tcp_buf b = { .data = f, .len = 54 };
+	tcp_input(st, &b, 1000);
+	struct tcp_stats s;
+	tcp_stats_get(st, &s);
+	assert_int_equal(s.drops[TCP_DROP_TCP_CSUM], 1);
+	assert_int_equal(cp.n, 0);
+	b.rx_flags = TCP_RX_L3_CSUM_OK | TCP_RX_L4_CSUM_OK;
+	tcp_input(st, &b, 1000);
+	assert_int_equal(cp.n, 1);            /* SYN-ACK */
+	assert_int_equal(cp.f[0][14 + 20 + 13], 0x12);
+	tcp_destroy(st);
+}
+
+static uint32_t syn_seq(struct cap *cp, unsigned i)
+{
+	const uint8_t *th = cp->f[i] + 34;
+	return (uint32_t)th[4] << 24 | th[5] << 16 | th[6] << 8 | th[7];
+}
+
+static void test_isn_rfc6528(void **state)
+{
+	struct cap cp = { .n = 0 };
+	struct tcp_stack *st = cap_stack(&cp, 0, 0);
+	struct tcp_addr a = { .family = 4 };
+	inet_pton(AF_INET, "198.18.0.2", a.a);
+	uint64_t t0 = 5000000000ULL;
+	struct tcp_conn *c = tcp_connect(st, &a, 25, 4000, t0);
+	tcp_abort(c);
+	c = tcp_connect(st, &a, 25, 4000, t0 + 1000000000ULL);      /* same tuple, +1 s */
+	tcp_abort(c);
+	c = tcp_connect(st, &a, 25, 4001, t0 + 1000000000ULL);      /* other tuple */
+	tcp_abort(c);
+	assert_int_equal(cp.n, 3);
+	/* M: the 4 us clock moves the ISN by 250000 per second for a tuple */
+	assert_int_equal(syn_seq(&cp, 1) - syn_seq(&cp, 0), 250000);
+	/* F: another tuple gets an unrelated offset */
+	uint32_t d = syn_seq(&cp, 2) - syn_seq(&cp, 1);
+	assert_true(d > 1000000 && d < 0xfff00000u);
+	tcp_destroy(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -421,6 +575,9 @@ int main(void)
 		cmocka_unit_test(test_xfer_clean),
 		cmocka_unit_test(test_xfer_impaired),
 		cmocka_unit_test(test_syn_flood_memory_flat),
+		cmocka_unit_test(test_vlan_tagged_arp),
+		cmocka_unit_test(test_checksum_offload),
+		cmocka_unit_test(test_isn_rfc6528),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -177,6 +177,7 @@ enum {
 	CF_ACK_NOW = 1u << 15, CF_V6 = 1u << 16, CF_ON_TW = 1u << 17,
 	CF_RTT_TIMING = 1u << 18, CF_DEAD = 1u << 19, CF_IN_USE = 1u << 20,
 	CF_WIN_UPDATE = 1u << 21, CF_HALF_OPEN = 1u << 22, CF_KEEP_PROBE = 1u << 23,
+	CF_REC_PROBE = 1u << 24,
 };
 
 struct tcp_conn {
@@ -1353,6 +1354,7 @@ static void send_rst_reply(struct tcp_stack *st, int v6, const uint8_t *la, cons
 
 static void arm_rto(struct tcp_conn *c, uint64_t now)
 {
+	c->flags &= ~CF_REC_PROBE;
 	uint64_t rto = (uint64_t)c->rto << c->backoff;
 	uint64_t max = (uint64_t)c->st->cfg.rto_max_ms * 1000;
 	if (rto > max)
@@ -2382,6 +2384,21 @@ static void tcp_segment(struct tcp_conn *c, struct seginfo *si, uint64_t now)
 	}
 	if ((c->flags & CF_PERSIST) && si->ack == c->snd_una)
 		c->retries = 0;      /* the peer answers our probes */
+	if ((c->flags & (CF_IN_REC | CF_SACK)) == (CF_IN_REC | CF_SACK) && c->t_rtx &&
+	    !(c->flags & CF_PERSIST)) {
+		/* Lost retransmissions: RFC 6675 alone only finds them by RTO.
+		 * If SACK recovery makes no progress for max(2 SRTT, 10 ms),
+		 * treat the holes as lost again (the idea of RACK/TLP, RFC
+		 * 8985, in its simplest form). Re-armed by every ACK. */
+		uint64_t pto = 2ULL * c->srtt * NS_PER_US;
+		if (pto < 10 * NS_PER_MS)
+			pto = 10 * NS_PER_MS;
+		if (now + pto < c->t_rtx) {
+			c->flags |= CF_REC_PROBE;
+			c->t_rtx = now + pto;
+			conn_timer_update(c);
+		}
+	}
 
 	switch (c->state) {
 	case TCP_FIN_WAIT_1:
@@ -2782,6 +2799,17 @@ static void conn_timer_fire(struct tcp_conn *c, uint64_t now)
 				c->backoff++;
 			arm_rto(c, now);
 			return;
+		}
+		if (c->flags & CF_REC_PROBE) {
+			c->flags &= ~CF_REC_PROBE;
+			if (c->flags & CF_IN_REC) {
+				st->stats.rec_probes++;
+				c->rexmit_nxt = c->snd_una;
+				tcp_output(c, now);
+				if (!c->t_rtx)
+					arm_rto(c, now);
+				return;
+			}
 		}
 		st->stats.rto_fired++;
 		if (c->state == TCP_SYN_SENT || c->state == TCP_SYN_RCVD) {

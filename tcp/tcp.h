@@ -183,6 +183,7 @@ enum tcp_drop {
 struct tcp_stats {
 	uint64_t rx_frames, tx_frames;
 	uint64_t rx_segs, tx_segs, retransmits, fast_retransmits, rto_fired;
+	uint64_t rec_probes;            /* SACK recovery re-probes (no RTO) */
 	uint64_t syn_rcvd, syncookies_sent, syncookies_ok, challenge_acks;
 	uint64_t conns_accepted, conns_connected, conns_reset, conns_timeout;
 	uint64_t time_wait_reused, time_wait_recycled;

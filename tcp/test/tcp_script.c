@@ -538,7 +538,7 @@ static uint64_t stat_by_name(struct ctx *x, const char *n, int *ok)
 	tcp_stats_get(x->st, &s);
 	*ok = 1;
 #define S(f) if (!strcmp(n, #f)) return s.f;
-	S(rx_frames) S(tx_frames) S(retransmits) S(fast_retransmits) S(rto_fired) S(syn_rcvd)
+	S(rx_frames) S(tx_frames) S(retransmits) S(fast_retransmits) S(rto_fired) S(syn_rcvd) S(rec_probes)
 	S(syncookies_sent) S(syncookies_ok) S(challenge_acks) S(conns_accepted)
 	S(conns_connected) S(conns_reset) S(conns_timeout) S(time_wait_reused)
 	S(time_wait_recycled) S(arp_replies) S(arp_requests) S(icmp_echo) S(icmp6_echo)

@@ -2405,7 +2405,7 @@ static void tcp_segment(struct tcp_conn *c, struct seginfo *si, uint64_t now)
 		if (fin_acked(c)) {
 			c->state = TCP_FIN_WAIT_2;
 			c->t_rtx = 0;
-			if (c->flags & CF_APP_CLOSED) {
+			if ((c->flags & CF_APP_CLOSED) && !c->t_keep) {
 				/* Orphaned FIN_WAIT_2 must not last forever. */
 				c->t_keep = now + 2ULL * st->cfg.msl_ms * NS_PER_MS;
 			}
@@ -2749,6 +2749,8 @@ static void tcp_no_conn(struct tcp_stack *st, struct seginfo *si, uint64_t now)
 		               TH_RST | TH_ACK, now);
 }
 
+static void send_rst_conn(struct tcp_conn *c);
+
 static void conn_timer_fire(struct tcp_conn *c, uint64_t now)
 {
 	struct tcp_stack *st = c->st;
@@ -2758,6 +2760,13 @@ static void conn_timer_fire(struct tcp_conn *c, uint64_t now)
 		c->t_keep = 0;
 		if (c->state == TCP_TIME_WAIT || c->state == TCP_FIN_WAIT_2) {
 			conn_dead(c, 0);
+			return;
+		}
+		if ((c->flags & CF_APP_CLOSED) && (c->state == TCP_FIN_WAIT_1 ||
+		    c->state == TCP_CLOSING || c->state == TCP_LAST_ACK)) {
+			st->stats.conns_timeout++;
+			send_rst_conn(c);
+			conn_dead(c, ETIMEDOUT);
 			return;
 		}
 		uint64_t ka = (uint64_t)st->cfg.keepalive_ms * NS_PER_MS;
@@ -3768,16 +3777,23 @@ void tcp_close(struct tcp_conn *c)
 		return;
 	}
 	switch (c->state) {
+	case TCP_SYN_RCVD:
+		/* only reachable through a simultaneous open */
+		tcp_abort(c);
+		return;
 	case TCP_ESTABLISHED:
 	case TCP_CLOSE_WAIT:
 		tcp_shutdown(c);
 		break;
-	case TCP_FIN_WAIT_2:
-		c->t_keep = st->now + 2ULL * st->cfg.msl_ms * NS_PER_MS;
-		conn_timer_update(c);
-		break;
 	default:
 		break;
+	}
+	if (c->state != TCP_TIME_WAIT) {
+		/* An orphan must not live forever (a peer that keeps its
+		 * window at zero would hold it): 2*MSL to finish the close,
+		 * then it is reset (like Linux's orphan/FIN_WAIT_2 limits). */
+		c->t_keep = st->now + 2ULL * st->cfg.msl_ms * NS_PER_MS;
+		conn_timer_update(c);
 	}
 }
 

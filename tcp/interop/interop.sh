@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop with the Linux kernel's TCP over a TAP device in a namespace.
-#   interop.sh TCP_TAP_BINARY [matrix]     matrix: ci (default) | full
+#   interop.sh TCP_TAP_BINARY [matrix]     matrix: ci (default) | full | big
+#   interop.sh TCP_TAP_BINARY one MODE V BYTES LOSS_PPM   (a single case)
 # Each case prints the tcp_tap summary; a failure names the seed.
 set -euo pipefail
 here=$(dirname "$(readlink -f "$0")")
@@ -68,6 +69,12 @@ full)
 				done
 			done
 		done
+	done
+	;;
+big)
+	# 64 MiB with loss (slow; run by hand, not in CI)
+	for mode in listen connect; do
+		for loss in 10000 50000; do run "$mode" 4 67108864 "$loss" "$seed" 1200; done
 	done
 	;;
 one)

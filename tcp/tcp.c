@@ -177,7 +177,7 @@ enum {
 	CF_ACK_NOW = 1u << 15, CF_V6 = 1u << 16, CF_ON_TW = 1u << 17,
 	CF_RTT_TIMING = 1u << 18, CF_DEAD = 1u << 19, CF_IN_USE = 1u << 20,
 	CF_WIN_UPDATE = 1u << 21, CF_HALF_OPEN = 1u << 22, CF_KEEP_PROBE = 1u << 23,
-	CF_REC_PROBE = 1u << 24,
+	CF_REC_PROBE = 1u << 24, CF_TLP = 1u << 25, CF_TLP_DONE = 1u << 26,
 };
 
 struct tcp_conn {
@@ -1354,12 +1354,29 @@ static void send_rst_reply(struct tcp_stack *st, int v6, const uint8_t *la, cons
 
 static void arm_rto(struct tcp_conn *c, uint64_t now)
 {
-	c->flags &= ~CF_REC_PROBE;
+	c->flags &= ~(CF_REC_PROBE | CF_TLP);
 	uint64_t rto = (uint64_t)c->rto << c->backoff;
 	uint64_t max = (uint64_t)c->st->cfg.rto_max_ms * 1000;
 	if (rto > max)
 		rto = max;
 	c->t_rtx = now + rto * NS_PER_US;
+	/* Tail loss probe (RFC 8985 7.2): PTO = 2 SRTT, plus the worst-case
+	 * delayed ACK when one segment is in flight; only when it comes
+	 * before the RTO, once per episode, outside recovery. */
+	if (!c->st->cfg.no_tlp && c->srtt && !c->backoff &&
+	    !(c->flags & (CF_IN_REC | CF_PERSIST | CF_TLP_DONE)) &&
+	    (c->state == TCP_ESTABLISHED || c->state == TCP_CLOSE_WAIT ||
+	     c->state == TCP_FIN_WAIT_1 || c->state == TCP_CLOSING || c->state == TCP_LAST_ACK)) {
+		uint64_t pto = 2ULL * c->srtt * NS_PER_US;
+		if (c->snd_max - c->snd_una <= c->mss)
+			pto += 200 * NS_PER_MS;
+		if (pto < 10 * NS_PER_MS)
+			pto = 10 * NS_PER_MS;
+		if (now + pto < c->t_rtx) {
+			c->t_rtx = now + pto;
+			c->flags |= CF_TLP;
+		}
+	}
 	conn_timer_update(c);
 }
 
@@ -1421,7 +1438,7 @@ static uint32_t data_end(const struct tcp_conn *c)
 static void tcp_output(struct tcp_conn *c, uint64_t now)
 {
 	struct tcp_stack *st = c->st;
-	int sent = 0;
+	int sent = 0, sent_new = 0;
 
 	if (c->state == TCP_CLOSED || c->state == TCP_TIME_WAIT || c->state == TCP_LISTEN)
 		return;
@@ -1502,6 +1519,7 @@ static void tcp_output(struct tcp_conn *c, uint64_t now)
 		if (flags & TH_FIN)
 			c->flags |= CF_FIN_SENT;
 		if (SEQ_GT(end, c->snd_max)) {
+			sent_new = 1;
 			/* Karn: time only new data, one segment at a time. */
 			if (!(c->flags & CF_RTT_TIMING) && !(c->flags & CF_TS)) {
 				c->flags |= CF_RTT_TIMING;
@@ -1517,6 +1535,10 @@ static void tcp_output(struct tcp_conn *c, uint64_t now)
 		if (flags & TH_FIN)
 			break;
 	}
+	/* RFC 8985 7.2: (re)start the loss probe timer after new data. */
+	if (sent_new && !st->cfg.no_tlp && !c->backoff &&
+	    !(c->flags & (CF_IN_REC | CF_PERSIST | CF_TLP_DONE)))
+		arm_rto(c, now);
 	/* Zero window with data waiting and nothing in flight: persist timer
 	 * (RFC 9293 3.8.6.1). */
 	if (!sent && c->snd_wnd == 0 && SEQ_LT(c->snd_nxt, data_end(c)) &&
@@ -1849,6 +1871,8 @@ static void ack_new(struct tcp_conn *c, const struct seginfo *si, uint64_t now)
 		sq_consume(st, c, n);
 	}
 	c->snd_una = ack;
+	if (ack == c->snd_max)
+		c->flags &= ~CF_TLP_DONE;
 	if (SEQ_LT(c->snd_nxt, ack))
 		c->snd_nxt = ack;
 	if (SEQ_LT(c->rexmit_nxt, ack))
@@ -1897,40 +1921,52 @@ static void ack_new(struct tcp_conn *c, const struct seginfo *si, uint64_t now)
 	}
 }
 
+static void enter_recovery(struct tcp_conn *c, uint64_t now);
+
 static void dupack(struct tcp_conn *c, uint64_t now)
 {
-	struct tcp_stack *st = c->st;
 	c->dupacks++;
 	if (!(c->flags & CF_IN_REC)) {
 		int lost = c->dupacks >= 3 ||
-		           ((c->flags & CF_SACK) && sacked_bytes(c) >= 3u * c->mss);
+		           ((c->flags & CF_SACK) && sacked_bytes(c) >= 3u * c->mss) ||
+		           /* the tail probe was SACKed but the hole before it
+		            * was not: it is lost (RFC 8985 7.4) */
+		           ((c->flags & (CF_SACK | CF_TLP_DONE)) == (CF_SACK | CF_TLP_DONE) && c->nsb);
 		/* RFC 6582 3.2 step 2: no second reduction for losses from the
 		 * same window (ack must be above recover). */
 		if (!lost || SEQ_LT(c->snd_una, c->recover))
 			return;
-		c->flags |= CF_IN_REC;
-		c->recover = c->snd_max;
-		c->ssthresh = cc_loss(c);
-		st->stats.fast_retransmits++;
-		uint32_t len = data_end(c) - c->snd_una;
-		if (len > c->mss) len = c->mss;
-		if (c->flags & CF_SACK) {
-			c->cwnd = c->ssthresh;
-			c->rexmit_nxt = c->snd_una;
-		} else {
-			c->cwnd = c->ssthresh + 3 * c->mss;
-		}
-		if (len) {
-			conn_xmit(c, 0, c->snd_una, len, now);
-			c->retransmits++;
-			st->stats.retransmits++;
-			c->rexmit_nxt = c->snd_una + len;
-		}
-		c->flags &= ~CF_RTT_TIMING;
-		arm_rto(c, now);
+		enter_recovery(c, now);
 	} else if (!(c->flags & CF_SACK)) {
 		c->cwnd += c->mss;           /* RFC 6582 3.2 step 4 inflation */
 	}
+}
+
+/* Fast retransmit and the start of fast recovery (RFC 6582 3.2 step 2,
+ * RFC 6675 5 step 4). */
+static void enter_recovery(struct tcp_conn *c, uint64_t now)
+{
+	struct tcp_stack *st = c->st;
+	c->flags |= CF_IN_REC;
+	c->recover = c->snd_max;
+	c->ssthresh = cc_loss(c);
+	st->stats.fast_retransmits++;
+	uint32_t len = data_end(c) - c->snd_una;
+	if (len > c->mss) len = c->mss;
+	if (c->flags & CF_SACK) {
+		c->cwnd = c->ssthresh;
+		c->rexmit_nxt = c->snd_una;
+	} else {
+		c->cwnd = c->ssthresh + 3 * c->mss;
+	}
+	if (len) {
+		conn_xmit(c, 0, c->snd_una, len, now);
+		c->retransmits++;
+		st->stats.retransmits++;
+		c->rexmit_nxt = c->snd_una + len;
+	}
+	c->flags &= ~CF_RTT_TIMING;
+	arm_rto(c, now);
 }
 
 static uint32_t rq_seg_limit(const struct tcp_stack *st)
@@ -2366,6 +2402,9 @@ static void tcp_segment(struct tcp_conn *c, struct seginfo *si, uint64_t now)
 	}
 	if ((c->flags & CF_SACK) && si->o.nsack && SEQ_GT(si->ack, c->snd_una - 1))
 		sb_update(c, &si->o);
+	if ((c->flags & (CF_SACK | CF_TLP_DONE | CF_IN_REC)) == (CF_SACK | CF_TLP_DONE) &&
+	    c->nsb && SEQ_GEQ(c->snd_una, c->recover) && c->snd_una != c->snd_max)
+		enter_recovery(c, now);   /* the probe's SACK shows a hole */
 	/* Window update (RFC 9293 3.10.7.4 fifth step, SND.WL1/WL2). */
 	if (SEQ_LT(c->snd_wl1, si->seq) ||
 	    (c->snd_wl1 == si->seq && SEQ_LEQ(c->snd_wl2, si->ack))) {
@@ -2806,6 +2845,27 @@ static void conn_timer_fire(struct tcp_conn *c, uint64_t now)
 			conn_xmit(c, 0, c->snd_una - 1, 0, now);
 			if (c->backoff < 16)
 				c->backoff++;
+			arm_rto(c, now);
+			return;
+		}
+		if (c->flags & CF_TLP) {
+			/* Tail loss probe: resend the last segment so its ACK
+			 * (with SACK) reveals any loss in the tail without an
+			 * RTO (RFC 8985 7.3). */
+			c->flags &= ~CF_TLP;
+			c->flags |= CF_TLP_DONE;
+			if (c->snd_una != c->snd_max) {
+				uint32_t dend = data_end(c);
+				int fin = (c->flags & CF_FIN_SENT) && SEQ_GT(c->snd_max, dend);
+				uint32_t end = fin ? dend : c->snd_max;
+				uint32_t len = end - c->snd_una;
+				if (len > c->mss)
+					len = c->mss;
+				st->stats.tlp_probes++;
+				st->stats.retransmits++;
+				c->retransmits++;
+				conn_xmit(c, (uint8_t)((fin ? TH_FIN : 0) | (len ? TH_PSH : 0)), end - len, len, now);
+			}
 			arm_rto(c, now);
 			return;
 		}

@@ -112,6 +112,7 @@ struct tcp_config {
 	uint8_t syncookies;             /* 0: under pressure, 1: always, 2: never */
 	uint8_t tx_csum_offload;        /* port fills IPv4 + TCP checksums */
 	uint8_t cc_reno;                /* 1: NewReno instead of CUBIC */
+	uint8_t no_tlp;                 /* 1: no tail loss probes (RFC 8985 7) */
 	/* Secret for ISNs (RFC 6528), SYN cookies and table hashing. All zero:
 	 * drawn from getrandom() at creation. Tests set it for determinism. */
 	uint8_t secret[16];
@@ -184,6 +185,7 @@ struct tcp_stats {
 	uint64_t rx_frames, tx_frames;
 	uint64_t rx_segs, tx_segs, retransmits, fast_retransmits, rto_fired;
 	uint64_t rec_probes;            /* SACK recovery re-probes (no RTO) */
+	uint64_t tlp_probes;            /* tail loss probes sent */
 	uint64_t syn_rcvd, syncookies_sent, syncookies_ok, challenge_acks;
 	uint64_t conns_accepted, conns_connected, conns_reset, conns_timeout;
 	uint64_t time_wait_reused, time_wait_recycled;

@@ -505,7 +505,7 @@ static int set_opt(struct ctx *x, const char *k, const char *v)
 	O(no_sack) O(no_timestamps) O(no_wscale) O(syncookies) O(rcvbuf) O(sndbuf)
 	O(max_conns) O(syn_backlog) O(rto_min_ms) O(rto_max_ms) O(rto_init_ms) O(delack_ms)
 	O(msl_ms) O(max_retries) O(syn_retries) O(keepalive_ms) O(mtu) O(cc_reno)
-	O(ooo_max_segs) O(rx_segs) O(tx_chunks) O(vlan_id) O(neigh_pending) O(neigh_timeout_ms)
+	O(ooo_max_segs) O(rx_segs) O(tx_chunks) O(vlan_id) O(neigh_pending) O(neigh_timeout_ms) O(no_tlp)
 #undef O
 	if (!strcmp(k, "v6")) { x->v6 = (int)n; return 0; }
 	if (!strcmp(k, "noseed")) { x->noseed = (int)n; return 0; }
@@ -538,7 +538,7 @@ static uint64_t stat_by_name(struct ctx *x, const char *n, int *ok)
 	tcp_stats_get(x->st, &s);
 	*ok = 1;
 #define S(f) if (!strcmp(n, #f)) return s.f;
-	S(rx_frames) S(tx_frames) S(retransmits) S(fast_retransmits) S(rto_fired) S(syn_rcvd) S(rec_probes)
+	S(rx_frames) S(tx_frames) S(retransmits) S(fast_retransmits) S(rto_fired) S(syn_rcvd) S(rec_probes) S(tlp_probes)
 	S(syncookies_sent) S(syncookies_ok) S(challenge_acks) S(conns_accepted)
 	S(conns_connected) S(conns_reset) S(conns_timeout) S(time_wait_reused)
 	S(time_wait_recycled) S(arp_replies) S(arp_requests) S(icmp_echo) S(icmp6_echo)

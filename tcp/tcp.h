@@ -268,9 +268,10 @@ int tcp_recv_eof(const struct tcp_conn *c);
 int tcp_shutdown(struct tcp_conn *c);
 
 /* Graceful close and release of the handle: queued data and a FIN are sent,
- * the stack finishes the close (TIME_WAIT etc.) on its own. Unread received
- * data makes it an abortive close (RST, RFC 9293 3.10.4 / RFC 2525 2.17).
- * The handle is invalid after this call. */
+ * the stack finishes the close (TIME_WAIT etc.) on its own; a close that
+ * cannot finish within 2*MSL (e.g. the peer keeps a zero window) is reset.
+ * Unread received data makes it an abortive close (RST, RFC 9293 3.10.4 /
+ * RFC 2525 2.17). The handle is invalid after this call. */
 void tcp_close(struct tcp_conn *c);
 
 /* Abortive close: sends RST, releases the handle. */

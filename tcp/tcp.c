@@ -1330,14 +1330,12 @@ static void conn_xmit(struct tcp_conn *c, uint8_t flags, uint32_t seq, uint32_t 
 	/* Even when the frame cannot leave (no tx buffer), behave as if it
 	 * was sent: it counts as lost and the timers recover. */
 	tcp_emit(st, &e, now);
-	{
-		if (e.flags & TH_ACK) {
-			c->rcv_adv = c->rcv_nxt + ((uint32_t)e.win << ((flags & TH_SYN) ? 0 : c->rcv_ws));
-			c->last_ack_sent = c->rcv_nxt;
-			c->unacked_segs = 0;
-			c->t_delack = 0;
-			c->flags &= ~(CF_ACK_NOW | CF_WIN_UPDATE);
-		}
+	if (e.flags & TH_ACK) {
+		c->rcv_adv = c->rcv_nxt + ((uint32_t)e.win << ((flags & TH_SYN) ? 0 : c->rcv_ws));
+		c->last_ack_sent = c->rcv_nxt;
+		c->unacked_segs = 0;
+		c->t_delack = 0;
+		c->flags &= ~(CF_ACK_NOW | CF_WIN_UPDATE);
 	}
 }
 

@@ -93,9 +93,9 @@ int main(int argc, char **argv)
 		if (rc == 0) {
 			printf("segments=%u records=%" PRIu64 " messages=%" PRIu64
 			       " incomplete=%" PRIu64 " torn_tail_bytes=%" PRIu64
-			       " corrupt_segments=%u\n", rep.segments, rep.records,
-			       rep.messages, rep.incomplete, rep.truncated_bytes,
-			       rep.corrupt_segments);
+			       " damaged_bytes=%" PRIu64 " corrupt_segments=%u\n",
+			       rep.segments, rep.records, rep.messages, rep.incomplete,
+			       rep.torn_bytes, rep.damaged_bytes, rep.corrupt_segments);
 			return rep.corrupt_segments ? 1 : 0;
 		}
 	} else {

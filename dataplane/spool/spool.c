@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,6 +83,7 @@ struct spool_writer {
 struct spool {
 	char *dir;
 	int dirfd;
+	int lockfd;      /* DIR/.lock, flock()ed for the spool's lifetime */
 	unsigned nwriters;
 	uint64_t segment_bytes;
 	unsigned idle_poll_us;
@@ -255,7 +257,7 @@ int spool_begin(struct spool_writer *w, struct spool_msg *m, uint64_t qid,
 	struct piece pc;
 	int rc;
 
-	if (env == NULL || env->mail_from == NULL ||
+	if (env == NULL || env->mail_from == NULL || qid == 0 ||
 	    (env->nrcpt && env->rcpts == NULL))
 		return -EINVAL;
 	f[0] = env->client_addr; f[1] = env->client_name; f[2] = env->helo;
@@ -273,7 +275,8 @@ int spool_begin(struct spool_writer *w, struct spool_msg *m, uint64_t qid,
 			return -EINVAL;
 		len += str_size(r->addr) + str_size(r->notify) + str_size(r->orcpt);
 	}
-	if (len > ENV_MAX)
+	/* an envelope the ring can never hold would wait forever */
+	if (len > ENV_MAX || len + sizeof(struct rec_hdr) > (w->mask + 1) / 2)
 		return -E2BIG;
 	rc = writer_check(w, sizeof(struct rec_hdr) + len);
 	if (rc)
@@ -307,10 +310,10 @@ int spool_data(struct spool_writer *w, struct spool_msg *m, const void *buf,
 	struct piece pc;
 	int rc;
 
-	if (len == 0)
-		return 0;
 	if (len > (w->mask + 1) / 2)
 		return -EINVAL;
+	if (len == 0)
+		return atomic_load_explicit(&w->error, memory_order_relaxed);
 	rc = writer_check(w, len + nrec * sizeof(struct rec_hdr));
 	if (rc)
 		return rc;
@@ -787,6 +790,8 @@ static int apply(struct scan *s, const struct rec_hdr *h,
 	int rc = 0;
 
 	s->rep.records++;
+	if (h->qid == 0)
+		return 0; /* never written by spool_begin; 0 marks empty slots */
 	if (h->qid > s->max_qid)
 		s->max_qid = h->qid;
 	switch (h->type) {
@@ -848,16 +853,48 @@ static int apply(struct scan *s, const struct rec_hdr *h,
 	return rc;
 }
 
-/* Scans one segment. *valid_end gets the offset after the last valid
- * record; returns 0, a callback's value or -errno. */
-static int scan_segment(struct scan *s, const struct seg *sg, off_t *valid_end,
-			off_t *size)
+/* Is there a valid record at @pos of @buf (@size bytes)? Fills @h. */
+static bool rec_at(const unsigned char *buf, off_t size, off_t pos,
+		   struct rec_hdr *h)
 {
+	uint32_t crc;
+	bool ok;
+
+	if (size - pos < (off_t)sizeof(*h))
+		return false;
+	memcpy(h, buf + pos, sizeof(*h));
+	if (h->magic != REC_MAGIC || h->len > REC_MAX_PAYLOAD ||
+	    h->type < REC_BEGIN || h->type > REC_ABORT ||
+	    size - pos - (off_t)sizeof(*h) < (off_t)h->len)
+		return false;
+	crc = h->crc;
+	h->crc = 0;
+	ok = crc == (uint32_t)crc32_z(crc32(0L, (const Bytef *)h, sizeof(*h)),
+				      buf + pos + sizeof(*h), h->len);
+	h->crc = crc;
+	return ok;
+}
+
+/*
+ * Scans one segment. Damage never stops the scan: the scanner resyncs at
+ * the next valid record (magic and CRC), so records after a damaged spot —
+ * possibly acknowledged mail — are still read. Bytes that belong to no
+ * valid record are counted in *mid (followed by a valid record: damage)
+ * and *tail (up to the end of the file: a torn tail, or damage if this is
+ * not the writer's newest segment). Returns 0, a callback's value or
+ * -errno. Nothing is ever truncated or rewritten.
+ */
+static int scan_segment(struct scan *s, const struct seg *sg, off_t *size,
+			off_t *mid, off_t *tail)
+{
+	static const uint32_t magic = REC_MAGIC;
 	unsigned char *buf = NULL;
+	struct rec_hdr h;
 	struct stat st;
-	off_t pos = 0;
+	off_t pos = 0, bad_from = -1;
 	int fd, rc = 0;
 
+	*mid = *tail = 0;
 	fd = openat(s->dirfd, sg->name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -883,27 +920,28 @@ static int scan_segment(struct scan *s, const struct seg *sg, off_t *valid_end,
 		got += r;
 	}
 	s->rep.segments++;
-	while (st.st_size - pos >= (off_t)sizeof(struct rec_hdr)) {
-		struct rec_hdr h;
-		uint32_t crc;
+	while (pos < st.st_size) {
+		const unsigned char *next;
 
-		memcpy(&h, buf + pos, sizeof(h));
-		if (h.magic != REC_MAGIC || h.len > REC_MAX_PAYLOAD ||
-		    h.type < REC_BEGIN || h.type > REC_ABORT ||
-		    st.st_size - pos - (off_t)sizeof(h) < (off_t)h.len)
-			break;
-		crc = h.crc;
-		h.crc = 0;
-		if (crc != (uint32_t)crc32_z(crc32(0L, (const Bytef *)&h, sizeof(h)),
-					    buf + pos + sizeof(h), h.len))
-			break;
-		h.crc = crc;
-		rc = apply(s, &h, buf + pos + sizeof(h), sg->writer);
-		if (rc)
-			goto out;
-		pos += (off_t)sizeof(h) + h.len;
+		if (rec_at(buf, st.st_size, pos, &h)) {
+			if (bad_from >= 0) {
+				*mid += pos - bad_from;
+				bad_from = -1;
+			}
+			rc = apply(s, &h, buf + pos + sizeof(h), sg->writer);
+			if (rc)
+				goto out;
+			pos += (off_t)sizeof(h) + h.len;
+			continue;
+		}
+		if (bad_from < 0)
+			bad_from = pos;
+		next = memmem(buf + pos + 1, (size_t)(st.st_size - pos - 1), &magic,
+			      sizeof(magic));
+		pos = next ? (off_t)(next - buf) : st.st_size;
 	}
-	*valid_end = pos;
+	if (bad_from >= 0)
+		*tail = st.st_size - bad_from;
 out:
 	free(buf);
 	close(fd);
@@ -922,10 +960,38 @@ static void scan_reset_pending(struct scan *s)
 	s->tab_used = 0;
 }
 
-/* Scans every segment of the directory. With @repair, a torn tail of a
- * writer's last segment is truncated (and synced). *next_off[w] gets the
- * stream offset after writer w's last valid record. */
-static int scan_dir(struct scan *s, bool repair, uint64_t *next_off)
+/* NAME.torn marks a segment whose tail was torn by a crash (its content:
+ * the offset where the tail starts). */
+static bool torn_marked(int dirfd, const char *name)
+{
+	char marker[80];
+
+	snprintf(marker, sizeof(marker), "%s.torn", name);
+	return faccessat(dirfd, marker, F_OK, 0) == 0;
+}
+
+static int torn_mark(int dirfd, const char *name, off_t from)
+{
+	char marker[80], text[32];
+	int fd, n, rc = 0;
+
+	snprintf(marker, sizeof(marker), "%s.torn", name);
+	fd = openat(dirfd, marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(text, sizeof(text), "%lld\n", (long long)from);
+	if (write_all(fd, (const unsigned char *)text, (size_t)n) < 0 || fsync(fd) < 0 ||
+	    fsync(dirfd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Scans every segment of the directory. Segment contents are never
+ * changed; with @mark_torn (spool_open), a torn tail gets its marker file.
+ * *next_off[w] (if not NULL) gets the stream offset after writer w's files,
+ * where a new segment may start without overlapping anything on disk. */
+static int scan_dir(struct scan *s, bool mark_torn, uint64_t *next_off)
 {
 	struct seg *segs = NULL;
 	size_t n = 0, i;
@@ -936,36 +1002,32 @@ static int scan_dir(struct scan *s, bool repair, uint64_t *next_off)
 		return rc;
 	for (i = 0; i < n; i++) {
 		bool last = i + 1 == n || segs[i + 1].writer != segs[i].writer;
-		off_t valid = 0, size = 0;
+		off_t size = 0, mid = 0, tail = 0;
 
-		rc = scan_segment(s, &segs[i], &valid, &size);
+		rc = scan_segment(s, &segs[i], &size, &mid, &tail);
 		if (rc)
 			break;
-		if (valid < size) {
-			if (last) {
-				s->rep.truncated_bytes += (uint64_t)(size - valid);
-				if (repair) {
-					int fd = openat(s->dirfd, segs[i].name,
-							O_WRONLY | O_CLOEXEC);
-
-					if (fd < 0 || ftruncate(fd, valid) < 0 ||
-					    fsync(fd) < 0) {
-						rc = -errno;
-						if (fd >= 0)
-							close(fd);
-						break;
-					}
-					close(fd);
-				}
-			} else {
-				fprintf(stderr, "spool: %s: damaged at byte %lld of %lld; "
-					"later records of this segment are ignored\n",
-					segs[i].name, (long long)valid, (long long)size);
-				s->rep.corrupt_segments++;
-			}
+		/* Rotation happens only after a sync, so only the newest
+		 * segment of a writer can end in unsynced (torn) bytes. When
+		 * the spool is opened after a crash, a marker remembers that,
+		 * because the segment stops being the newest right after. */
+		if (tail && !last && !torn_marked(s->dirfd, segs[i].name))
+			mid += tail;
+		else if (tail)
+			s->rep.torn_bytes += (uint64_t)tail;
+		if (tail && last && mark_torn) {
+			rc = torn_mark(s->dirfd, segs[i].name, size - tail);
+			if (rc)
+				break;
 		}
-		if (next_off && segs[i].start + (uint64_t)valid > next_off[segs[i].writer])
-			next_off[segs[i].writer] = segs[i].start + (uint64_t)valid;
+		if (mid) {
+			fprintf(stderr, "spool: %s: %lld damaged bytes skipped; records "
+				"after them were still read\n", segs[i].name, (long long)mid);
+			s->rep.corrupt_segments++;
+			s->rep.damaged_bytes += (uint64_t)mid;
+		}
+		if (next_off && segs[i].start + (uint64_t)size > next_off[segs[i].writer])
+			next_off[segs[i].writer] = segs[i].start + (uint64_t)size;
 		if (last)
 			/* Messages do not continue into another writer's
 			 * files: whatever is still open never got a 250. */
@@ -1027,6 +1089,8 @@ void spool_close(struct spool *sp)
 		writer_free(sp->w[i]);
 	if (sp->dirfd >= 0)
 		close(sp->dirfd);
+	if (sp->lockfd >= 0)
+		close(sp->lockfd); /* releases the flock */
 	free(sp->dir);
 	free(sp);
 }
@@ -1041,7 +1105,7 @@ struct spool *spool_open(const struct spool_config *cfg,
 	unsigned i;
 	int rc;
 
-	if (cfg->dir == NULL || cfg->writers == 0 ||
+	if (cfg->dir == NULL || cfg->writers == 0 || cfg->idle_poll_us >= 1000000 ||
 	    cfg->writers > SPOOL_MAX_WRITERS || (ring & (ring - 1)) ||
 	    ring < 4 * (SPOOL_CHUNK_MAX + sizeof(struct rec_hdr))) {
 		errno = EINVAL;
@@ -1051,6 +1115,7 @@ struct spool *spool_open(const struct spool_config *cfg,
 	if (sp == NULL)
 		return NULL;
 	sp->dirfd = -1;
+	sp->lockfd = -1;
 	sp->segment_bytes = cfg->segment_bytes ? cfg->segment_bytes : 64u << 20;
 	sp->idle_poll_us = cfg->idle_poll_us ? cfg->idle_poll_us : 50;
 	sp->dir = strdup(cfg->dir);
@@ -1060,6 +1125,13 @@ struct spool *spool_open(const struct spool_config *cfg,
 		goto fail_errno;
 	sp->dirfd = open(cfg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd < 0)
+		goto fail_errno;
+	/* Two processes on one spool would each take the other's unsynced
+	 * bytes for a torn tail and interleave segments: refuse the second. */
+	sp->lockfd = openat(sp->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (sp->lockfd < 0)
+		goto fail_errno;
+	if (flock(sp->lockfd, LOCK_EX | LOCK_NB) < 0)
 		goto fail_errno;
 
 	memset(&s, 0, sizeof(s));
@@ -1088,8 +1160,9 @@ struct spool *spool_open(const struct spool_config *cfg,
 		w->scratch = malloc(ENV_MAX);
 		if (w->ring == NULL || w->scratch == NULL)
 			goto fail_errno;
-		/* Continue the stream after what recovery kept, in a fresh
-		 * segment (never append to a file that had a torn tail). */
+		/* Continue the stream after everything on disk, in a fresh
+		 * segment: a torn tail stays where it is, unread, and no
+		 * byte that might be evidence is ever destroyed. */
 		w->wpos = next_off[i];
 		atomic_store(&w->head, w->wpos);
 		atomic_store(&w->tail, w->wpos);

@@ -14,8 +14,9 @@
  * number of DATA records, so a lost middle record is detected) or ABORT. Records of different messages of one writer
  * interleave freely, so a session streams its body as it arrives and never
  * buffers a whole message. Every record carries a CRC32 over its header and
- * payload; recovery truncates a torn tail and never reports a message
- * without a valid END.
+ * payload; recovery skips a torn tail or damaged bytes (resyncing at the
+ * next valid record, never truncating or rewriting anything) and never
+ * reports a message without a valid END.
  *
  * Segment files: DIR/w<writer>-<first stream offset, 16 hex>.seg
  */
@@ -61,9 +62,9 @@ struct spool_writer;
 struct spool_config {
 	const char *dir;          /* spool directory; created if missing */
 	unsigned writers;         /* 1..SPOOL_MAX_WRITERS */
-	size_t ring_bytes;        /* per writer, power of two >= 4 * SPOOL_CHUNK_MAX (default 8 MiB) */
+	size_t ring_bytes;        /* per writer, power of two, >= 512 KiB (default 8 MiB) */
 	uint64_t segment_bytes;   /* rotate segments beyond this size (default 64 MiB) */
-	unsigned idle_poll_us;    /* sync thread sleep when idle (default 50) */
+	unsigned idle_poll_us;    /* sync thread sleep when idle, < 1 s (default 50 us) */
 };
 
 /* What recovery found when the spool was opened. */
@@ -72,15 +73,18 @@ struct spool_recovery {
 	uint64_t records;         /* valid records */
 	uint64_t messages;        /* committed messages (valid END) */
 	uint64_t incomplete;      /* BEGIN without END/ABORT: never acknowledged */
-	uint64_t truncated_bytes; /* torn tail removed */
-	unsigned corrupt_segments; /* damage before the tail: left in place, reported */
+	uint64_t torn_bytes;      /* torn tail of a writer's newest segment (left in place) */
+	uint64_t damaged_bytes;   /* unreadable bytes elsewhere (left in place) */
+	unsigned corrupt_segments; /* segments with damaged bytes; later records still read */
 };
 
 /*
- * spool_open - recover DIR (truncating torn tails), then start the sync
- * thread. @rep (may be NULL) receives what recovery found.
- * Returns the spool, or NULL with errno set (EINVAL for a bad config, or the
- * error of the failing system call).
+ * spool_open - lock DIR against a second opener, recover it (read-only:
+ * torn tails and damage are skipped, reported in @rep, and left on disk;
+ * new writes go to fresh segments), then start the sync thread. @rep (may be NULL) receives what recovery found.
+ * Returns the spool, or NULL with errno set (EINVAL for a bad config,
+ * EWOULDBLOCK when another process has the spool open, or the error of the
+ * failing system call).
  */
 struct spool *spool_open(const struct spool_config *cfg,
 			 struct spool_recovery *rep);
@@ -113,8 +117,9 @@ int spool_qid_parse(const char *s, uint64_t *qid);
  * spool_begin/spool_data/spool_end/spool_abort - append the records of
  * message @qid. All return 0, -EAGAIN when the ring lacks room (nothing was
  * appended: retry after spool_durable() progress, i.e. apply backpressure),
- * -EINVAL for bad arguments (a string of 65535 bytes or more, no mail_from,
- * @len above ring_bytes / 2), or -E2BIG for an envelope above 1 MiB encoded.
+ * -EINVAL for bad arguments (queue id 0, a string of 65535 bytes or more,
+ * no mail_from, @len above ring_bytes / 2), or -E2BIG for an envelope above
+ * 1 MiB or half the ring, encoded.
  * spool_data() appends @len bytes in DATA records of at most
  * SPOOL_CHUNK_MAX; it is all-or-nothing.
  * spool_end() stores the total length and DATA record count of the

@@ -47,7 +47,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr, "recovered messages=%" PRIu64 " torn=%" PRIu64 "\n",
-		rep.messages, rep.truncated_bytes);
+		rep.messages, rep.torn_bytes);
 	w = spool_writer(sp, 0);
 	memset(in, 0, sizeof(in));
 	setvbuf(stdout, NULL, _IOLBF, 0);

@@ -254,7 +254,7 @@ static void test_roundtrip(void **state)
 	assert_string_equal(got.helo[0], "mail.example.org");
 	assert_true(got.tls_null[0]);
 	assert_int_equal(rep.incomplete, 0);
-	assert_int_equal(rep.truncated_bytes, 0);
+	assert_int_equal(rep.torn_bytes, 0);
 }
 
 static void test_null_sender_empty_body(void **state)
@@ -428,7 +428,7 @@ static void test_torn_tail_recovery(void **state)
 	struct spool_recovery rep;
 	struct spool *sp = open_spool(1, 0, 0, NULL);
 	struct spool_writer *w = spool_writer(sp, 0);
-	char seg[256];
+	char seg[256], marker[300];
 	uint64_t off, q[3], qnew;
 	off_t size;
 	int fd;
@@ -451,9 +451,12 @@ static void test_torn_tail_recovery(void **state)
 	sp = open_spool(1, 0, 0, &rep);
 	assert_int_equal(rep.messages, 2);
 	assert_int_equal(rep.incomplete, 1);
-	assert_true(rep.truncated_bytes == 24 + 12 - 5 + 15);
-	/* the torn tail is gone from disk */
-	assert_true(file_size(seg) == size - (24 + 12));
+	assert_true(rep.torn_bytes == 24 + 12 - 5 + 15);
+	assert_int_equal(rep.corrupt_segments, 0);
+	/* nothing on disk is destroyed; the torn tail is marked as such */
+	assert_true(file_size(seg) == size - 5 + 15);
+	snprintf(marker, sizeof(marker), "%s.torn", seg);
+	assert_int_equal(access(marker, F_OK), 0);
 	w = spool_writer(sp, 0);
 	/* a clock far in the past must not produce an old id again */
 	qnew = spool_qid_new(w, 1000);
@@ -462,11 +465,58 @@ static void test_torn_tail_recovery(void **state)
 	assert_true(wait_durable(w, off));
 	spool_close(sp);
 
+	/* later scans still call it a torn tail, not damage */
 	assert_int_equal(scan(&rep), 0);
 	assert_int_equal(got.n, 3);
 	assert_true(got.qid[0] == q[0] && got.qid[1] == q[1]);
 	assert_string_equal(got.from[2], "after@example.org");
-	assert_int_equal(rep.truncated_bytes, 0);
+	assert_true(rep.torn_bytes == 24 + 12 - 5 + 15);
+	assert_int_equal(rep.corrupt_segments, 0);
+}
+
+/* Damage inside the newest segment, before acknowledged records: the
+ * records after it must survive recovery (not be cut off as a "tail"). */
+static void test_damage_in_newest_segment(void **state)
+{
+	struct spool_recovery rep;
+	struct spool *sp = open_spool(1, 0, 0, NULL);
+	struct spool_writer *w = spool_writer(sp, 0);
+	char seg[256];
+	uint64_t off = 0;
+	int fd;
+
+	for (int i = 0; i < 3; i++) {
+		off = put_message(w, "d@example.org", (const unsigned char *)"0123456789", 10, 10, NULL);
+		assert_true(wait_durable(w, off)); /* each of them got its 250 */
+	}
+	spool_close(sp);
+	last_segment(seg, sizeof(seg));
+	fd = open(seg, O_RDWR);
+	assert_int_equal(pwrite(fd, "X", 1, 30), 1);   /* inside message 1 */
+	close(fd);
+
+	sp = open_spool(1, 0, 0, &rep);
+	assert_int_equal(rep.messages, 2);             /* messages 2 and 3 */
+	assert_int_equal(rep.corrupt_segments, 1);
+	assert_true(rep.damaged_bytes > 0);
+	assert_int_equal(rep.torn_bytes, 0);
+	spool_close(sp);
+	assert_int_equal(scan(&rep), 0);
+	assert_int_equal(got.n, 2);
+}
+
+static void test_second_opener_refused(void **state)
+{
+	struct spool_config cfg = { .dir = dir, .writers = 1 };
+	struct spool *sp = open_spool(1, 0, 0, NULL), *sp2;
+
+	sp2 = spool_open(&cfg, NULL);
+	assert_null(sp2);
+	assert_int_equal(errno, EWOULDBLOCK);
+	spool_close(sp);
+	sp2 = spool_open(&cfg, NULL);          /* free again after close */
+	assert_non_null(sp2);
+	spool_close(sp2);
 }
 
 static void test_corrupt_middle_segment(void **state)
@@ -500,7 +550,8 @@ static void test_corrupt_middle_segment(void **state)
 
 	assert_int_equal(scan(&rep), 0);
 	assert_int_equal(rep.corrupt_segments, 1);
-	assert_true(got.n >= 8 && got.n < 12);   /* later segments still read */
+	/* only the damaged message is lost: the scan resyncs after it */
+	assert_int_equal(got.n, 11);
 	for (unsigned i = 0; i < got.n; i++)
 		assert_int_equal(got.len[i], 30000);
 }
@@ -521,8 +572,14 @@ static void test_bad_arguments(void **state)
 	assert_null(spool_open(&bad, NULL));
 	assert_int_equal(errno, EINVAL);
 
-	sp = open_spool(1, 0, 0, NULL);
+	bad.ring_bytes = 0;
+	bad.idle_poll_us = 1000000;           /* nanosleep would refuse it */
+	assert_null(spool_open(&bad, NULL));
+	assert_int_equal(errno, EINVAL);
+
+	sp = open_spool(1, 512 * 1024, 0, NULL);
 	w = spool_writer(sp, 0);
+	assert_int_equal(spool_begin(w, &m, 0, &e), -EINVAL);   /* qid 0 */
 	e.mail_from = NULL;
 	assert_int_equal(spool_begin(w, &m, 1, &e), -EINVAL);
 	e = env_for("a@b");
@@ -532,6 +589,20 @@ static void test_bad_arguments(void **state)
 	e.helo = huge;
 	assert_int_equal(spool_begin(w, &m, 1, &e), -EINVAL);
 	free(huge);
+	{
+		/* an envelope larger than half the ring can never fit: E2BIG,
+		 * not an -EAGAIN the caller would retry forever */
+		struct spool_rcpt many[5000];
+		char addr[64];
+
+		snprintf(addr, sizeof(addr), "%055d@customer.test", 0);
+		for (int i = 0; i < 5000; i++)
+			many[i] = (struct spool_rcpt){ addr, NULL, NULL };
+		e = env_for("a@b");
+		e.rcpts = many;
+		e.nrcpt = 5000;
+		assert_int_equal(spool_begin(w, &m, 1, &e), -E2BIG);
+	}
 	spool_close(sp);
 	assert_int_equal(scan(NULL), 0);
 	assert_int_equal(got.n, 0);
@@ -602,6 +673,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_big_messages_and_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_writers_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damage_in_newest_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_second_opener_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_middle_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full_stops_acks, setup, teardown),

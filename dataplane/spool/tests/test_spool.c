@@ -595,7 +595,7 @@ static void test_bad_arguments(void **state)
 		struct spool_rcpt many[5000];
 		char addr[64];
 
-		snprintf(addr, sizeof(addr), "%055d@customer.test", 0);
+		snprintf(addr, sizeof(addr), "%045d@customer.test", 0);
 		for (int i = 0; i < 5000; i++)
 			many[i] = (struct spool_rcpt){ addr, NULL, NULL };
 		e = env_for("a@b");

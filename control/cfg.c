@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <yaml.h>
 
@@ -151,6 +152,8 @@ static int get_listen(struct walk *w, const yaml_node_t *n, char *dst, size_t ca
 	colon += s[0] == '[' ? 2 : 1;
 	if (s[0] != '[' && memchr(s, ':', (size_t)(colon - 1 - s)))
 		goto bad; /* a bare IPv6 address needs brackets */
+	if (s[0] == '[' && colon - s < 4)
+		goto bad; /* "[]:25": no address */
 	port = strtoul(colon, &end, 10);
 	if (*colon == '\0' || *end || port == 0 || port > 65535 || strlen(s) >= cap)
 		goto bad;
@@ -204,6 +207,23 @@ static int expect_map(struct walk *w, const yaml_node_t *n, const char *what)
 
 static int walk_section(struct walk *w, const yaml_node_t *map, const char *sect);
 
+/* A repeated key would silently override the first one: refuse it. @p is
+ * the pair being looked at in mapping @map; keys compare case-insensitively
+ * (domain names do, and no two keys of ours differ by case only). */
+static int check_repeat(struct walk *w, const yaml_node_t *map,
+			const yaml_node_pair_t *p, const yaml_node_t *k)
+{
+	const char *key = scalar(k);
+
+	for (const yaml_node_pair_t *q = map->data.mapping.pairs.start; key && q < p; q++) {
+		const char *prev = scalar(yaml_document_get_node(w->doc, q->key));
+
+		if (prev && strcasecmp(prev, key) == 0)
+			return fail_at(w, k, "\"%s\" is given twice", key);
+	}
+	return 0;
+}
+
 static int walk_domains(struct walk *w, const yaml_node_t *map)
 {
 	yaml_node_t *k, *v, *k2, *v2;
@@ -222,7 +242,8 @@ static int walk_domains(struct walk *w, const yaml_node_t *map)
 	FOREACH_PAIR(w, map, p, k, v) {
 		struct cfg_domain *d = &c->domains[n];
 
-		if (get_str(w, k, "domain name", d->name, sizeof(d->name)))
+		if (get_str(w, k, "domain name", d->name, sizeof(d->name)) ||
+		    check_repeat(w, map, p, k))
 			return w->rc;
 		d->line = (unsigned)k->start_mark.line + 1;
 		/* "customer.test:" with nothing after it means all defaults */
@@ -232,6 +253,8 @@ static int walk_domains(struct walk *w, const yaml_node_t *map)
 			FOREACH_PAIR(w, v, p2, k2, v2) {
 				const char *key = scalar(k2);
 
+				if (check_repeat(w, v, p2, k2))
+					return w->rc;
 				if (key && strcmp(key, "max_size") == 0) {
 					if (get_u64(w, v2, "max_size", 0, 1ULL << 40, &d->max_size))
 						return w->rc;
@@ -325,9 +348,14 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		return fail_at(w, k, "unknown key \"%s\" in timeouts (expected: command_s, data_s)", key);
 	}
 	if (!strcmp(sect, "control")) {
-		if (!strcmp(key, "socket"))
-			return get_str(w, v, "control.socket", c->control_socket,
-				       sizeof(c->control_socket));
+		if (!strcmp(key, "socket")) {
+			if (get_str(w, v, "control.socket", c->control_socket,
+				    sizeof(c->control_socket)))
+				return w->rc;
+			if (c->control_socket[0] != '/')
+				return fail_at(w, v, "control.socket: expected an absolute path");
+			return 0;
+		}
 		return fail_at(w, k, "unknown key \"%s\" in control (expected: socket)", key);
 	}
 	if (!strcmp(sect, "smtp")) {
@@ -357,13 +385,8 @@ static int walk_section(struct walk *w, const yaml_node_t *map, const char *sect
 
 		if (key == NULL)
 			return fail_at(w, k, "keys must be plain words");
-		/* a repeated key would silently override the first one */
-		for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
-			const char *prev = scalar(yaml_document_get_node(w->doc, q->key));
-
-			if (prev && strcmp(prev, key) == 0)
-				return fail_at(w, k, "\"%s\" is given twice", key);
-		}
+		if (check_repeat(w, map, p, k))
+			return w->rc;
 		if (walk_key(w, sect, key, k, v))
 			return w->rc;
 	}
@@ -415,6 +438,27 @@ int cfg_load(const char *source, const char *text, size_t len, struct cfg *c,
 	if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0))
 		walk_section(&w, root, "");
 	yaml_document_delete(&doc);
+	if (w.rc == 0 && root) {
+		/* a second document ("---") would be silently ignored */
+		yaml_document_t extra;
+
+		if (!yaml_parser_load(&parser, &extra)) {
+			snprintf(err, errlen, "%s:%zu:%zu: %s", source,
+				 parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+				 parser.problem ? parser.problem : "syntax error");
+			w.rc = -EINVAL;
+		} else {
+			yaml_node_t *r2 = yaml_document_get_root_node(&extra);
+
+			if (r2) {
+				snprintf(err, errlen, "%s:%zu:%zu: a second YAML document; "
+					 "the configuration is one document", source,
+					 r2->start_mark.line + 1, r2->start_mark.column + 1);
+				w.rc = -EINVAL;
+			}
+			yaml_document_delete(&extra);
+		}
+	}
 	yaml_parser_delete(&parser);
 	return w.rc;
 }

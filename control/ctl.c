@@ -29,7 +29,12 @@ struct client {
 	char *out;
 	size_t outlen, outcap;
 	bool closing;  /* drop after the pending output is sent */
+	time_t last;   /* last activity, for the idle timeout */
 };
+
+/* A connection with no request for this long is closed, so idle or stuck
+ * clients cannot hold all CTL_MAX_CLIENTS slots. */
+#define IDLE_SECONDS 60
 
 struct ctl_server {
 	int fd;
@@ -43,11 +48,40 @@ struct ctl_server {
 
 /* ---- request logic ----------------------------------------------------- */
 
+/* Length of the longest prefix of @s (at most @max bytes) that is valid
+ * UTF-8 and ends on a character boundary: messages echo user input, and a
+ * cut inside a character would make the whole reply unencodable. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < max && p[i]) {
+		size_t n = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 :
+			   (p[i] & 0xf0) == 0xe0 ? 3 : (p[i] & 0xf8) == 0xf0 ? 4 : 0;
+		size_t k;
+
+		if (n == 0 || i + n > max)
+			break;
+		for (k = 1; k < n; k++)
+			if ((p[i + k] & 0xc0) != 0x80)
+				return i;
+		i += n;
+	}
+	return i;
+}
+
+/* A fixed reply for when even an error reply cannot be built. */
+static const char reply_fallback[] = "{\"v\":1,\"id\":null,\"ok\":false,"
+	"\"error\":{\"code\":\"internal\",\"message\":\"reply could not be encoded\"}}";
+
 static json_t *reply_error(json_t *id, const char *code, const char *msg)
 {
-	return json_pack("{s:i, s:O, s:b, s:{s:s, s:s}}", "v", CTL_VERSION,
-			 "id", id ? id : json_null(), "ok", 0, "error", "code",
-			 code, "message", msg);
+	json_t *r = json_pack("{s:i, s:O, s:b, s:{s:s, s:s%}}", "v", CTL_VERSION,
+			      "id", id ? id : json_null(), "ok", 0, "error", "code",
+			      code, "message", msg, utf8_prefix(msg, strlen(msg)));
+
+	return r ? r : json_loads(reply_fallback, 0, NULL);
 }
 
 static json_t *help_result(const struct ctl_command *cmds, size_t ncmds)
@@ -117,13 +151,14 @@ json_t *ctl_handle_frame(const struct ctl_command *cmds, size_t ncmds,
 		if (strcmp(cmds[i].name, name) == 0)
 			break;
 	if (i == ncmds) {
-		snprintf(buf, sizeof(buf), "unknown command \"%.64s\" (try \"help\")", name);
+		snprintf(buf, sizeof(buf), "unknown command \"%.*s\" (try \"help\")",
+			 (int)utf8_prefix(name, 64), name);
 		reply = reply_error(id, "unknown_command", buf);
 		goto out;
 	}
 	if (cmds[i].admin && peer->role != CTL_ADMIN) {
-		snprintf(buf, sizeof(buf), "\"%.64s\" needs the admin role (uid %u is read-only)",
-			 name, (unsigned)peer->uid);
+		snprintf(buf, sizeof(buf), "\"%.*s\" needs the admin role (uid %u is read-only)",
+			 (int)utf8_prefix(name, 64), name, (unsigned)peer->uid);
 		reply = reply_error(id, "permission_denied", buf);
 		goto out;
 	}
@@ -202,6 +237,8 @@ static void client_reply(struct client *c, json_t *reply)
 	char *s = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
 
 	json_decref(reply);
+	if (s == NULL)
+		s = strdup(reply_fallback); /* every request gets an answer */
 	if (s == NULL) {
 		c->closing = true;
 		return;
@@ -219,18 +256,24 @@ static void client_reply(struct client *c, json_t *reply)
 /* Serves every complete line in the client's input. */
 static int client_serve(struct ctl_server *s, struct client *c)
 {
+	size_t off = 0;
 	int served = 0;
 	char *nl;
 
-	while (!c->closing && (nl = memchr(c->in, '\n', c->inlen)) != NULL) {
-		size_t n = (size_t)(nl - c->in);
+	while (!c->closing && (nl = memchr(c->in + off, '\n', c->inlen - off)) != NULL) {
+		char *line = c->in + off;
+		size_t n = (size_t)(nl - line);
 
-		if (n > 0 && !(n == 1 && c->in[0] == '\r'))
+		if (n > 0 && !(n == 1 && line[0] == '\r'))
 			client_reply(c, ctl_handle_frame(s->cmds, s->ncmds, s->ctx,
-							 &c->peer, c->in, n));
+							 &c->peer, line, n));
 		served++;
-		memmove(c->in, nl + 1, c->inlen - n - 1);
-		c->inlen -= n + 1;
+		off += n + 1;
+	}
+	/* one compaction per read, not one per line */
+	if (off) {
+		memmove(c->in, c->in + off, c->inlen - off);
+		c->inlen -= off;
 	}
 	if (c->inlen > CTL_MAX_FRAME) {
 		char buf[96];
@@ -262,6 +305,7 @@ static void client_accept(struct ctl_server *s)
 			continue;
 		}
 		s->cl[i].fd = fd;
+		s->cl[i].last = time(NULL);
 		s->cl[i].peer.pid = cred.pid;
 		s->cl[i].peer.uid = cred.uid;
 		s->cl[i].peer.gid = cred.gid;
@@ -308,9 +352,11 @@ int ctl_server_poll(struct ctl_server *s, int timeout_ms)
 				client_drop(c);
 				continue;
 			}
+			c->last = time(NULL);
 			served += client_serve(s, c);
 		}
-		if (c->fd >= 0 && c->closing && c->outlen == 0)
+		if (c->fd >= 0 && ((c->closing && c->outlen == 0) ||
+				   time(NULL) - c->last > IDLE_SECONDS))
 			client_drop(c);
 	}
 	if (pfd[0].revents & POLLIN)
@@ -362,6 +408,14 @@ struct ctl_server *ctl_server_open(const char *path,
 		}
 		if (probe >= 0)
 			close(probe);
+		/* Only a dead socket is ours to replace: a mistyped path must
+		 * never cost the operator a regular file. */
+		if (lstat(path, &st) < 0)
+			goto fail;
+		if (!S_ISSOCK(st.st_mode)) {
+			errno = EEXIST;
+			goto fail;
+		}
 		if (unlink(path) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			goto fail;
 	}

@@ -161,9 +161,11 @@ static int h_prefix_list(struct dp_admin *a, const char *cmd, json_t *args,
 	json_t *jl = json_object_get(args, "limit");
 	struct list_arg la = { json_array(), 1000, a->now_ms() };
 
-	if (jl && (!json_is_integer(jl) || json_integer_value(jl) < 1)) {
+	/* replies stay well below the control socket's per-client buffer */
+	if (jl && (!json_is_integer(jl) || json_integer_value(jl) < 1 ||
+		   json_integer_value(jl) > 10000)) {
 		json_decref(la.arr);
-		return bad_args(code, msg, "%s", "\"limit\" must be a positive integer");
+		return bad_args(code, msg, "%s", "\"limit\" must be 1..10000");
 	}
 	if (jl)
 		la.limit = (size_t)json_integer_value(jl);

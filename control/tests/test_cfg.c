@@ -133,6 +133,11 @@ static void test_errors(void **state)
 		{ "- a\n- b\n", "the configuration: expected a mapping" },
 		{ "hostname: \"unterminated\n", "c.yaml:" },
 		{ "a: b: c\n", "c.yaml:1:5: mapping values are not allowed" },
+		{ "hostname: a\n---\nhostnme: typo\n", "c.yaml:3:1: a second YAML document" },
+		{ "domains:\n  a.test:\n    max_size: 1\n    max_size: 2\n", "c.yaml:4:5: \"max_size\" is given twice" },
+		{ "domains:\n  a.test:\n  A.Test:\n", "c.yaml:3:3: \"A.Test\" is given twice" },
+		{ "listen: [\"[]:25\"]\n", "is not ADDRESS:PORT" },
+		{ "control:\n  socket: \"\"\n", "c.yaml:2:11: control.socket: expected an absolute path" },
 		{ "control:\n  socket: /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
 		  "control.socket: longer than 107 bytes" },
 	};

@@ -85,6 +85,12 @@ static void test_errors(void **state)
 	expect_error(&admin, "{\"v\":1,\"cmd\":\"fail\"}", "not_found", "no such thing");
 	expect_error(&admin, "", "bad_request", NULL);
 	expect_error(&admin, "{\"v\":1,\"cmd\":\"echo\"} trailing", "bad_request", NULL);
+	/* a long non-ASCII name: the echoed part is cut on a character
+	 * boundary, so the reply still encodes */
+	expect_error(&admin, "{\"v\":1,\"cmd\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u00e9\u00e9\"}",
+		     "unknown_command", "try \"help\"");
+	expect_error(&ro, "{\"v\":1,\"cmd\":\"\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac\"}",
+		     "unknown_command", NULL);
 }
 
 static void test_success_and_ids(void **state)
@@ -231,6 +237,22 @@ static void test_socket(void **state)
 	assert_non_null(ret);
 	ctl_server_close(s);
 	assert_int_equal(access(sockpath, F_OK), -1);   /* socket removed */
+	/* a regular file at the socket path is never replaced */
+	{
+		char path[128];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/tmp/mxt-ctl.%d.txt", getpid());
+		f = fopen(path, "w");
+		fputs("precious", f);
+		fclose(f);
+		assert_null(ctl_server_open(path, cmds, 3, &calls));
+		assert_int_equal(errno, EEXIST);
+		f = fopen(path, "r");
+		assert_non_null(f);
+		fclose(f);
+		unlink(path);
+	}
 	/* nothing listening: a clear errno for the CLI */
 	assert_null(ctl_call(sockpath, "help", NULL, 1000));
 	assert_int_equal(errno, ENOENT);

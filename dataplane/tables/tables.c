@@ -282,11 +282,13 @@ static int pset_walk(struct tbl_pset *ps,
 	return 0;
 }
 
-/* pset_walk callback for a set no reader can reach: free at once. */
+/* pset_walk callback for a set no reader can reach any more. The table's
+ * own resize worker may still be walking its chains (rculfhash.h: a grace
+ * period must pass between cds_lfht_del and freeing), so free via RCU. */
 static int walk_free(struct cds_lfht *ht, struct pnode *n, void *arg)
 {
 	cds_lfht_del(ht, &n->node);
-	free(n);
+	urcu_qsbr_call_rcu(&n->rcu, pnode_free_rcu);
 	return 0;
 }
 
@@ -336,7 +338,9 @@ static int pset_add(struct tbl_pset *ps, const struct tbl_prefix *p,
 		if (ht == NULL)
 			return -ENOMEM;
 		rcu_assign_pointer(ps->ht[f][norm.len], ht);
-		/* publish the length only after its table */
+		/* publish the length only after its table (uatomic_or alone
+		 * orders nothing on weakly ordered CPUs) */
+		cmm_smp_mb__before_uatomic_or();
 		uatomic_or(&ps->lens[f][norm.len / 64], 1ULL << (norm.len % 64));
 	}
 	n = malloc(sizeof(*n));
@@ -375,6 +379,7 @@ static bool pset_match(const struct tbl_pset *ps, unsigned f, const uint8_t *a)
 	uint8_t key[16];
 	struct pkey k = { key };
 	struct cds_lfht_iter it;
+	struct cds_lfht *ht;
 
 	for (w = (f == V4 ? 1 : 3); w-- > 0;) {
 		uint64_t bits = uatomic_read(&ps->lens[f][w]);
@@ -386,8 +391,10 @@ static bool pset_match(const struct tbl_pset *ps, unsigned f, const uint8_t *a)
 			memset(key, 0, sizeof(key));
 			memcpy(key, a, bytes);
 			prefix_mask(key, l, bytes);
-			cds_lfht_lookup(rcu_dereference(((struct tbl_pset *)ps)->ht[f][l]),
-					prefix_hash(key, l), prefix_match, &k, &it);
+			ht = rcu_dereference(((struct tbl_pset *)ps)->ht[f][l]);
+			if (ht == NULL)
+				continue;
+			cds_lfht_lookup(ht, prefix_hash(key, l), prefix_match, &k, &it);
 			if (cds_lfht_iter_get_node(&it))
 				return true;
 		}
@@ -726,7 +733,8 @@ void tbl_destroy(struct tbl_set *t)
 	pset_destroy(t->lists[1]);
 	LFHT_FOREACH(t->domains, &it, nd) {
 		cds_lfht_del(t->domains, nd);
-		free(caa_container_of(nd, struct dnode, node));
+		urcu_qsbr_call_rcu(&caa_container_of(nd, struct dnode, node)->rcu,
+				   dnode_free_rcu);
 	}
 	lfht_destroy_offline(&t->domains, 1);
 	writer_leave(t);

@@ -36,6 +36,12 @@ if grep -q "SMTP on 198.18.0.1:25" "$log"; then
   echo "$out" | grep -q "<- *250 .*queued as" || { echo "$out"; fail "message not accepted"; }
   echo "ok: the printed swaks command delivered a message"
 fi
+if grep -q "mxedgectl stats" "$log"; then
+  # The printed control commands work as written, from the project root.
+  (cd "$top" && build/release/control/mxedgectl stats | grep -q "^LCORE") || fail "printed mxedgectl stats failed"
+  (cd "$top" && build/release/control/mxedgectl shield | grep -q "drop_block_exact") || fail "printed mxedgectl shield failed"
+  echo "ok: the printed mxedgectl commands work"
+fi
 kill -INT "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid" 2>/dev/null && fail "run command ignored Ctrl-C"

@@ -107,7 +107,9 @@ struct bench_config {
   unsigned n_sizes;
   bool pipelining;            /* RFC 2920 */
   bool bdat;                  /* RFC 3030 BDAT ... LAST instead of DATA */
-  double duration_s;          /* hard cap on the whole run */
+  double duration_s;          /* no new messages/sessions after this */
+  double grace_s;             /* then in-flight ones may finish; the run's
+                                 hard cap is duration_s + grace_s */
   double hold_s;              /* hold mode: seconds to keep all sessions */
   double timeout_s;           /* per reply */
   const char *helo;
@@ -137,6 +139,7 @@ struct bench_result {
   uint64_t bytes_accepted;
   uint64_t held_max;            /* hold mode: most sessions idle at once */
   double hold_ready_s;          /* hold mode: time until all were held */
+  int stop_signal;              /* SIGINT/SIGTERM that ended the run, or 0 */
   struct bench_errors err;
   struct bench_hist connect_220;  /* connect() -> 220 greeting */
   struct bench_hist eod_250;      /* last body byte written -> 250 */

@@ -93,7 +93,8 @@ struct shared {
   int stop;                      /* 1: stop now */
   uint64_t hold_until;           /* hold mode: stop at this time (0: unset) */
   uint64_t t0;
-  uint64_t hard_deadline;
+  uint64_t soft_deadline;        /* no new messages or sessions after it */
+  uint64_t hard_deadline;        /* soft + grace: everything is closed */
 };
 
 struct thread {
@@ -323,6 +324,7 @@ static void next_step(struct thread *t, struct session *s)
   const struct shared *g = t->g;
 
   if (s->failed || s->msgs_done >= c->msgs_per_session ||
+      (s->msgs_done > 0 && now_ns() >= g->soft_deadline) ||
       (!s->ticket && !claim(&t->g->msg_claimed, c->max_messages))) {
     send_quit(s);
     return;
@@ -737,7 +739,7 @@ static bool thread_done(struct thread *t)
 
   if (t->active > 0)
     return false;
-  if (c->mode == BENCH_OPEN)
+  if (c->mode == BENCH_OPEN || t->arrivals_done)
     return t->arrivals_done;
   if (c->msgs_per_session && !tickets_left(&g->msg_claimed, c->max_messages))
     return true;
@@ -757,7 +759,15 @@ static void *thread_main(void *arg)
     if (__atomic_load_n(&g->stop, __ATOMIC_RELAXED) || now >= g->hard_deadline ||
         (hu && now >= hu))
       break;
-    if (t->cfg->mode == BENCH_OPEN)
+    /* After the soft deadline only what is in flight may finish: a message
+     * whose data was sent gets its reply, so the server's count and ours
+     * agree; the hard deadline cuts off whatever still hangs. */
+    bool draining = now >= g->soft_deadline;
+    if (draining && t->cfg->mode == BENCH_HOLD)
+      break;
+    if (draining)
+      t->arrivals_done = true;
+    else if (t->cfg->mode == BENCH_OPEN)
       open_arrivals(t, now);
     else
       pump_starts(t, now);
@@ -913,6 +923,7 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
   char errbuf[256];
 
   memset(res, 0, sizeof(*res));
+  res->stop_signal = 0;
   if (bench_config_check(cfg, errbuf, sizeof(errbuf)) < 0)
     return -EINVAL;
   if (nth > cfg->sessions)
@@ -961,7 +972,8 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
   }
 
   g->t0 = now_ns();
-  g->hard_deadline = g->t0 + (uint64_t)(cfg->duration_s * NS_PER_S);
+  g->soft_deadline = g->t0 + (uint64_t)(cfg->duration_s * NS_PER_S);
+  g->hard_deadline = g->soft_deadline + (uint64_t)(cfg->grace_s * NS_PER_S);
   for (unsigned i = 0; i < nth; i++) {
     struct thread *t = &th[i];
     if (cfg->mode == BENCH_OPEN) {
@@ -992,6 +1004,7 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
       if (sig == SIGINT || sig == SIGTERM) {
         fprintf(stderr, "mxedge-bench: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
         __atomic_store_n(&g->stop, 1, __ATOMIC_RELAXED);
+        res->stop_signal = sig;
       }
       unsigned running = 0;
       for (unsigned i = 0; i < started; i++)

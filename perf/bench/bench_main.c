@@ -1,5 +1,7 @@
 /* mxedge-bench command line. Exit status: 0 when the run finished (read the
- * report for what it measured), 1 when it could not run, 2 for bad usage. */
+ * report for what it measured), 1 when it could not run, 2 for bad usage;
+ * stopped by SIGINT/SIGTERM it writes its report and then dies of that
+ * signal. */
 #include "bench.h"
 
 #include <errno.h>
@@ -34,7 +36,9 @@ static void usage(FILE *f)
 "  --source ADDR        bind to this local address; repeat to round-robin\n"
 "  --threads N          threads, one epoll loop each (default: online CPUs)\n"
 "Bounds and output:\n"
-"  --duration S         hard cap on the whole run in seconds (default 30)\n"
+"  --duration S         load time in seconds (default 30); then sessions in\n"
+"                       flight finish their message and QUIT, within\n"
+"  --grace S            seconds (default 5): duration+grace is a hard cap\n"
 "  --hold-seconds S     hold mode: how long to keep the sessions (default 5)\n"
 "  --timeout S          per-reply timeout (default 30)\n"
 "  --helo NAME --from ADDR --to ADDR   envelope (defaults bench.test names)\n"
@@ -76,7 +80,7 @@ enum {
   O_CLOSED = 256, O_OPEN, O_HOLD, O_RATE, O_SESSIONS, O_PER, O_COUNT, O_MAXS,
   O_SIZE, O_RCPTS, O_PIPE, O_BDAT, O_SOURCE, O_THREADS, O_DUR, O_HOLDS,
   O_TIMEOUT, O_HELO, O_FROM, O_TO, O_JSON, O_READY, O_PROGRESS, O_QUIET,
-  O_TARGET, O_HELP,
+  O_TARGET, O_HELP, O_GRACE,
 };
 
 int main(int argc, char **argv)
@@ -94,6 +98,7 @@ int main(int argc, char **argv)
     {"threads", required_argument, 0, O_THREADS},
     {"duration", required_argument, 0, O_DUR},
     {"hold-seconds", required_argument, 0, O_HOLDS},
+    {"grace", required_argument, 0, O_GRACE},
     {"timeout", required_argument, 0, O_TIMEOUT},
     {"helo", required_argument, 0, O_HELO}, {"from", required_argument, 0, O_FROM},
     {"to", required_argument, 0, O_TO}, {"json", required_argument, 0, O_JSON},
@@ -120,6 +125,7 @@ int main(int argc, char **argv)
   cfg.n_sizes = 1;
   cfg.duration_s = 30;
   cfg.hold_s = 5;
+  cfg.grace_s = 5;
   cfg.timeout_s = 30;
   cfg.threads = ncpu > 0 ? (unsigned)ncpu : 1;
   cfg.helo = "mxedge-bench.bench.test";
@@ -176,6 +182,10 @@ int main(int argc, char **argv)
     case O_DUR:
       if (parse_double(optarg, &cfg.duration_s) < 0) BAD("bad --duration '%s'", optarg);
       break;
+    case O_GRACE:
+      if (parse_double(optarg, &cfg.grace_s) < 0 || cfg.grace_s > 600)
+        BAD("bad --grace '%s': want 0..600 seconds", optarg);
+      break;
     case O_HOLDS:
       if (parse_double(optarg, &cfg.hold_s) < 0) BAD("bad --hold-seconds '%s'", optarg);
       break;
@@ -230,6 +240,16 @@ int main(int argc, char **argv)
       fprintf(stderr, "mxedge-bench: writing %s failed\n", json);
       return 1;
     }
+  }
+  if (res.stop_signal) {
+    /* Interrupted: the report is out; now die of the signal, so a calling
+     * shell sees the interrupt and stops too (instead of taking it as
+     * handled and going on with its next command). */
+    fflush(NULL);
+    signal(res.stop_signal, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    raise(res.stop_signal);
+    return 128 + res.stop_signal;
   }
   return 0;
 }

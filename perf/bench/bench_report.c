@@ -76,11 +76,11 @@ int bench_report_json(FILE *f, const struct bench_config *c, const struct bench_
   fprintf(f, "], \"threads\": %u, \"sessions\": %u, \"rate\": %.3f, "
           "\"messages_per_session\": %u, \"max_messages\": %llu, \"max_sessions\": %llu, "
           "\"rcpts\": %u, \"pipelining\": %s, \"bdat\": %s, \"duration_cap_s\": %.3f, "
-          "\"hold_s\": %.3f, \"timeout_s\": %.3f, \"sizes\": [",
+          "\"grace_s\": %.3f, \"hold_s\": %.3f, \"timeout_s\": %.3f, \"sizes\": [",
           c->threads, c->sessions, c->rate, c->msgs_per_session,
           (unsigned long long)c->max_messages, (unsigned long long)c->max_sessions,
           c->rcpts, c->pipelining ? "true" : "false", c->bdat ? "true" : "false",
-          c->duration_s, c->hold_s, c->timeout_s);
+          c->duration_s, c->grace_s, c->hold_s, c->timeout_s);
   for (unsigned i = 0; i < c->n_sizes; i++)
     fprintf(f, "%s{\"bytes\": %u, \"weight\": %u}", i ? ", " : "",
             c->sizes[i].bytes, c->sizes[i].weight);

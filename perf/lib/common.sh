@@ -211,3 +211,13 @@ perf_sut_up() {  # perf_sut_up SCENARIO SYSTEM PROFILE
     return 1
   fi
 }
+
+# Records a case that was not measured, with the reason (shown in the table).
+perf_record_skip() {  # perf_record_skip SCENARIO SYSTEM CASE WHY
+  /usr/bin/python3 - "$PERF_OUT/$1.jsonl" "$2" "$3" "$4" <<'PY'
+import json, sys
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"system": sys.argv[2], "case": sys.argv[3], "skipped": sys.argv[4]}) + "\n")
+PY
+  perf_log "$2, $3: $4"
+}

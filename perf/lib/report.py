@@ -18,7 +18,8 @@ import sys
 
 
 def machine():
-    info = {"cpus": os.cpu_count(), "kernel": platform.release()}
+    info = {"cpus": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_at_report": os.getloadavg()[0]}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -56,6 +57,9 @@ def load(out, sc):
                 s["status"] = rec["status"]
                 continue
             case = s["cases"].setdefault(rec["case"], {"runs": []})
+            if "skipped" in rec:
+                case["skipped"] = rec["skipped"]
+                continue
             run = dict(rec["metrics"])
             run["run"] = rec["run"]
             if "raw" in rec:
@@ -65,6 +69,8 @@ def load(out, sc):
         for case in s["cases"].values():
             keys = sorted({k for r in case["runs"] for k in r if k not in ("run", "raw")})
             case["median"], case["min"], case["max"] = {}, {}, {}
+            if not case["runs"]:
+                case.setdefault("skipped", "no successful run")
             for k in keys:
                 vals = [r[k] for r in case["runs"] if k in r]
                 case["median"][k] = statistics.median(vals)
@@ -99,7 +105,9 @@ def markdown(sc, meta, systems, order, mach):
     lines.append(f"Run {meta.get('started', '?')} on {mach.get('cpus')} vCPU "
                  f"({mach.get('cpu', '?')}), {mach.get('mem_gb', '?')} GB, kernel "
                  f"{mach.get('kernel')}, Debian {mach.get('debian', '?')}; "
-                 f"Postfix {mach.get('postfix', '?')}.  ")
+                 f"Postfix {mach.get('postfix', '?')}; load average "
+                 f"{meta.get('loadavg_start', '?')} at start, "
+                 f"{mach.get('loadavg_at_report', 0):.1f} at end (shared machine).  ")
     lines.append(f"Command: `{meta.get('command', '')}`  ")
     if meta.get("load"):
         lines.append(f"Load: `{meta['load']}`  ")
@@ -115,6 +123,9 @@ def markdown(sc, meta, systems, order, mach):
             lines.append(f"| {name} | – | {s['status']} |" + " |" * (len(cols) + 1))
             continue
         for cname, case in s["cases"].items():
+            if not case["runs"]:
+                lines.append(f"| {name} | {cname} | {case['skipped']} |" + " |" * (len(cols) + 1))
+                continue
             med, lo, hi = case["median"], case["min"], case["max"]
             cell = (f"**{fmt(med.get(metric))}** [{fmt(lo.get(metric))}–{fmt(hi.get(metric))}]"
                     if metric in med else "–")
@@ -142,7 +153,7 @@ def bar_plot(out, sc, meta, systems, order):
         for c in systems[name]["cases"]:
             if c not in cases:
                 cases.append(c)
-    measured = [n for n in order if systems[n]["cases"]]
+    measured = [n for n in order if any(c["runs"] for c in systems[n]["cases"].values())]
     if not metric or not cases or not measured:
         return None
     dat = os.path.join(out, f"{sc}.dat")
@@ -158,7 +169,7 @@ def bar_plot(out, sc, meta, systems, order):
                 else:
                     row += ["NaN", "NaN", "NaN"]
             f.write(" ".join(row) + "\n")
-    missing = [n for n in order if not systems[n]["cases"]]
+    missing = [n for n in order if n not in measured]
     title = f"{sc}: {meta.get('title', '')}"
     if missing:
         title += "\\n(no data: " + ", ".join(missing) + ")"

@@ -11,7 +11,8 @@ run_accept() {
     columns="eod_250_p50_ms:EOD→250 p50 ms,eod_250_p99_ms:p99 ms,connect_220_p50_ms:connect→220 p50 ms,errors:errors,server_accepted:server counted,accepted:bench accepted" \
     size=4096 duration_s=$dur warmup_s=$warm sessions="${sessions[*]}" \
     metric=accepted_per_s unit="messages/s" \
-    load="mxedge-bench --sessions N --per-session 1 --size 4096 --duration $dur (closed loop)"
+    load="mxedge-bench --sessions N --per-session 1 --size 4096 --duration $dur (closed loop)" \
+    note="Postfix relays to smtp-sink while it accepts; mxedge --io=kernel (mxedge-kio) has no relay yet and only accepts and spools (fsync before 250)."
   perf_sink_start
   for sys in mxedge-dpdk mxedge-kernel postfix; do
     perf_sut_up $sc $sys accept || continue

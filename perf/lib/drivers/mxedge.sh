@@ -4,16 +4,17 @@
 #   mxedge-kernel  the SMTP engine over kernel sockets (`mxedge-kio`,
 #                  built as build/*/dataplane/kio/mxedge-kio)
 #
-# Neither exists yet. Their status says so, and scenarios record them as
-# "not built yet" instead of numbers. When a binary appears, its status
-# becomes "ok" only once this driver knows how to start it: set
-# PERF_MXEDGE_KIO_CMD / PERF_MXEDGE_DPDK_CMD to the command line (with
-# {addr} for the listen address and {relay} for the smtp-sink address) or
-# extend the start functions here.
+# When a binary is missing, its status says "not built yet" and scenarios
+# record that instead of numbers. mxedge-kio's command line is known
+# (dataplane/kio/README.md); the DPDK dataplane's is not yet: set
+# PERF_MXEDGE_DPDK_CMD (and PERF_MXEDGE_KIO_CMD to override) to a command
+# line with {bin}, {addr} (listen address), {spool} and {relay} (the
+# smtp-sink address) placeholders. mxedge has no relay yet, so it only
+# accepts and spools; scenarios that need relaying list it as not built.
 
-mxedge_find() {  # mxedge_find RELATIVE_PATH
+mxedge_find() {  # mxedge_find RELATIVE_PATH (PERF_MXEDGE_BUILD may name a build dir)
   local b
-  for b in "$PERF_TOP"/build/*; do
+  for b in ${PERF_MXEDGE_BUILD:-} "$PERF_TOP"/build/*; do
     [ -x "$b/$1" ] && { echo "$b/$1"; return 0; }
   done
   return 1
@@ -29,6 +30,7 @@ mxedge_cmd_status() {  # mxedge_cmd_status BINARY_PATH ENV_NAME WHAT
     echo "not wired yet: $bin exists; set $2 to its start command (perf/lib/drivers/mxedge.sh)"
     return 0
   fi
+  MXEDGE_BIN=$bin
   echo ok
 }
 
@@ -41,10 +43,17 @@ mxedge_dpdk_status() {
     "mxedge DPDK dataplane"
 }
 
+: "${PERF_MXEDGE_KIO_CMD:={bin\} --listen {addr\} --spool {spool\} --threads 2 --hostname sut.bench.test --quiet}"
+
 MXEDGE_PID=""
-mxedge_start_cmd() {  # mxedge_start_cmd TEMPLATE
-  local cmd=${1//\{addr\}/$PERF_SUT_ADDR:25}
+mxedge_start_cmd() {  # mxedge_start_cmd BINARY_PATH TEMPLATE
+  local bin spool=$PERF_WORK/mxedge-spool
+  bin=$(mxedge_find "$1") || return 1
+  rm -rf "$spool"; mkdir -p "$spool"
+  local cmd=${2//\{addr\}/$PERF_SUT_ADDR:25}
   cmd=${cmd//\{relay\}/$PERF_SINK_ADDR:25}
+  cmd=${cmd//\{spool\}/$spool}
+  cmd=${cmd//\{bin\}/$bin}
   # shellcheck disable=SC2086
   netns_spawn sut $cmd >"$PERF_WORK/mxedge.log" 2>&1
   MXEDGE_PID=$NETNS_LAST_PID
@@ -67,12 +76,18 @@ mxedge_stop_pid() {
   MXEDGE_PID=""
 }
 
-mxedge_kernel_start() { mxedge_start_cmd "$PERF_MXEDGE_KIO_CMD"; }
+mxedge_kernel_start() { mxedge_start_cmd dataplane/kio/mxedge-kio "$PERF_MXEDGE_KIO_CMD"; }
 mxedge_kernel_stop() { mxedge_stop_pid; }
 mxedge_kernel_pids() { ip netns pids "$(netns_name sut)"; }
 mxedge_kernel_addr() { echo "$PERF_SUT_ADDR:25"; }
 
-mxedge_dpdk_start() { mxedge_start_cmd "$PERF_MXEDGE_DPDK_CMD"; }
+mxedge_dpdk_start() { mxedge_start_cmd dataplane/mxedge-dataplane "$PERF_MXEDGE_DPDK_CMD"; }
 mxedge_dpdk_stop() { mxedge_stop_pid; }
 mxedge_dpdk_pids() { ip netns pids "$(netns_name sut)"; }
 mxedge_dpdk_addr() { echo "$PERF_SUT_ADDR:25"; }
+
+# Messages mxedge-kio has made durable: one envelope file per message,
+# renamed into the spool only after the message is on disk.
+mxedge_kernel_received_count() {
+  find "$PERF_WORK/mxedge-spool" -maxdepth 1 -name '*.env' 2>/dev/null | wc -l
+}

@@ -136,3 +136,15 @@ postfix_flush() {
 postfix_received_count() {
   grep -c 'qmgr\[[0-9]*\]: [0-9A-F]*: from=<load@bench.test>' "$POSTFIX_DIR/log/maillog" 2>/dev/null || true
 }
+
+# drain profile: waits (bounded) until every accepted message has been
+# through the queue manager and sits in the deferred queue.
+postfix_wait_deferred() {
+  local end=$(( $(date +%s) + ${1:-60} ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    [ "$(find "$POSTFIX_DIR"/spool/{incoming,active,maildrop} -type f 2>/dev/null | wc -l)" = 0 ] \
+      && return 0
+    sleep 0.2
+  done
+  return 1
+}

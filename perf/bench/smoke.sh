@@ -85,6 +85,35 @@ assert sizes[1024] > 50 and sizes[8192] > 50, sizes        # both drawn
 PY
 echo "ok: message sizes on the wire are as configured (4k; 1k/8k mix)"
 
+# Several source addresses: sessions come from each of them in turn.
+before=$(find "$work/dump" -type f | wc -l)
+run sources 40 --sessions 4 --count 40 --source 127.0.0.2 --source 127.0.0.3
+for a in 127.0.0.2 127.0.0.3; do
+  k=$(grep -l "^X-Client-Addr: $a\$" -r "$work/dump" | wc -l)
+  [ "$k" -ge 15 ] || fail "sources: only $k messages from $a"
+done
+echo "ok: messages came from both source addresses"
+
+# Open loop: arrivals follow the clock, not the completions.
+"$bench" --target 127.0.0.1:$port --open --rate 100 --sessions 50 --duration 2 --quiet \
+  --json "$work/open.json" >/dev/null
+python3 - "$work/open.json" <<'PY' || fail "open loop did not hold its rate"
+import json, sys
+d = json.load(open(sys.argv[1]))
+started = d["sessions_started"] + d["sessions_missed"]
+assert 180 <= started <= 220, started          # 100/s for 2 s
+assert d["messages_accepted"] == d["messages_attempted"] >= 180, d
+PY
+echo "ok: open loop started ~200 sessions in 2 s at 100/s"
+
+# Hold mode: N sessions open and idle; the ready file appears.
+rm -f "$work/ready"
+"$bench" --target 127.0.0.1:$port --hold --sessions 200 --hold-seconds 1 --duration 20 --quiet \
+  --ready-file "$work/ready" --json "$work/hold.json" >/dev/null
+[ "$(json_get "$work/hold.json" held_max)" = 200 ] || fail "hold: not 200 held"
+[ -s "$work/ready" ] || fail "hold: no ready file"
+echo "ok: 200 sessions held idle"
+
 # Sessions without messages: connect, EHLO, QUIT; all complete, none stored.
 before=$(find "$work/dump" -type f | wc -l)
 "$bench" --target 127.0.0.1:$port --duration 20 --quiet --sessions 10 --per-session 0 \

@@ -221,3 +221,6 @@ with open(sys.argv[1], "a") as f:
 PY
   perf_log "$2, $3: $4"
 }
+
+# Floating-point arithmetic without extra packages: perf_calc "1 / 3".
+perf_calc() { awk "BEGIN { printf \"%.6f\\n\", $1 }"; }

@@ -156,36 +156,39 @@ def bar_plot(out, sc, meta, systems, order):
     measured = [n for n in order if any(c["runs"] for c in systems[n]["cases"].values())]
     if not metric or not cases or not measured:
         return None
-    dat = os.path.join(out, f"{sc}.dat")
-    with open(dat, "w") as f:
-        f.write("case " + " ".join(f'"{n}" lo hi' for n in measured) + "\n")
-        for c in cases:
-            row = [f'"{c}"']
-            for n in measured:
+    # Explicit bar positions: case i at x=i, systems side by side around it
+    # (gnuplot's histogram style misplaces error bars with one series).
+    width = 0.8 / len(measured)
+    dats = []
+    for k, n in enumerate(measured):
+        dat = os.path.join(out, f"{sc}-{k}.dat")
+        with open(dat, "w") as f:
+            for i, c in enumerate(cases):
                 case = systems[n]["cases"].get(c)
                 if case and metric in case["median"]:
-                    row += [str(case["median"][metric]), str(case["min"][metric]),
-                            str(case["max"][metric])]
-                else:
-                    row += ["NaN", "NaN", "NaN"]
-            f.write(" ".join(row) + "\n")
+                    x = i + (k - (len(measured) - 1) / 2) * width
+                    f.write(f"{x} {case['median'][metric]} {case['min'][metric]} "
+                            f"{case['max'][metric]}\n")
+        dats.append((n, dat))
     missing = [n for n in order if n not in measured]
     title = f"{sc}: {meta.get('title', '')}"
     if missing:
         title += "\\n(no data: " + ", ".join(missing) + ")"
     png = os.path.join(out, f"{sc}.png")
+    xtics = ", ".join(f'"{c}" {i}' for i, c in enumerate(cases))
     plots = []
-    for i, n in enumerate(measured):
-        col = 2 + 3 * i
-        plots.append(f"'{dat}' using {col}:{col+1}:{col+2}:xtic(1) title '{n}'")
+    for k, (n, dat) in enumerate(dats):
+        plots.append(f"'{dat}' using 1:2 with boxes lc {k + 1} title '{n}'")
+        plots.append(f"'{dat}' using 1:2:3:4 with yerrorbars lc black pt 0 notitle")
     script = f"""
-set terminal pngcairo size 640,400 font ',9'
+set terminal pngcairo size 640,400 font ',9' noenhanced
 set output '{png}'
 set title "{title}"
-set ylabel "{metric} ({meta.get('unit', '')})"
-set style data histogram
-set style histogram errorbars gap 2 lw 1
+set ylabel "{metric} ({meta.get('unit', '')}), median, bars min-max"
+set boxwidth {width * 0.9}
 set style fill solid 0.6 border -1
+set xtics ({xtics}) rotate by -20
+set xrange [-0.6:{len(cases) - 0.4}]
 set yrange [0:*]
 set key top right
 set grid ytics
@@ -228,7 +231,7 @@ def latency_plot(out, sc, meta, systems, order):
     plots = ", ".join(f"'{d}' using 1:2 with steps lw 2 title '{t}'" for t, d in series)
     label = {"eod_250": "end of data -> 250", "connect_220": "connect -> 220"}.get(which, which)
     script = f"""
-set terminal pngcairo size 640,400 font ',9'
+set terminal pngcairo size 640,400 font ',9' noenhanced
 set output '{png}'
 set title "{sc}: latency CDF, {label} (median run)"
 set xlabel "ms"

@@ -45,10 +45,10 @@ run_cpu() {
       u=$(( ${c1% *} - ${c0% *} )); s=$(( ${c1#* } - ${c0#* } ))
       [ "$acc" -gt 0 ] || continue
       perf_record $sc $sys "$n sessions, 4 KB" "$r" \
-        cpu_ms_per_msg="$(echo "($u + $s) * 1000 / $hz / $acc" | bc -l)" \
-        user_ms_per_msg="$(echo "$u * 1000 / $hz / $acc" | bc -l)" \
-        sys_ms_per_msg="$(echo "$s * 1000 / $hz / $acc" | bc -l)" \
-        sys_share="$(echo "$s / ($u + $s + 0.000001)" | bc -l)" accepted="$acc" raw="${raw#"$PERF_OUT"/}"
+        cpu_ms_per_msg="$(perf_calc "($u + $s) * 1000 / $hz / $acc")" \
+        user_ms_per_msg="$(perf_calc "$u * 1000 / $hz / $acc")" \
+        sys_ms_per_msg="$(perf_calc "$s * 1000 / $hz / $acc")" \
+        sys_share="$(perf_calc "$s / ($u + $s + 0.000001)")" accepted="$acc" raw="${raw#"$PERF_OUT"/}"
       perf_log "$sys: $acc messages, $(( (u + s) * 1000 / hz )) CPU ms"
     done
     sut $sys stop

@@ -40,9 +40,9 @@ run_drain() {
       t1=$(date +%s.%N)
       sleep 0.5
       local secs sinkc
-      secs=$(echo "$t1 - $t0" | bc -l)
+      secs=$(perf_calc "$t1 - $t0")
       sinkc=$(( $(perf_sink_count) - sink0 ))
-      perf_record $sc $sys "$n queued" "$r" drained_per_s="$(echo "$sent / $secs" | bc -l)" \
+      perf_record $sc $sys "$n queued" "$r" drained_per_s="$(perf_calc "$sent / $secs")" \
         drain_s="$secs" delivered="$sent" sink_count="$sinkc" queued="$acc"
       perf_log "$sys: drained $sent in ${secs}s (sink counted $sinkc)"
       perf_sink_stop

@@ -31,7 +31,7 @@ idle_fits() {  # idle_fits N KB_PER_SESSION -> prints reason when not
   local n=$1 per=$2 avail pidmax procs
   avail=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)
   pidmax=$(cat /proc/sys/kernel/pid_max)
-  procs=$(ls -d /proc/[0-9]* | wc -l)
+  procs=$(find /proc -maxdepth 1 -name "[0-9]*" 2>/dev/null | wc -l)
   if [ $(( n * per )) -gt $(( avail / 2 )) ]; then
     echo "skipped: needs about $(( n * per / 1048576 + 1 )) GB for $n sessions, half of MemAvailable is $(( avail / 2097152 )) GB"
   elif [ $(( procs + n + 2000 )) -gt "$pidmax" ]; then
@@ -93,8 +93,8 @@ run_idle() {
         perf_record_skip $sc $sys "$n sessions" "failed: not all $n sessions could be opened ($(sed -n 2p "$raw.txt" 2>/dev/null))"
       else
         perf_record $sc $sys "$n sessions" 1 \
-          user_kb_per_session="$(echo "($pss1 - $pss0) / $n" | bc -l)" \
-          kernel_kb_per_session="$(echo "($(perf_sock_obj_bytes) + $buf1 / $n) / 1024" | bc -l)" \
+          user_kb_per_session="$(perf_calc "($pss1 - $pss0) / $n")" \
+          kernel_kb_per_session="$(perf_calc "($(perf_sock_obj_bytes) + $buf1 / $n) / 1024")" \
           held="$(perf_json "$raw" 'd["held_max"]')" processes="$procs" \
           ready_s="$(perf_json "$raw" 'd["hold_ready_s"]')" raw="${raw#"$PERF_OUT"/}"
         perf_log "$sys: $n sessions: $(( (pss1 - pss0) / n )) KB user per session, $procs processes"

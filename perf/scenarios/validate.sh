@@ -39,8 +39,8 @@ run_validate() {
           t1=$(date +%s.%N)
           acc=$(perf_json "$raw" 'd["messages_accepted"]')
         fi
-        secs=$(echo "$t1 - $t0" | bc -l)
-        perf_record $sc "$tool" "$srv" "$r" accepted_per_s="$(echo "$acc / $secs" | bc -l)" \
+        secs=$(perf_calc "$t1 - $t0")
+        perf_record $sc "$tool" "$srv" "$r" accepted_per_s="$(perf_calc "$acc / $secs")" \
           elapsed_s="$secs" accepted="$acc"
         [ "$srv" = postfix ] && { sut_hook postfix wait_empty 60 || true; }
       done

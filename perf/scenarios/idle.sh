@@ -55,6 +55,11 @@ run_idle() {
   local pf_n=500
   [ -n "$PERF_QUICK" ] && pf_n=100
   for sys in mxedge-dpdk mxedge-kernel postfix; do
+    local st; st=$(sut $sys status)
+    if [ "$st" != ok ]; then
+      perf_unavailable $sc $sys "$st"
+      continue
+    fi
     local list=("${counts[@]}")
     if [ "$sys" = postfix ]; then
       list=("$pf_n")
@@ -65,6 +70,12 @@ run_idle() {
       done
     fi
     for n in "${list[@]}"; do
+      # Both ends need one descriptor per session; raising the hard limit
+      # needs CAP_SYS_RESOURCE, which a container may not grant.
+      if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $(( n + 100 )) ]; then
+        perf_record_skip $sc $sys "$n sessions" "skipped: open-file hard limit here is $(ulimit -Hn) (RLIMIT_NOFILE), $n sessions need more"
+        continue
+      fi
       PERF_IDLE_SESSIONS=$n perf_sut_up $sc $sys idle || break
       sleep 1
       local pss0 slab0 sock0 ready=$PERF_WORK/ready raw=$PERF_OUT/raw/$sc-$sys-$n.json

@@ -156,6 +156,15 @@ int bench_config_check(const struct bench_config *cfg, char *err, size_t errlen)
  * epoll, file limits). */
 int bench_run(const struct bench_config *cfg, struct bench_result *res);
 
+/* ---- SYN flood (bench_flood.c) ----------------------------------------- */
+
+/* Sends bare TCP SYNs to cfg->target (IPv4 only) from random sources in
+ * 198.18.0.0/15, at cfg->rate packets/s, at most cfg->max_messages of them,
+ * stopping at cfg->duration_s. Needs CAP_NET_RAW. Sets *sent and
+ * *elapsed_s; returns 0, -EINVAL for an IPv6 target or a missing rate or
+ * count, or -errno from the raw socket. */
+int bench_flood(const struct bench_config *cfg, uint64_t *sent, double *elapsed_s);
+
 /* ---- Reports (bench_report.c) ------------------------------------------ */
 
 /* Writes the result as one JSON object (with the configuration) to f.

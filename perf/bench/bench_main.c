@@ -80,14 +80,14 @@ enum {
   O_CLOSED = 256, O_OPEN, O_HOLD, O_RATE, O_SESSIONS, O_PER, O_COUNT, O_MAXS,
   O_SIZE, O_RCPTS, O_PIPE, O_BDAT, O_SOURCE, O_THREADS, O_DUR, O_HOLDS,
   O_TIMEOUT, O_HELO, O_FROM, O_TO, O_JSON, O_READY, O_PROGRESS, O_QUIET,
-  O_TARGET, O_HELP, O_GRACE,
+  O_TARGET, O_HELP, O_GRACE, O_FLOOD,
 };
 
 int main(int argc, char **argv)
 {
   static const struct option opts[] = {
     {"closed", no_argument, 0, O_CLOSED}, {"open", no_argument, 0, O_OPEN},
-    {"hold", no_argument, 0, O_HOLD}, {"rate", required_argument, 0, O_RATE},
+    {"hold", no_argument, 0, O_HOLD}, {"syn-flood", no_argument, 0, O_FLOOD}, {"rate", required_argument, 0, O_RATE},
     {"sessions", required_argument, 0, O_SESSIONS},
     {"per-session", required_argument, 0, O_PER},
     {"count", required_argument, 0, O_COUNT},
@@ -110,6 +110,7 @@ int main(int argc, char **argv)
   static struct bench_config cfg;
   static struct bench_result res;
   const char *json = NULL, *target = NULL;
+  bool flood = false;
   char err[256];
   uint64_t v;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -139,6 +140,7 @@ int main(int argc, char **argv)
     case O_CLOSED: cfg.mode = BENCH_CLOSED; break;
     case O_OPEN: cfg.mode = BENCH_OPEN; break;
     case O_HOLD: cfg.mode = BENCH_HOLD; break;
+    case O_FLOOD: flood = true; break;
     case O_RATE:
       if (parse_double(optarg, &cfg.rate) < 0) BAD("bad --rate '%s'", optarg);
       break;
@@ -212,7 +214,35 @@ int main(int argc, char **argv)
     BAD("bad --target '%s': want a numeric ADDR[:PORT] or [V6ADDR]:PORT", target);
   if (bench_config_check(&cfg, err, sizeof(err)) < 0)
     BAD("%s", err);
+  if (flood && (cfg.target.ss_family != AF_INET || !(cfg.rate > 0) || cfg.max_messages == 0))
+    BAD("--syn-flood needs an IPv4 --target, --rate R and --count N");
 #undef BAD
+
+  if (flood) {
+    uint64_t sent;
+    double secs;
+    rc = bench_flood(&cfg, &sent, &secs);
+    if (rc < 0) {
+      fprintf(stderr, "mxedge-bench: SYN flood failed after %llu packets: %s\n",
+              (unsigned long long)sent, strerror(-rc));
+      return 1;
+    }
+    printf("mxedge-bench %s: SYN flood against %s: %llu SYNs in %.2f s (%.0f/s)\n",
+           MXEDGE_VERSION, target, (unsigned long long)sent, secs, secs > 0 ? sent / secs : 0.0);
+    if (json) {
+      FILE *f = strcmp(json, "-") == 0 ? stdout : fopen(json, "w");
+      if (!f) {
+        fprintf(stderr, "mxedge-bench: cannot write %s: %s\n", json, strerror(errno));
+        return 1;
+      }
+      fprintf(f, "{\"tool\": \"mxedge-bench\", \"mode\": \"syn-flood\", \"rate\": %.1f, "
+              "\"count\": %llu, \"sent\": %llu, \"elapsed_s\": %.6f}\n", cfg.rate,
+              (unsigned long long)cfg.max_messages, (unsigned long long)sent, secs);
+      if (f != stdout && fclose(f) != 0)
+        return 1;
+    }
+    return 0;
+  }
 
   /* Every thread inherits this mask; bench_run collects the signals. */
   sigemptyset(&sigs);

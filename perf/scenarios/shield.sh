@@ -4,8 +4,8 @@
 # bpf_prog_test_run_opts on the same packets for every program) and takes
 # its medians into this scenario's table: one row per packet path, one
 # "system" per program. Part 2, the legitimate accept rate while a SYN flood
-# runs, needs the shield attached in front of a running mxedge and a flood
-# generator; both are listed as not built until they exist.
+# runs, needs the shield attached in front of a running mxedge; it is listed
+# as not built until that exists (the flood side is mxedge-bench --syn-flood).
 run_shield() {
   local sc=shield prefixes=1000000 runs=$PERF_RUNS bs obj
   [ -n "$PERF_QUICK" ] && prefixes=20000
@@ -36,5 +36,5 @@ PY
     fi
   fi
   perf_unavailable $sc "accept under SYN flood" \
-    "not built yet: needs the shield attached in front of mxedge and a SYN flood mode in mxedge-bench"
+    "not built yet: needs the shield attached in front of a running mxedge (the flood side is mxedge-bench --syn-flood)"
 }

@@ -150,10 +150,11 @@ def bar_plot(out, sc, meta, systems, order):
     metric = meta.get("metric")
     cases = []
     for name in order:
-        for c in systems[name]["cases"]:
-            if c not in cases:
+        for c, case in systems[name]["cases"].items():
+            if c not in cases and metric in case.get("median", {}):
                 cases.append(c)
-    measured = [n for n in order if any(c["runs"] for c in systems[n]["cases"].values())]
+    measured = [n for n in order
+                if any(metric in c.get("median", {}) for c in systems[n]["cases"].values())]
     if not metric or not cases or not measured:
         return None
     # Explicit bar positions: case i at x=i, systems side by side around it
@@ -249,6 +250,9 @@ def main():
     out, sc = sys.argv[1], sys.argv[2]
     meta, systems, order = load(out, sc)
     mach = machine()
+    for stale in (f"{sc}.png", f"{sc}-latency.png"):
+        if os.path.exists(os.path.join(out, stale)):
+            os.unlink(os.path.join(out, stale))
     pngs = [p for p in (bar_plot(out, sc, meta, systems, order),
                         latency_plot(out, sc, meta, systems, order)) if p]
     doc = {"scenario": sc, "meta": meta, "machine": mach, "systems": systems,

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Systems under test: mxedge itself.
-#   mxedge-dpdk    the DPDK dataplane (net_af_xdp on the sut veth)
+#   mxedge-dpdk    the DPDK dataplane, build/*/dataplane/mxedge (net_af_xdp
+#                  on the sut veth)
 #   mxedge-kernel  the SMTP engine over kernel sockets (`mxedge-kio`,
 #                  built as build/*/dataplane/kio/mxedge-kio)
 #
@@ -39,8 +40,10 @@ mxedge_kernel_status() {
     "mxedge --io=kernel, the SMTP engine on kernel sockets"
 }
 mxedge_dpdk_status() {
-  mxedge_cmd_status dataplane/mxedge-dataplane PERF_MXEDGE_DPDK_CMD \
-    "mxedge DPDK dataplane"
+  # build/*/dataplane/mxedge: the DPDK dataplane (EAL, ports, lcore loops);
+  # it serves SMTP once the per-lcore TCP + SMTP work lands in it.
+  mxedge_cmd_status dataplane/mxedge PERF_MXEDGE_DPDK_CMD \
+    "mxedge DPDK dataplane serving SMTP"
 }
 
 : "${PERF_MXEDGE_KIO_CMD:={bin\} --listen {addr\} --spool {spool\} --threads 2 --hostname sut.bench.test --quiet}"
@@ -81,7 +84,7 @@ mxedge_kernel_stop() { mxedge_stop_pid; }
 mxedge_kernel_pids() { ip netns pids "$(netns_name sut)"; }
 mxedge_kernel_addr() { echo "$PERF_SUT_ADDR:25"; }
 
-mxedge_dpdk_start() { mxedge_start_cmd dataplane/mxedge-dataplane "$PERF_MXEDGE_DPDK_CMD"; }
+mxedge_dpdk_start() { mxedge_start_cmd dataplane/mxedge "$PERF_MXEDGE_DPDK_CMD"; }
 mxedge_dpdk_stop() { mxedge_stop_pid; }
 mxedge_dpdk_pids() { ip netns pids "$(netns_name sut)"; }
 mxedge_dpdk_addr() { echo "$PERF_SUT_ADDR:25"; }

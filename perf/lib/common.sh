@@ -41,6 +41,7 @@ perf_init() {
   trap 'perf_log "terminated, cleaning up"; exit 143' TERM HUP
   PERF_WORK=$(mktemp -d /var/tmp/mxedge-perf.XXXXXX)
   chmod 755 "$PERF_WORK"
+  perf_log "scratch directory $PERF_WORK"
   netns_host cli
   netns_host sut
   netns_host snk

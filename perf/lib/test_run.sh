@@ -17,18 +17,22 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 out=$(mktemp -d /tmp/mxedge-perf-smoke.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$out"' EXIT
 
-leftovers() {  # namespaces or processes of a perf/run with pid $1
+leftovers() {  # leftovers PID LOG: namespaces or processes of that perf/run
   ip netns list | grep -q "^mxt$1-" && echo "namespaces of $1"
-  # Postfix daemons chdir to their queue directory, which perf/run puts
-  # under /var/tmp/mxedge-perf.*: any such process is a leftover.
-  find /proc/[0-9]*/cwd -maxdepth 0 -lname '/var/tmp/mxedge-perf.*' 2>/dev/null | head -3
+  # Postfix daemons chdir to their queue directory inside the run's scratch
+  # directory (named in its log): any such process is a leftover. Other
+  # perf/run invocations on the machine have their own directories.
+  local work
+  work=$(sed -n 's/.*scratch directory \(\/var\/tmp\/mxedge-perf\.[A-Za-z0-9]*\)$/\1/p' "$2" | head -1)
+  [ -n "$work" ] || { echo "no scratch directory in $2"; return 0; }
+  find /proc/[0-9]*/cwd -maxdepth 0 -lname "$work/*" 2>/dev/null | head -3
   return 0
 }
 
 "$top/perf/run" --quick --runs 1 --out "$out" accept >"$out/log" 2>&1 &
 pid=$!
 wait $pid || fail "perf/run accept failed: $(tail -20 "$out/log")"
-[ -z "$(leftovers $pid)" ] || fail "left behind: $(leftovers $pid)"
+[ -z "$(leftovers $pid "$out/log")" ] || fail "left behind: $(leftovers $pid "$out/log")"
 for f in accept.json accept.md; do
   [ -s "$out/$f" ] || fail "$f missing"
 done
@@ -87,9 +91,9 @@ for _ in $(seq 600); do
 done
 grep -q "postfix: 20 sessions, warm-up" "$out/int.log" || fail "interrupted run never got to load: $(tail "$out/int.log")"
 ip netns list | grep -q "^mxt$pid-" || fail "no namespaces while running"
-leftovers $pid | grep -q "^/proc/" || fail "the leftover check does not see the running Postfix"
+leftovers $pid "$out/int.log" | grep -q "^/proc/" || fail "the leftover check does not see the running Postfix"
 kill -INT -- -$pid
 wait $pid && fail "interrupted perf/run exited 0"
-[ -z "$(leftovers $pid)" ] || fail "left behind after SIGINT: $(leftovers $pid)"
+[ -z "$(leftovers $pid "$out/int.log")" ] || fail "left behind after SIGINT: $(leftovers $pid "$out/int.log")"
 grep -q "interrupted, cleaning up" "$out/int.log" || fail "no cleanup message"
 echo "ok: SIGINT mid-run leaves no namespaces or Postfix processes"

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# mxedge-kio with real SMTP clients: Python smtplib and raw sockets
+# (clients.py), swaks (pipelining, exact DATA) and Postfix's smtp-source
+# (concurrent sessions).  Every accepted message must be in the spool,
+# fsync'ed before its 250, byte-exact apart from the Received: header.
+#   test_kio.sh PATH/TO/mxedge-kio
+set -euo pipefail
+kio=$1
+here=$(dirname "$(readlink -f "$0")")
+source "$here/../../../tests/lib/netns.sh"
+
+fail() { echo "FAIL: $*" >&2; [ -f "${log:-/dev/null}" ] && tail -20 "$log" >&2; exit 1; }
+
+netns_init
+work=$(mktemp -d /tmp/kio-test.XXXXXX)
+spool=$work/spool; mkdir -p "$spool"
+log=$work/kio.log
+trap 'netns_cleanup; rm -rf "$work"' EXIT
+
+netns_host edge
+netns_host client
+netns_link edge client 198.18.0.1/24 198.18.0.2/24
+netns_link edge client 2001:db8::1/64 2001:db8::2/64
+
+netns_spawn edge "$kio" --listen 198.18.0.1:25 --listen '[2001:db8::1]:25' \
+  --spool "$spool" --threads 2 --hostname mx.test --max-size 2000000 >"$log" 2>&1
+kpid=$NETNS_LAST_PID
+for _ in $(seq 100); do grep -q "mxedge-kio: ready" "$log" && break; sleep 0.05; done
+grep -q "mxedge-kio: ready" "$log" || fail "mxedge-kio did not start"
+# SO_REUSEPORT: one listening socket per worker thread
+n=$(netns_exec edge ss -Hltn 'sport = :25' | wc -l)
+[ "$n" -eq 4 ] || fail "expected 4 listening sockets (2 threads x v4/v6), got $n"
+echo "ok: 2 workers listening on v4 and v6 (SO_REUSEPORT)"
+
+# --- Python smtplib + raw sockets -----------------------------------------
+netns_exec client /usr/bin/python3 "$here/clients.py" 198.18.0.1 2001:db8::1 25 "$spool" 198.18.0.2 \
+  || fail "python clients"
+
+count() { find "$spool" -maxdepth 1 -name '*.env' | wc -l; }
+# strip the Received: header (first line + continuation lines)
+strip_received() { /usr/bin/python3 -c '
+import sys
+d = open(sys.argv[1], "rb").read()
+lines = d.split(b"\r\n")
+i = 1
+while lines[i].startswith(b"\t"):
+    i += 1
+sys.stdout.buffer.write(b"\r\n".join(lines[i:]))' "$1"; }
+
+# --- swaks: pipelining, exact DATA ----------------------------------------
+# --no-data-fixup sends the file as it is: it is written in wire form
+# (dot-stuffed, with the final ".") and the expected stored form beside it.
+printf 'From: swaks@example.org\r\nTo: bob@customer.test\r\nSubject: swaks pipelined\r\n\r\n.leading dot line\r\n..two\r\nbody line\r\n' >"$work/swaks.eml"
+sed 's/^\./../' "$work/swaks.eml" >"$work/swaks.wire"
+printf '.' >>"$work/swaks.wire"  # swaks adds the CRLF
+before=$(count)
+netns_exec client swaks --server 198.18.0.1 --port 25 --helo swaks.example \
+  --from swaks@example.org --to bob@customer.test,carol@customer.test \
+  --pipeline --data "@$work/swaks.wire" --no-data-fixup >"$work/swaks.out" 2>&1 \
+  || { cat "$work/swaks.out"; fail "swaks --pipeline"; }
+grep -q '250 2.0.0 Ok: queued as' "$work/swaks.out" || { cat "$work/swaks.out"; fail "swaks: no queued reply"; }
+qid=$(sed -n 's/.*queued as \([0-9A-F]*\).*/\1/p' "$work/swaks.out" | tail -1)
+[ "$(count)" -eq $((before + 1)) ] || fail "swaks message not stored"
+strip_received "$spool/$qid.eml" >"$work/swaks.stored"
+cmp "$work/swaks.eml" "$work/swaks.stored" || fail "swaks: stored bytes differ from sent"
+grep -q '^rcpt <carol@customer.test>$' "$spool/$qid.env" || fail "swaks: 2nd recipient missing"
+grep -q 'with ESMTP id '"$qid" "$spool/$qid.eml" || fail "swaks: Received header"
+echo "ok: swaks --pipeline message stored byte-exact ($qid), 2 recipients"
+
+# swaks with 8-bit content (the server offers 8BITMIME)
+printf 'Subject: 8bit\r\n\r\nK\xc3\xb6ln \xff\xfe\r\n' >"$work/swaks8.eml"
+printf '.' | cat "$work/swaks8.eml" - >"$work/swaks8.wire"
+netns_exec client swaks --server 198.18.0.1 --port 25 --from a@example.org \
+  --to bob@customer.test --data "@$work/swaks8.wire" --no-data-fixup >"$work/swaks8.out" 2>&1 \
+  || { cat "$work/swaks8.out"; fail "swaks 8bit"; }
+qid=$(sed -n 's/.*queued as \([0-9A-F]*\).*/\1/p' "$work/swaks8.out" | tail -1)
+strip_received "$spool/$qid.eml" | cmp - "$work/swaks8.eml" || fail "swaks 8bit: stored bytes differ"
+echo "ok: swaks 8-bit body stored byte-exact"
+
+# swaks smuggling attempt: bare LF before the dot must not end DATA
+printf 'Subject: s\r\n\r\nx\n.\nMAIL FROM:<ceo@customer.test>\r\n.' >"$work/smuggle.eml"
+netns_exec client swaks --server 198.18.0.1 --port 25 --from a@example.org \
+  --to bob@customer.test --data "@$work/smuggle.eml" --no-data-fixup >"$work/smuggle.out" 2>&1 || true
+grep -q '<\*\* *550 5.6.0' "$work/smuggle.out" || { cat "$work/smuggle.out"; fail "swaks smuggling not refused"; }
+grep -l 'ceo@customer.test' "$spool"/*.env && fail "smuggled envelope stored"
+echo "ok: swaks smuggling attempt refused with 550"
+
+# --- Postfix smtp-source: concurrent sessions -----------------------------
+before=$(count)
+netns_exec client timeout 120 smtp-source -s 10 -m 200 -l 4096 -f src@example.org \
+  -t bob@customer.test -M source.example 198.18.0.1:25 \
+  || fail "smtp-source"
+after=$(count)
+[ $((after - before)) -eq 200 ] || fail "smtp-source: $((after - before)) of 200 messages stored"
+# each stored message holds the 4096-byte body smtp-source sent
+small=$(find "$spool" -maxdepth 1 -name '*.eml' -newer "$work/smuggle.out" -size -4k | wc -l)
+[ "$small" -eq 0 ] || fail "smtp-source: $small stored messages shorter than the body sent"
+netns_exec client timeout 120 smtp-source -s 5 -m 50 -l 4096 -r 3 -d -f src@example.org \
+  -t rcpt@customer.test 198.18.0.1:25 || fail "smtp-source -d -r 3"
+[ $(( $(count) - after )) -eq 50 ] || fail "smtp-source -d: not all 50 messages stored"
+grep -c '^rcpt ' "$(ls -t "$spool"/*.env | head -1)" | grep -qx 3 || fail "smtp-source -r 3: 3 recipients expected"
+echo "ok: smtp-source 10 sessions x 200 messages and 50 more with 3 recipients, all stored"
+
+# nothing half-written is left in tmp/, every message has its envelope
+[ -z "$(ls -A "$spool/tmp")" ] || fail "leftovers in spool/tmp: $(ls "$spool/tmp" | head)"
+for f in "$spool"/*.eml; do [ -f "${f%.eml}.env" ] || fail "no envelope for $f"; done
+# the server is still healthy and stops cleanly on SIGTERM
+kill -TERM "$kpid"; wait "$kpid" || fail "mxedge-kio exit status $?"
+echo "ok: spool consistent, clean shutdown"

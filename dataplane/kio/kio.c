@@ -252,7 +252,9 @@ static int tx_commit_files(struct conn *c)
 	char a[64], b[64];
 	int fd = -1, rc = 0;
 
-	if (fsync(c->msg_fd) < 0) {
+	/* fdatasync also persists the file size (all we need to read it
+	 * back); the rename is made durable by the directory fsync. */
+	if (fdatasync(c->msg_fd) < 0) {
 		rc = -errno;
 		goto fail;
 	}
@@ -265,7 +267,7 @@ static int tx_commit_files(struct conn *c)
 		goto fail;
 	}
 	rc = write_all(fd, c->env, c->env_len);
-	if (rc == 0 && fsync(fd) < 0)
+	if (rc == 0 && fdatasync(fd) < 0)
 		rc = -errno;
 	close(fd);
 	fd = -1;

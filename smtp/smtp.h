@@ -117,7 +117,8 @@ struct smtp_event {
 	 * starting with "421" also closes the session (RFC 5321 §3.8). */
 	const char *reply;
 	/* MAIL: the transaction's queue id (for the Received: header and the
-	 * "queued as" reply).  Caller-owned; valid until EOM or ABORT. */
+	 * "queued as" reply).  Caller-owned; valid until EOM or ABORT.  Set
+	 * it before returning, also when returning SMTP_PENDING. */
 	const char *queue_id;
 };
 

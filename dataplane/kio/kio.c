@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -793,6 +794,15 @@ int kio_run(struct kio *k)
 			break;
 		}
 		started++;
+		/* One worker per core: pin worker i to online CPU i (mod the
+		 * CPU count).  Best effort; an unpinned worker still works. */
+		{
+			long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET((int)(i % (unsigned long)(ncpu > 0 ? ncpu : 1)), &set);
+			pthread_setaffinity_np(k->w[i].tid, sizeof(set), &set);
+		}
 	}
 	for (i = 0; i < started; i++)
 		pthread_join(k->w[i].tid, NULL);

@@ -6,12 +6,13 @@
  *   mxedge-kio --listen 198.18.0.1:25 [--listen [2001:db8::1]:25]
  *              --spool DIR [--threads N] [--hostname NAME]
  *              [--max-size BYTES] [--max-rcpts N] [--bare-lf reject|normalise]
- *              [--no-chunking] [--quiet]
+ *              [--no-chunking] [--timeout SECONDS] [--max-conns N] [--quiet]
  *
  * Prints "mxedge-kio: ready" on stdout once every socket is bound; SIGTERM
  * or SIGINT stops it cleanly.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,7 +36,8 @@ static void usage(FILE *f)
 		"usage: mxedge-kio --listen ADDR:PORT [--listen ...] --spool DIR\n"
 		"                  [--threads N] [--hostname NAME] [--max-size BYTES]\n"
 		"                  [--max-rcpts N] [--bare-lf reject|normalise]\n"
-		"                  [--no-chunking] [--quiet]\n");
+		"                  [--no-chunking] [--timeout SECONDS] [--max-conns N]\n"
+		"                  [--quiet]\n");
 }
 
 static int parse_uint(const char *s, unsigned long long max,
@@ -63,6 +65,8 @@ int main(int argc, char **argv)
 		{ "max-rcpts", required_argument, NULL, 'r' },
 		{ "bare-lf", required_argument, NULL, 'b' },
 		{ "no-chunking", no_argument, NULL, 'C' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "max-conns", required_argument, NULL, 'c' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -126,6 +130,23 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			cfg.smtp.no_chunking = true;
+			break;
+		case 'T':
+			/* both the command and the data timeout (default 300/180 s,
+			 * RFC 5321 §4.5.3.2) */
+			if (parse_uint(optarg, 86400, &v) < 0 || v == 0) {
+				fprintf(stderr, "mxedge-kio: bad --timeout %s\n", optarg);
+				return 2;
+			}
+			cfg.smtp.cmd_timeout_ms = (uint32_t)(v * 1000);
+			cfg.smtp.data_timeout_ms = (uint32_t)(v * 1000);
+			break;
+		case 'c':
+			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0) {
+				fprintf(stderr, "mxedge-kio: bad --max-conns %s\n", optarg);
+				return 2;
+			}
+			cfg.max_conns = (unsigned)v;
 			break;
 		case 'q':
 			cfg.quiet = true;

@@ -101,6 +101,47 @@ netns_exec client timeout 120 smtp-source -s 5 -m 50 -l 4096 -r 3 -d -f src@exam
 grep -c '^rcpt ' "$(ls -t "$spool"/*.env | head -1)" | grep -qx 3 || fail "smtp-source -r 3: 3 recipients expected"
 echo "ok: smtp-source 10 sessions x 200 messages and 50 more with 3 recipients, all stored"
 
+# --- timeouts and connection limit (a second instance) ---------------------
+netns_spawn edge "$kio" --listen 198.18.0.1:2525 --spool "$spool" --threads 1 \
+  --hostname mx.test --timeout 1 --max-conns 2 >"$work/kio2.log" 2>&1
+for _ in $(seq 100); do grep -q "mxedge-kio: ready" "$work/kio2.log" && break; sleep 0.05; done
+netns_exec client /usr/bin/python3 - <<'PY' || fail "timeout / max-conns"
+import socket, time
+def conn():
+    s = socket.create_connection(("198.18.0.1", 2525), timeout=10)
+    return s, s.recv(200)
+a, ga = conn()
+b, gb = conn()
+c, gc = conn()   # third connection: over --max-conns 2
+assert ga.startswith(b"220 ") and gb.startswith(b"220 "), (ga, gb)
+assert gc.startswith(b"421 4.3.2"), gc
+assert c.recv(100) == b"", "over-limit connection not closed"
+# b opens a transaction and stalls inside DATA
+b.sendall(b"EHLO c.example\r\nMAIL FROM:<t@example.org>\r\nRCPT TO:<x@customer.test>\r\nDATA\r\npartial\r\n")
+# idle for longer than --timeout 1: RFC 5321 §4.5.3.2 timeout, 421, close
+a.sendall(b"EHLO c.example\r\n")
+t0 = time.time()
+data = b""
+while True:
+    d = a.recv(1000)
+    if not d:
+        break
+    data += d
+elapsed = time.time() - t0
+assert b"421 4.4.2 mx.test Error: timeout exceeded\r\n" in data, data
+assert 0.9 <= elapsed < 5, elapsed
+# a timeout inside DATA aborts the transaction: nothing is stored
+data = b""
+while True:
+    d = b.recv(1000)
+    if not d:
+        break
+    data += d
+assert b"354 " in data and data.endswith(b"421 4.4.2 mx.test Error: timeout exceeded\r\n"), data
+print("ok: idle client got 421 4.4.2 after %.1f s; over-limit connection got 421 4.3.2" % elapsed)
+PY
+grep -l '<t@example.org>' "$spool"/*.env && fail "timed-out transaction was stored"
+
 # nothing half-written is left in tmp/, every message has its envelope
 [ -z "$(ls -A "$spool/tmp")" ] || fail "leftovers in spool/tmp: $(ls "$spool/tmp" | head)"
 for f in "$spool"/*.eml; do [ -f "${f%.eml}.env" ] || fail "no envelope for $f"; done

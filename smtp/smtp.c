@@ -79,7 +79,6 @@ enum {
 	F_BODYFAIL  = 1u << 12,
 	F_BDAT_LAST = 1u << 13,
 	F_DISCARD   = 1u << 14, /* current BDAT chunk is read and dropped */
-	F_CONTENT   = 1u << 15, /* DATA event accepted, Received: sent */
 };
 #define F_FAILED (F_BARE | F_TOOBIG | F_BODYFAIL)
 
@@ -248,7 +247,7 @@ static int emit(struct smtp_session *s, struct smtp_event *ev)
 static void tx_reset(struct smtp_session *s)
 {
 	s->flags &= ~(uint32_t)(F_TX | F_UTF8TX | F_BDAT_TX | F_FAILED |
-				F_BDAT_LAST | F_DISCARD | F_CONTENT);
+				F_BDAT_LAST | F_DISCARD);
 	s->nrcpt = 0;
 	s->msg_size = 0;
 	s->queue_id = NULL;
@@ -483,7 +482,7 @@ int smtp_parse_path(const char *path, size_t len, bool allow_null,
 		    const char **mbox, size_t *mbox_len, bool *utf8)
 {
 	const unsigned char *p = (const unsigned char *)path;
-	size_t i, n, lstart, llen, at;
+	size_t i, n, lstart, llen;
 	bool u8 = false;
 
 	*utf8 = false;
@@ -584,7 +583,7 @@ int smtp_parse_path(const char *path, size_t len, bool allow_null,
 	/* RFC 5321 §4.5.3.1.1: local part at most 64 octets. */
 	if (llen > 64)
 		return -ENAMETOOLONG;
-	at = i++;
+	i++; /* the '@' */
 	if (i >= n)
 		return -EINVAL;
 	if (p[i] == '[') {
@@ -593,7 +592,6 @@ int smtp_parse_path(const char *path, size_t len, bool allow_null,
 	} else if (!parse_domain(p + i, n - i, false, &u8)) {
 		return -EINVAL;
 	}
-	(void)at;
 	*mbox = path + 1 + lstart;
 	*mbox_len = n - lstart;
 	*utf8 = u8;
@@ -751,7 +749,6 @@ static void send_received(struct smtp_session *s)
 			s->fail_reply = ev.reply;
 		}
 	}
-	s->flags |= F_CONTENT;
 }
 
 /* The message is complete: answer for it (RFC 5321 §4.1.1.4, RFC 3030). */

@@ -63,7 +63,11 @@ enum smtp_event_type {
 	SMTP_EV_DATA,        /* message content is about to start (DATA or 1st BDAT) */
 	SMTP_EV_BODY,        /* a chunk of message bytes (Received: header first) */
 	SMTP_EV_EOM,         /* end of message: commit durably, then answer */
-	SMTP_EV_ABORT,       /* the open transaction is gone (RSET, error, close) */
+	SMTP_EV_ABORT,       /* the open transaction is gone (RSET, error, close);
+			      * also raised by smtp_session_fini() while an EOM
+			      * answer is pending: no 250 went out, so dropping
+			      * the message is safe; keeping it (already durable)
+			      * only risks a duplicate when the client retries */
 	SMTP_EV_STARTTLS,    /* 220 sent: flush, discard unconsumed input, do TLS */
 };
 

@@ -17,6 +17,22 @@ spool=$work/spool; mkdir -p "$spool"
 log=$work/kio.log
 trap 'netns_cleanup; rm -rf "$work"' EXIT
 
+# Bad settings are refused at start with a message that says what is wrong.
+refuse() {  # refuse "expected message" args...
+  local want=$1 out rc=0; shift
+  out=$("$kio" "$@" 2>&1) || rc=$?
+  [ "$rc" -ne 0 ] || fail "mxedge-kio $* started"
+  echo "$out" | grep -qF -- "$want" || fail "mxedge-kio $*: unclear error: $out"
+}
+refuse "bad listen address" --listen 198.18.0.1 --spool "$spool"
+refuse "bad listen address" --listen 198.18.0.999:25 --spool "$spool"
+refuse "spool directory $work/missing" --listen 127.0.0.1:2526 --spool "$work/missing"
+refuse "bad --threads" --listen 127.0.0.1:2526 --spool "$spool" --threads x
+refuse "bad --max-size" --listen 127.0.0.1:2526 --spool "$spool" --max-size 0
+refuse "--bare-lf takes reject or normalise" --listen 127.0.0.1:2526 --spool "$spool" --bare-lf maybe
+refuse "usage:" --spool "$spool"
+echo "ok: bad settings refused with a clear message"
+
 netns_host edge
 netns_host client
 netns_link edge client 198.18.0.1/24 198.18.0.2/24

@@ -1350,6 +1350,189 @@ static void test_body_zero_copy(void **state)
 	smtp_server_destroy(srv);
 }
 
+
+/* Refusals by the caller, parameter corner cases and the remaining
+ * pending paths, each as the client sees it. */
+static void test_caller_refusals(void **state)
+{
+	struct t *t = t_new();
+
+	out_mark = t->out.n;
+	t_out(t);
+	t->verdict[SMTP_EV_HELO] = SMTP_REJECT;
+	feed(t, "EHLO spammer.example\r\nMAIL FROM:<a@b.example>\r\n");
+	expect_out(t, "550 5.7.1 Error: HELO rejected\r\n"
+		      "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	assert_string_equal(smtp_helo(t->s), "");
+	t->verdict[SMTP_EV_HELO] = SMTP_PENDING;
+	feed(t, "HELO x.example\r\n");
+	smtp_complete(t->s, SMTP_REJECT, NULL, 0);
+	expect_out(t, "550 5.7.1 Error: HELO rejected\r\n");
+	t->verdict[SMTP_EV_HELO] = SMTP_ACCEPT;
+	feed(t, "HELO x.example\r\n");
+	expect_out(t, "250 mx.test\r\n");
+	assert_string_equal(smtp_protocol(t->s), "SMTP");
+
+	t->verdict[SMTP_EV_MAIL] = SMTP_REJECT;
+	feed(t, "MAIL FROM:<a@b.example>\r\n");
+	expect_out(t, "550 5.7.1 Sender rejected\r\n");
+	t->verdict[SMTP_EV_MAIL] = SMTP_ACCEPT;
+	t->verdict[SMTP_EV_RCPT] = SMTP_REJECT;
+	feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	expect_out(t, "250 2.1.0 Ok\r\n550 5.1.1 Recipient rejected\r\n");
+	t->verdict[SMTP_EV_RCPT] = SMTP_ACCEPT;
+	t->verdict[SMTP_EV_DATA] = SMTP_REJECT;
+	feed(t, "RCPT TO:<c@d.example>\r\nDATA\r\nRCPT TO:<c@d.example>\r\n");
+	expect_out(t, "250 2.1.5 Ok\r\n554 5.7.1 Error: transaction rejected\r\n"
+		      "503 5.5.1 Error: need MAIL command\r\n");
+	/* DATA refused after pending, and EOM refused after pending */
+	t->verdict[SMTP_EV_DATA] = SMTP_PENDING;
+	feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n");
+	smtp_complete(t->s, SMTP_REJECT, "451 4.3.0 try later", 0);
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n451 4.3.0 try later\r\n");
+	t->verdict[SMTP_EV_DATA] = SMTP_ACCEPT;
+	t->verdict[SMTP_EV_EOM] = SMTP_PENDING;
+	feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nx\r\n.\r\n");
+	smtp_complete(t->s, SMTP_REJECT, "554 5.7.1 spam", 0);
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+		      "554 5.7.1 spam\r\n");
+	t_free(t);
+}
+
+static void test_bdat_pending_and_refused(void **state)
+{
+	struct t *t = t_ehlo();
+	const char *in = "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+			 "BDAT 5 LAST\r\nhelloNOOP\r\n";
+	size_t used, len = strlen(in);
+
+	t->verdict[SMTP_EV_DATA] = SMTP_PENDING;
+	used = feed(t, in);
+	/* the chunk is not read while the caller decides */
+	assert_int_equal(used, len - 11);
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	smtp_complete(t->s, SMTP_ACCEPT, NULL, 0);
+	used += smtp_input(t->s, (const uint8_t *)in + used, len - used, 0);
+	assert_int_equal(used, len);
+	expect_out(t, "250 2.0.0 Ok: queued as Q0001\r\n250 2.0.0 Ok\r\n");
+	assert_non_null(strstr(t->stored.p, "+0000\r\nhello\n=====\n"));
+	/* refused after pending: the chunk is read and dropped, in sync */
+	used = feed(t, in);
+	smtp_complete(t->s, SMTP_REJECT, NULL, 0);
+	used += smtp_input(t->s, (const uint8_t *)in + used, len - used, 0);
+	assert_int_equal(used, len);
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+		      "554 5.7.1 Error: transaction rejected\r\n250 2.0.0 Ok\r\n");
+	/* refused at once */
+	t->verdict[SMTP_EV_DATA] = SMTP_REJECT;
+	feed(t, in);
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+		      "554 5.7.1 Error: transaction rejected\r\n250 2.0.0 Ok\r\n");
+	feed(t, "BDAT 5 LAZT\r\n");
+	expect_out(t, "501 5.5.4 Syntax: BDAT count [LAST]\r\n"
+		      "421 4.7.0 mx.test Error: BDAT syntax, closing\r\n");
+	t_free(t);
+
+	/* CHUNKING switched off: not offered, BDAT unknown */
+	{
+		struct smtp_config c = base_cfg();
+		c.no_chunking = true;
+		c.no_smtputf8 = true;
+		c.greeting = "ESMTP ready";
+		t = t_new_cfg(&c);
+		smtp_start(t->s, 0);
+		out_mark = 0;
+		expect_out(t, "220 mx.test ESMTP ready\r\n");
+		feed(t, "EHLO c.example\r\n");
+		{
+			const char *o = t_out(t);
+			assert_null(strstr(o, "CHUNKING"));
+			assert_null(strstr(o, "SMTPUTF8"));
+		}
+		feed(t, "BDAT 3\r\nMAIL FROM:<a@b.example> SMTPUTF8\r\n");
+		expect_out(t, "502 5.5.1 Error: command not implemented\r\n"
+			      "555 5.5.4 Unsupported MAIL parameter\r\n");
+		t_free(t);
+	}
+}
+
+static void test_param_corners(void **state)
+{
+	struct t *t = t_ehlo();
+	char lp[80], cmd[200];
+
+	feed(t, "MAIL FROM:<a@b.example> BODY=7BIT BODY=7BIT\r\n"
+		"MAIL FROM:<a@b.example> SMTPUTF8=yes\r\n"
+		"MAIL FROM:<a@b.example> SMTPUTF8 SMTPUTF8\r\n"
+		"MAIL FROM:<a@b.example> RET=FULL RET=FULL\r\n"
+		"MAIL FROM:<a@b.example> ENVID=x ENVID=y\r\n"
+		"MAIL FROM:<a@b.example> ENVID=a+4\r\n"
+		"MAIL FROM:<a@b.example> -X=1\r\n");
+	expect_out(t, "501 5.5.4 Bad BODY parameter\r\n"
+		      "501 5.5.4 Bad SMTPUTF8 parameter\r\n"
+		      "501 5.5.4 Bad SMTPUTF8 parameter\r\n"
+		      "501 5.5.4 Bad RET parameter\r\n"
+		      "501 5.5.4 Bad ENVID parameter\r\n"
+		      "501 5.5.4 Bad ENVID parameter\r\n"
+		      "501 5.5.4 Bad MAIL parameter syntax\r\n");
+	/* RFC 5321 §4.5.3.1.1: local part over 64 octets */
+	memset(lp, 'a', 65);
+	lp[65] = '\0';
+	snprintf(cmd, sizeof(cmd), "MAIL FROM:<%s@b.example>\r\n", lp);
+	feed(t, cmd);
+	expect_out(t, "501 5.1.7 Sender address too long\r\n");
+	feed(t, "MAIL FROM:<a@b.example> BODY=7BIT RET=FULL SMTPUTF8\r\n");
+	expect_out(t, "250 2.1.0 Ok\r\n");
+	assert_non_null(strstr(t->log.p, "body=1 utf8=1 ret=1"));
+	snprintf(cmd, sizeof(cmd), "RCPT TO:<%s@b.example>\r\n", lp);
+	feed(t, cmd);
+	feed(t, "RCPT TO:<c@d.example>junk\r\nRCPT TO:<c@d.example> -BAD\r\n"
+		"RCPT TO:<c@d.example> NOTIFY=SUCCESS NOTIFY=DELAY\r\n"
+		"RCPT TO:<\xf0\x9f\x93\xa7@d.example>\r\n"
+		"RCPT TO:<\"\xf0\x9f\x93\xa7 x\"@d.example>\r\n"
+		"RCPT TO:<c@d.example> ORCPT=utf-8;\xc3\xbc\r\n");
+	expect_out(t, "501 5.1.3 Recipient address too long\r\n"
+		      "501 5.5.4 Syntax: RCPT TO:<address>\r\n"
+		      "501 5.5.4 Bad RCPT parameter syntax\r\n"
+		      "501 5.5.4 Bad NOTIFY parameter\r\n"
+		      "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+		      "501 5.5.4 Bad ORCPT parameter\r\n");
+	t_free(t);
+
+	/* RCPT parameters need EHLO too */
+	t = t_new();
+	feed(t, "HELO c.example\r\nMAIL FROM:<a@b.example>\r\n");
+	out_mark = t->out.n;
+	feed(t, "RCPT TO:<c@d.example> NOTIFY=NEVER\r\n");
+	expect_out(t, "555 5.5.4 Error: parameters need EHLO\r\n");
+	t_free(t);
+}
+
+/* A partial line already longer than the limit needs no buffer, and one
+ * that overflows its buffer in the segment that ends it still gets 500. */
+static void test_long_partial_lines(void **state)
+{
+	struct t *t = t_ehlo();
+	char big[1500];
+
+	memset(big, 'N', sizeof(big));
+	assert_int_equal(feedn(t, big, sizeof(big)), sizeof(big));
+	assert_int_equal(smtp_server_buffers_in_use(t->srv), 0);
+	feed(t, "tail\r\nNOOP\r\n");
+	expect_out(t, "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n");
+	feedn(t, big, 900);
+	assert_int_equal(smtp_server_buffers_in_use(t->srv), 1);
+	{
+		char seg[208];
+		memset(seg, 'N', 200);
+		memcpy(seg + 200, "\r\nNOOP\r\n", 8);
+		feedn(t, seg, sizeof(seg));
+	}
+	expect_out(t, "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n");
+	assert_int_equal(smtp_server_buffers_in_use(t->srv), 0);
+	t_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1383,6 +1566,10 @@ int main(void)
 		cmocka_unit_test(test_smuggling_split),
 		cmocka_unit_test(test_enhanced_codes_everywhere),
 		cmocka_unit_test(test_body_zero_copy),
+		cmocka_unit_test(test_caller_refusals),
+		cmocka_unit_test(test_bdat_pending_and_refused),
+		cmocka_unit_test(test_param_corners),
+		cmocka_unit_test(test_long_partial_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,7 +18,7 @@ netns_link edge client 198.18.0.1/24 198.18.0.2/24
 mkdir -p "$work/spool"
 netns_spawn edge "$kio" --listen 198.18.0.1:25 --spool "$work/spool" \
   --threads "$threads" --hostname mx.bench --quiet >"$work/log" 2>&1
-for _ in $(seq 100); do grep -q ready "$work/log" && break; sleep 0.05; done
+for _ in $(seq 400); do grep -q ready "$work/log" && break; sleep 0.05; done
 grep -q ready "$work/log" || { cat "$work/log" >&2; exit 1; }
 
 t0=$(date +%s.%N)

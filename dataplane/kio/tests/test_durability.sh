@@ -24,7 +24,7 @@ netns_spawn edge strace -f -qq -y -s 256 -o "$work/strace.log" \
   -e trace=fdatasync,fsync,renameat,renameat2,sendto,write \
   "$kio" --listen 127.0.0.1:25 --spool "$work/spool" --threads 1 --hostname mx.test \
   >"$work/kio.log" 2>&1
-for _ in $(seq 200); do grep -q ready "$work/kio.log" && break; sleep 0.05; done
+for _ in $(seq 400); do grep -q ready "$work/kio.log" && break; sleep 0.05; done
 grep -q ready "$work/kio.log" || fail "mxedge-kio did not start"
 
 netns_exec edge /usr/bin/python3 - "$work/qids" <<'PY'

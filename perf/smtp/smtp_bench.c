@@ -4,8 +4,10 @@
  * A pipelined session (RFC 2920) of 4 KB messages is fed through the
  * engine in TCP-sized segments, with callbacks that do what a spool writer
  * minimally must (see every body byte once, answer EOM synchronously).
- * Reports GB/s of client bytes and transactions/s per core, median of
- * several runs, and the engine state per idle session.
+ * Reports GB/s of client bytes and transactions/s per core (per second of
+ * this thread's CPU time, so other jobs on a shared machine do not count;
+ * the wall-clock figure is printed too), median of several runs, and the
+ * engine state per idle session.
  *
  *   smtp_bench [--messages N] [--size BYTES] [--segment BYTES] [--runs N]
  *              [--sessions N] [--json]
@@ -56,6 +58,15 @@ static double now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of this thread: on a shared machine the wall clock also counts
+ * the time other jobs held the core; "per core" figures use this. */
+static double cpu_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -119,7 +130,7 @@ int main(int argc, char **argv)
 	unsigned long messages = 100000, size = 4096, segment = 16384, runs = 5;
 	unsigned long sessions = 100000;
 	int json = 0, c, rc = 1;
-	double *gbps = NULL, *tps = NULL;
+	double *gbps = NULL, *tps = NULL, *wall = NULL;
 	struct smtp_server *srv = NULL;
 	char *txn = NULL, *stream = NULL;
 	uint8_t *mem = NULL;
@@ -157,7 +168,8 @@ int main(int argc, char **argv)
 	stream = malloc(slen);
 	gbps = calloc(runs, sizeof(double));
 	tps = calloc(runs, sizeof(double));
-	if (stream == NULL || gbps == NULL || tps == NULL)
+	wall = calloc(runs, sizeof(double));
+	if (stream == NULL || gbps == NULL || tps == NULL || wall == NULL)
 		goto out;
 	for (i = 0; i < per; i++)
 		memcpy(stream + i * tlen, txn, tlen);
@@ -167,12 +179,13 @@ int main(int argc, char **argv)
 		struct ctx x = { 0 };
 		struct smtp_session *s = smtp_session_init(sm, srv, &x, "198.18.0.2", 0);
 		uint64_t bytes = 0;
-		double t0, dt;
+		double t0, c0, dt, ct;
 		unsigned long rep;
 
 		smtp_start(s, 0);
 		smtp_input(s, (const uint8_t *)"EHLO bench.example\r\n", 20, 0);
 		t0 = now_s();
+		c0 = cpu_s();
 		for (rep = 0; rep < messages / per; rep++) {
 			size_t pos = 0;
 			while (pos < slen) {
@@ -186,6 +199,7 @@ int main(int argc, char **argv)
 			}
 			bytes += slen;
 		}
+		ct = cpu_s() - c0;
 		dt = now_s() - t0;
 		if (x.eoms != messages) {
 			fprintf(stderr, "smtp_bench: %llu of %lu messages accepted\n",
@@ -193,14 +207,18 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		smtp_session_fini(s);
-		gbps[r] = (double)bytes / dt / 1e9;
-		tps[r] = (double)messages / dt;
+		gbps[r] = (double)bytes / ct / 1e9;
+		tps[r] = (double)messages / ct;
+		wall[r] = (double)bytes / dt / 1e9;
 		if (!json)
-			printf("run %lu: %.3f GB/s, %.0f transactions/s (%llu body bytes)\n",
-			       r + 1, gbps[r], tps[r], (unsigned long long)x.body_bytes);
+			printf("run %lu: %.3f GB/s, %.0f transactions/s per CPU-second "
+			       "(wall clock: %.3f GB/s; %llu body bytes)\n",
+			       r + 1, gbps[r], tps[r], wall[r],
+			       (unsigned long long)x.body_bytes);
 	}
 	qsort(gbps, runs, sizeof(double), cmp_d);
 	qsort(tps, runs, sizeof(double), cmp_d);
+	qsort(wall, runs, sizeof(double), cmp_d);
 
 	/* Idle sessions: greeted, EHLO done, nothing pending.  Their engine
 	 * state is the fixed session struct; no line buffer is held. */
@@ -226,22 +244,25 @@ int main(int argc, char **argv)
 		printf("{\"bench\":\"smtp_engine\",\"message_size\":%lu,\"messages\":%lu,"
 		       "\"segment\":%lu,\"runs\":%lu,\"gbps_median\":%.3f,"
 		       "\"transactions_per_s_median\":%.0f,\"gbps_min\":%.3f,"
-		       "\"gbps_max\":%.3f,\"idle_session_bytes\":%zu,"
-		       "\"idle_sessions_checked\":%lu}\n",
+		       "\"gbps_max\":%.3f,\"wall_gbps_median\":%.3f,"
+		       "\"idle_session_bytes\":%zu,\"idle_sessions_checked\":%lu}\n",
 		       size, messages, segment, runs, gbps[runs / 2], tps[runs / 2],
-		       gbps[0], gbps[runs - 1], smtp_session_size(), sessions);
+		       gbps[0], gbps[runs - 1], wall[runs / 2], smtp_session_size(),
+		       sessions);
 	else
 		printf("median of %lu runs: %.3f GB/s, %.0f transactions/s per core "
+		       "(per CPU-second; wall clock %.3f GB/s) "
 		       "(%lu-byte messages, %lu-byte segments)\n"
 		       "engine state per idle session: %zu bytes (%lu idle sessions, "
 		       "0 line buffers held)\n",
-		       runs, gbps[runs / 2], tps[runs / 2], size, segment,
+		       runs, gbps[runs / 2], tps[runs / 2], wall[runs / 2], size, segment,
 		       smtp_session_size(), sessions);
 	rc = 0;
 out:
 	free(mem);
 	free(gbps);
 	free(tps);
+	free(wall);
 	free(stream);
 	free(txn);
 	smtp_server_destroy(srv);

@@ -185,6 +185,9 @@ static void tx_discard(struct conn *c)
 	if (c->msg_fd >= 0) {
 		close(c->msg_fd);
 		c->msg_fd = -1;
+	}
+	if (c->qid[0] != '\0') {
+		/* also after a failed commit that already closed the file */
 		snprintf(name, sizeof(name), "%s.eml", c->qid);
 		unlinkat(c->w->tmpfd, name, 0);
 	}
@@ -554,6 +557,17 @@ static void commit_pass(struct worker *w)
 			fprintf(stderr, "mxedge-kio: %s: client=%s, size=%llu, nrcpt=%u (queued)\n",
 				c->qid, c->peer, (unsigned long long)c->msg_size,
 				c->nrcpt);
+		if (!ok) {
+			/* 451 goes out: nothing of this message may stay */
+			if (!c->store_failed) {
+				char name[64];
+				snprintf(name, sizeof(name), "%s.env", c->qid);
+				unlinkat(w->dirfd, name, 0);
+				snprintf(name, sizeof(name), "%s.eml", c->qid);
+				unlinkat(w->dirfd, name, 0);
+			}
+			tx_discard(c);
+		}
 		smtp_complete(s, ok ? SMTP_ACCEPT : SMTP_REJECT,
 			      ok ? NULL : "451 4.3.0 Error: queue file write error",
 			      now_ms());

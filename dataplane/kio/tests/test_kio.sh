@@ -158,6 +158,33 @@ print("ok: idle client got 421 4.4.2 after %.1f s; over-limit connection got 421
 PY
 grep -l '<t@example.org>' "$spool"/*.env && fail "timed-out transaction was stored"
 
+# --- a full spool disk: clear temporary error, nothing half-written ---------
+# mxedge-kio runs in a private mount namespace with a 256 KiB tmpfs spool.
+small=$work/small; mkdir -p "$small"
+netns_spawn edge unshare -m sh -c \
+  "mount -t tmpfs -o size=256k mxedge-test '$small' && exec '$kio' --listen 198.18.0.1:2526 \
+   --spool '$small' --threads 1 --hostname mx.test" >"$work/kio3.log" 2>&1
+small_pid=$NETNS_LAST_PID  # unshare and sh exec, so this is mxedge-kio
+for _ in $(seq 400); do grep -q "mxedge-kio: ready" "$work/kio3.log" && break; sleep 0.05; done
+grep -q "mxedge-kio: ready" "$work/kio3.log" || fail "mxedge-kio on a small tmpfs did not start"
+netns_exec client /usr/bin/python3 - <<'PY' || fail "disk full"
+import smtplib
+with smtplib.SMTP("198.18.0.1", 2526, local_hostname="c.example", timeout=30) as s:
+    s.ehlo()
+    s.mail("a@example.org"); s.rcpt("b@customer.test")
+    code, msg = s.data(b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 400)
+    assert code == 452 and msg.startswith(b"4.3.1"), (code, msg)
+    # the session goes on, and a message that fits is stored
+    s.mail("a@example.org"); s.rcpt("b@customer.test")
+    code, msg = s.data(b"Subject: small\r\n\r\nfits\r\n")
+    assert code == 250, (code, msg)
+print("ok: disk full: 452 4.3.1 for the message that did not fit, the next one stored")
+PY
+# what the server left in its private tmpfs: one message, nothing in tmp/
+left=$(nsenter -t "$small_pid" -m ls -R "$small" 2>/dev/null || true)
+echo "$left" | grep -q '\.eml$' || fail "disk full: the small message is missing ($left)"
+[ "$(echo "$left" | grep -c '\.eml$')" -eq 1 ] || fail "disk full: partial message left behind: $left"
+
 # nothing half-written is left in tmp/, every message has its envelope
 [ -z "$(ls -A "$spool/tmp")" ] || fail "leftovers in spool/tmp: $(ls "$spool/tmp" | head)"
 for f in "$spool"/*.eml; do [ -f "${f%.eml}.env" ] || fail "no envelope for $f"; done

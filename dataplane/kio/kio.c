@@ -35,6 +35,9 @@ struct conn {
 	struct worker *w;
 	struct conn *prev, *next; /* all connections of the worker */
 	struct conn *next_commit; /* commit queue */
+	struct conn *gprev, *gnext; /* greeting queue (greet delay) */
+	uint64_t greet_at;        /* monotonic ms the greeting is due */
+	bool greet_pending;
 	uint32_t ev_mask;         /* what epoll watches now */
 	bool closed;
 	bool commit_queued;
@@ -61,6 +64,7 @@ struct worker {
 	struct smtp_server *srv;
 	struct conn *conns;
 	struct conn *commits;     /* messages waiting for the group fsync */
+	struct conn *greet_head, *greet_tail; /* FIFO: same delay for all */
 	unsigned nconns;
 	unsigned seq;
 	int dirfd, tmpfd;
@@ -379,6 +383,25 @@ static int kio_event(void *ctx, struct smtp_session *s, struct smtp_event *ev)
 	case SMTP_EV_ABORT:
 		tx_discard(c);
 		return SMTP_ACCEPT;
+	case SMTP_EV_CONNECT:
+		if (c->w->k->cfg.greet_delay_ms == 0)
+			return SMTP_ACCEPT;
+		/* Greet pause: the 220 waits; a client that talks first is an
+		 * early talker (RFC 5321 §4.3.1 says wait for the greeting). */
+		c->greet_at = now_ms() + c->w->k->cfg.greet_delay_ms;
+		c->greet_pending = true;
+		c->gprev = c->w->greet_tail;
+		c->gnext = NULL;
+		if (c->w->greet_tail)
+			c->w->greet_tail->gnext = c;
+		else
+			c->w->greet_head = c;
+		c->w->greet_tail = c;
+		return SMTP_PENDING;
+	case SMTP_EV_EARLY_TALKER:
+		if (!c->w->k->cfg.quiet)
+			fprintf(stderr, "mxedge-kio: early talker %s\n", c->peer);
+		return SMTP_ACCEPT;
 	default:
 		return SMTP_ACCEPT;
 	}
@@ -393,8 +416,8 @@ static void conn_set_events(struct conn *c)
 	uint32_t want = 0;
 	struct epoll_event ev;
 
-	if (smtp_wants(s) == SMTP_WANT_INPUT && c->in_len < IN_CAP &&
-	    c->out_len - c->out_off < OUT_HIGH)
+	if ((smtp_wants(s) == SMTP_WANT_INPUT || c->greet_pending) &&
+	    c->in_len < IN_CAP && c->out_len - c->out_off < OUT_HIGH)
 		want |= EPOLLIN;
 	if (c->out_off < c->out_len)
 		want |= EPOLLOUT;
@@ -411,6 +434,16 @@ static void conn_free(struct conn *c)
 	struct worker *w = c->w;
 	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
 
+	if (c->greet_pending) {
+		if (c->gprev)
+			c->gprev->gnext = c->gnext;
+		else
+			w->greet_head = c->gnext;
+		if (c->gnext)
+			c->gnext->gprev = c->gprev;
+		else
+			w->greet_tail = c->gprev;
+	}
 	smtp_session_fini(s); /* aborts an open transaction */
 	tx_discard(c);
 	epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
@@ -433,6 +466,8 @@ static void conn_drive(struct conn *c)
 	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
 	uint64_t now = now_ms();
 
+	if (c->greet_pending && c->in_len > 0)
+		smtp_input(s, c->in, c->in_len, now); /* reports, keeps them */
 	while (c->in_len > 0 && smtp_wants(s) == SMTP_WANT_INPUT &&
 	       !c->closed) {
 		size_t used = smtp_input(s, c->in, c->in_len, now);
@@ -462,7 +497,8 @@ static void conn_read(struct conn *c)
 	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
 	ssize_t n;
 
-	if (smtp_wants(s) != SMTP_WANT_INPUT || c->in_len >= IN_CAP) {
+	if ((smtp_wants(s) != SMTP_WANT_INPUT && !c->greet_pending) ||
+	    c->in_len >= IN_CAP) {
 		conn_set_events(c);
 		return;
 	}
@@ -591,6 +627,26 @@ static void timeouts(struct worker *w)
 	}
 }
 
+/* Send the greetings that are due (all share one delay: FIFO order). */
+static void greet_pass(struct worker *w)
+{
+	uint64_t now = now_ms();
+
+	while (w->greet_head && w->greet_head->greet_at <= now) {
+		struct conn *c = w->greet_head;
+		w->greet_head = c->gnext;
+		if (w->greet_head)
+			w->greet_head->gprev = NULL;
+		else
+			w->greet_tail = NULL;
+		c->greet_pending = false;
+		c->gprev = c->gnext = NULL;
+		smtp_complete((struct smtp_session *)(void *)c->sess,
+			      SMTP_ACCEPT, NULL, now);
+		conn_drive(c);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -598,7 +654,15 @@ static void *worker_main(void *arg)
 	uint64_t last_tick = now_ms();
 
 	while (!atomic_load(&w->k->stop)) {
-		int n = epoll_wait(w->ep, evs, MAX_EVENTS, 200);
+		int wait_ms = 200;
+		int n;
+
+		if (w->greet_head) {
+			uint64_t now = now_ms();
+			uint64_t due = w->greet_head->greet_at;
+			wait_ms = due <= now ? 0 : (due - now < 200 ? (int)(due - now) : 200);
+		}
+		n = epoll_wait(w->ep, evs, MAX_EVENTS, wait_ms);
 		int i;
 
 		for (i = 0; i < n; i++) {
@@ -622,6 +686,7 @@ static void *worker_main(void *arg)
 			}
 		}
 		commit_pass(w);
+		greet_pass(w);
 		if (now_ms() - last_tick >= 1000) {
 			last_tick = now_ms();
 			timeouts(w);

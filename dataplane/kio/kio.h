@@ -35,6 +35,7 @@ struct kio_config {
 	const char *spool_dir;   /* must exist and be writable */
 	unsigned max_conns;      /* per worker; 0 = 10000 */
 	bool quiet;              /* no per-message log lines on stderr */
+	unsigned greet_delay_ms; /* greet pause; early talkers are logged */
 	struct smtp_config smtp; /* engine settings (hostname, limits, ...) */
 };
 

@@ -6,7 +6,8 @@
  *   mxedge-kio --listen 198.18.0.1:25 [--listen [2001:db8::1]:25]
  *              --spool DIR [--threads N] [--hostname NAME]
  *              [--max-size BYTES] [--max-rcpts N] [--bare-lf reject|normalise]
- *              [--no-chunking] [--timeout SECONDS] [--max-conns N] [--quiet]
+ *              [--no-chunking] [--timeout SECONDS] [--max-conns N]
+ *              [--greet-delay MS] [--quiet]
  *
  * Prints "mxedge-kio: ready" on stdout once every socket is bound; SIGTERM
  * or SIGINT stops it cleanly.
@@ -37,7 +38,7 @@ static void usage(FILE *f)
 		"                  [--threads N] [--hostname NAME] [--max-size BYTES]\n"
 		"                  [--max-rcpts N] [--bare-lf reject|normalise]\n"
 		"                  [--no-chunking] [--timeout SECONDS] [--max-conns N]\n"
-		"                  [--quiet]\n");
+		"                  [--greet-delay MS] [--quiet]\n");
 }
 
 static int parse_uint(const char *s, unsigned long long max,
@@ -67,6 +68,7 @@ int main(int argc, char **argv)
 		{ "no-chunking", no_argument, NULL, 'C' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "max-conns", required_argument, NULL, 'c' },
+		{ "greet-delay", required_argument, NULL, 'g' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -140,6 +142,13 @@ int main(int argc, char **argv)
 			}
 			cfg.smtp.cmd_timeout_ms = (uint32_t)(v * 1000);
 			cfg.smtp.data_timeout_ms = (uint32_t)(v * 1000);
+			break;
+		case 'g':
+			if (parse_uint(optarg, 60000, &v) < 0) {
+				fprintf(stderr, "mxedge-kio: bad --greet-delay %s\n", optarg);
+				return 2;
+			}
+			cfg.greet_delay_ms = (unsigned)v;
 			break;
 		case 'c':
 			if (parse_uint(optarg, 1000000, &v) < 0 || v == 0) {

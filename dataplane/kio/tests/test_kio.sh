@@ -158,6 +158,40 @@ print("ok: idle client got 421 4.4.2 after %.1f s; over-limit connection got 421
 PY
 grep -l '<t@example.org>' "$spool"/*.env && fail "timed-out transaction was stored"
 
+# --- greet pause: early talkers are detected and reported ------------------
+netns_spawn edge "$kio" --listen 198.18.0.1:2527 --spool "$spool" --threads 1 \
+  --hostname mx.test --greet-delay 700 >"$work/kio4.log" 2>&1
+for _ in $(seq 400); do grep -q "mxedge-kio: ready" "$work/kio4.log" && break; sleep 0.05; done
+netns_exec client /usr/bin/python3 - <<'PY' || fail "greet pause"
+import socket, time
+def read_until(s, n):
+    data = b""
+    while data.count(b"\r\n") < n:
+        d = s.recv(4096)
+        assert d, data
+        data += d
+    return data
+# polite client: waits for the 220, which comes after the pause
+t0 = time.time()
+p = socket.create_connection(("198.18.0.1", 2527), timeout=10)
+g = read_until(p, 1)
+assert g.startswith(b"220 ") and time.time() - t0 >= 0.6, (g, time.time() - t0)
+p.sendall(b"QUIT\r\n")
+assert read_until(p, 1).startswith(b"221"), "polite QUIT"
+# early talker: speaks before the greeting; its command is held, not read
+# (RFC 5321 §4.3.1), and answered only after the 220
+e = socket.create_connection(("198.18.0.1", 2527), timeout=10)
+e.sendall(b"EHLO early.example\r\n")
+data = read_until(e, 2)
+assert data.startswith(b"220 ") and b"\r\n250-mx.test\r\n" in data, data
+e.close()
+print("ok: greet pause: polite client greeted after the pause, early talker's EHLO held until after the 220")
+PY
+sleep 0.3
+[ "$(grep -c 'early talker 198.18.0.2' "$work/kio4.log")" -eq 1 ] \
+  || fail "early talker not reported exactly once: $(cat "$work/kio4.log")"
+echo "ok: early talker reported once, polite client not reported"
+
 # --- a full spool disk: clear temporary error, nothing half-written ---------
 # mxedge-kio runs in a private mount namespace with a 256 KiB tmpfs spool.
 small=$work/small; mkdir -p "$small"

@@ -105,7 +105,7 @@ struct smtp_session {
 	char helo[HELO_MAX + 1];
 };
 
-_Static_assert(sizeof(struct smtp_session) <= 512,
+_Static_assert(sizeof(struct smtp_session) <= SMTP_SESSION_MAX,
 	       "engine state per idle session must stay <= 512 bytes");
 
 /* ------------------------------------------------------------------ */

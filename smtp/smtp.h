@@ -170,7 +170,12 @@ struct smtp_server *smtp_server_create(const struct smtp_config *cfg,
 /* Free a server; NULL is ignored.  All sessions must be finished first. */
 void smtp_server_destroy(struct smtp_server *srv);
 
-/* Bytes a session needs (<= 512); caller provides that much storage. */
+/* Upper bound of smtp_session_size(), for sizing mempool objects at
+ * compile time (checked by a static assertion in smtp.c). */
+#define SMTP_SESSION_MAX 512
+
+/* Bytes a session needs (<= SMTP_SESSION_MAX); the caller provides that
+ * much storage, aligned like a pointer. */
 size_t smtp_session_size(void);
 
 /* Line buffers of the server's pool currently lent to sessions. */

@@ -1086,8 +1086,28 @@ static void test_timeouts(void **state)
 	assert_false(smtp_timeout(t->s, 180999));
 	assert_true(smtp_timeout(t->s, 181000));
 	expect_out(t, "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+	/* closed: no second 421 */
+	assert_false(smtp_timeout(t->s, 999999999));
+	expect_out(t, "");
 	assert_int_equal(smtp_wants(t->s), SMTP_WANT_CLOSE);
 	assert_non_null(strstr(t->log.p, "ABORT\n"));
+	t_free(t);
+}
+
+/* While the caller owes an answer, the time is the caller's: no timeout. */
+static void test_no_timeout_while_pending(void **state)
+{
+	struct t *t = t_ehlo();
+
+	t->verdict[SMTP_EV_RCPT] = SMTP_PENDING;
+	feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	t_out(t);
+	assert_int_equal(smtp_deadline(t->s), UINT64_MAX);
+	assert_false(smtp_timeout(t->s, 10u * 3600 * 1000));
+	expect_out(t, "");
+	/* the clock restarts with the answer */
+	smtp_complete(t->s, SMTP_ACCEPT, NULL, 5000);
+	assert_int_equal(smtp_deadline(t->s), 305000);
 	t_free(t);
 }
 
@@ -1560,6 +1580,7 @@ int main(void)
 		cmocka_unit_test(test_connect_pending_and_early_talker),
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_timeouts),
+		cmocka_unit_test(test_no_timeout_while_pending),
 		cmocka_unit_test(test_line_buffer_pool),
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_split_every_byte),

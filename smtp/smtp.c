@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define DEF_MAX_SIZE    (10u * 1024 * 1024)
 #define DEF_MAX_RCPTS   100u  /* RFC 5321 §4.5.3.1.8 */
@@ -714,15 +713,46 @@ const char *smtp_protocol(const struct smtp_session *s)
  *           by HOST (mxedge) with PROTO id QID;
  *           DATE
  */
+/*
+ * UTC calendar fields from seconds since the epoch, without gmtime_r():
+ * glibc's takes a process-wide lock (tzset_lock), which has no place on
+ * an lcore.  Days to civil date after H. Hinnant's algorithm.
+ */
+struct civil {
+	int year, mon, mday, wday, hour, min, sec;
+};
+
+static void civil_from_unix(int64_t t, struct civil *c)
+{
+	int64_t days = t / 86400, rem = t % 86400, z, era, doe, yoe, doy, mp;
+
+	if (rem < 0) {
+		rem += 86400;
+		days--;
+	}
+	c->hour = (int)(rem / 3600);
+	c->min = (int)(rem / 60 % 60);
+	c->sec = (int)(rem % 60);
+	c->wday = (int)((days % 7 + 11) % 7); /* 1970-01-01 was a Thursday */
+	z = days + 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	c->mday = (int)(doy - (153 * mp + 2) / 5 + 1);
+	c->mon = (int)(mp < 10 ? mp + 2 : mp - 10); /* 0 = January */
+	c->year = (int)(yoe + era * 400 + (c->mon <= 1 ? 1 : 0));
+}
+
 static void send_received(struct smtp_session *s)
 {
 	char buf[1024];
 	int64_t t = s->srv->ops.unix_time ? s->srv->ops.unix_time(s->ctx) : 0;
-	time_t tt = (time_t)t;
-	struct tm tm;
+	struct civil tm;
 	int n;
 
-	gmtime_r(&tt, &tm);
+	civil_from_unix(t, &tm);
 	n = snprintf(buf, sizeof(buf), "Received: from %s ([%s])\r\n",
 		     s->helo, s->peer ? s->peer : "unknown");
 	if (s->tls_info != NULL && (size_t)n < sizeof(buf))
@@ -735,9 +765,9 @@ static void send_received(struct smtp_session *s)
 			      s->srv->cfg.hostname, smtp_protocol(s),
 			      s->queue_id ? " id " : "",
 			      s->queue_id ? s->queue_id : "",
-			      wday[tm.tm_wday % 7], tm.tm_mday,
-			      month[tm.tm_mon % 12], tm.tm_year + 1900,
-			      tm.tm_hour, tm.tm_min, tm.tm_sec);
+			      wday[tm.wday % 7], tm.mday,
+			      month[tm.mon % 12], tm.year,
+			      tm.hour, tm.min, tm.sec);
 	if ((size_t)n >= sizeof(buf))
 		n = (int)sizeof(buf) - 1;
 	{

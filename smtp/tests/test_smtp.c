@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -126,9 +127,11 @@ static int t_event(void *ctx, struct smtp_session *s, struct smtp_event *ev)
 	return t->verdict[ev->type];
 }
 
+static int64_t t_clock = 1795913600; /* Sun, 29 Nov 2026 00:53:20 +0000 */
+
 static int64_t t_time(void *ctx)
 {
-	return 1795913600; /* Sun, 29 Nov 2026 00:53:20 +0000 */
+	return t_clock;
 }
 
 static struct smtp_config base_cfg(void)
@@ -1553,6 +1556,53 @@ static void test_long_partial_lines(void **state)
 	t_free(t);
 }
 
+
+/* The Received: date (RFC 5322 §3.3) matches the C library's gmtime_r()
+ * over leap years, century rules and a sweep of 5000 random instants. */
+static void test_received_date(void **state)
+{
+	static const int64_t fixed[] = {
+		0, 59, 86399, 86400, 951782400 /* 2000-02-29 */,
+		951868800 /* 2000-03-01 */, 1709164800 /* 2024-02-29 */,
+		4102444799 /* 2099-12-31 */, 4107542400 /* 2100-03-01 */,
+		253402300799 /* 9999-12-31 23:59:59 */,
+	};
+	const int nfixed = (int)(sizeof(fixed) / sizeof(fixed[0]));
+	uint64_t x = 88172645463325252ull;
+	struct t *t = t_ehlo();
+	int i;
+
+	for (i = 0; i < 5000 + nfixed; i++) {
+		char want[64];
+		const char *got, *p;
+		struct tm tm;
+		time_t tt;
+
+		if (i < nfixed) {
+			t_clock = fixed[i];
+		} else {
+			x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+			t_clock = (int64_t)(x % 253402300800ull);
+		}
+		tt = (time_t)t_clock;
+		gmtime_r(&tt, &tm);
+		strftime(want, sizeof(want), "\t%a, %d %b %Y %H:%M:%S +0000\r\n", &tm);
+		t->stored.n = 0; /* only this message */
+		feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n.\r\n");
+		assert_true(t->stored.n > 0);
+		/* the date is the header's last line */
+		got = NULL;
+		for (p = t->stored.p; (p = strstr(p, "\r\n\t")) != NULL; p += 2)
+			got = p + 2;
+		assert_non_null(got);
+		if (strncmp(got, want, strlen(want)) != 0)
+			fail_msg("t=%lld: got \"%.40s\", want \"%s\"",
+				 (long long)t_clock, got, want);
+	}
+	t_clock = 1795913600;
+	t_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1591,6 +1641,7 @@ int main(void)
 		cmocka_unit_test(test_bdat_pending_and_refused),
 		cmocka_unit_test(test_param_corners),
 		cmocka_unit_test(test_long_partial_lines),
+		cmocka_unit_test(test_received_date),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,13 +132,34 @@ static bool out_flush(struct conn *c)
 /* ------------------------------------------------------------------ */
 /* message store                                                       */
 
+/* Room for n more envelope bytes (plus a NUL); 0 or -errno. */
+static int env_reserve(struct conn *c, size_t n)
+{
+	size_t cap;
+	char *np;
+
+	if (c->env_len + n + 1 <= c->env_cap)
+		return 0;
+	if (c->env_len + n + 1 > ENV_MAX)
+		return -ENOSPC;
+	cap = c->env_cap ? c->env_cap * 2 : 1024;
+	while (cap < c->env_len + n + 1)
+		cap *= 2;
+	np = realloc(c->env, cap);
+	if (np == NULL)
+		return -ENOMEM;
+	c->env = np;
+	c->env_cap = cap;
+	return 0;
+}
+
 static int env_add(struct conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 static int env_add(struct conn *c, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
+	int n, rc;
 
 	for (;;) {
 		size_t room = c->env_cap - c->env_len;
@@ -151,35 +172,33 @@ static int env_add(struct conn *c, const char *fmt, ...)
 			c->env_len += (size_t)n;
 			return 0;
 		}
-		if (c->env_len + (size_t)n + 1 > ENV_MAX)
-			return -ENOSPC;
-		{
-			size_t cap = c->env_cap ? c->env_cap * 2 : 1024;
-			char *np;
-			while (cap < c->env_len + (size_t)n + 1)
-				cap *= 2;
-			np = realloc(c->env, cap);
-			if (np == NULL)
-				return -ENOMEM;
-			c->env = np;
-			c->env_cap = cap;
-		}
+		rc = env_reserve(c, (size_t)n);
+		if (rc < 0)
+			return rc;
 	}
 }
 
-/* Envelope strings are written as received; control bytes are escaped so
- * one field is always one line. */
+/* Envelope strings are written as received; control bytes and '\\' are
+ * escaped as \xNN so one field is always one line. */
 static void env_field(struct conn *c, const char *p, size_t n)
 {
+	static const char hex[] = "0123456789abcdef";
 	size_t i;
 
+	if (env_reserve(c, n * 4) < 0)
+		return;
 	for (i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)p[i];
-		if (ch < 32 || ch == 127 || ch == '\\')
-			env_add(c, "\\x%02x", ch);
-		else
-			env_add(c, "%c", ch);
+		if (ch < 32 || ch == 127 || ch == '\\') {
+			c->env[c->env_len++] = '\\';
+			c->env[c->env_len++] = 'x';
+			c->env[c->env_len++] = hex[ch >> 4];
+			c->env[c->env_len++] = hex[ch & 15];
+		} else {
+			c->env[c->env_len++] = (char)ch;
+		}
 	}
+	c->env[c->env_len] = '\0';
 }
 
 static void tx_discard(struct conn *c)

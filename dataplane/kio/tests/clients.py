@@ -243,6 +243,20 @@ def raw_cases():
     expect_exact(qid_of(r[6]), body)
     ok("raw pipelining: 8 replies in order, message stored")
 
+    # quoted local part with a quoted-pair (RFC 5321 §4.1.2): one envelope
+    # line per recipient, the backslash escaped so the line is unambiguous
+    c.send(b'MAIL FROM:<a@example.org>\r\nRCPT TO:<"john\\ doe"@customer.test>\r\n'
+           b'RCPT TO:<"x@y"@[IPv6:2001:db8::25]>\r\nDATA\r\nq\r\n.\r\n')
+    r = c.replies(5)
+    if [x[:3] for x in r] != [b"250", b"250", b"250", b"354", b"250"]:
+        fail("quoted local parts answered %r" % r)
+    data, env = stored(qid_of(r[4]))
+    for want in ('rcpt <"john\\x5c doe"@customer.test>\n',
+                 'rcpt <"x@y"@[IPv6:2001:db8::25]>\n'):
+        if want not in env:
+            fail("envelope lacks %r:\n%s" % (want, env))
+    ok("raw: quoted local parts and an IPv6 literal kept in the envelope, backslash escaped")
+
     # SMTP smuggling: a bare-LF "end of data" must not end the message,
     # and the smuggled transaction must never be accepted
     c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@customer.test>\r\nDATA\r\n"

@@ -194,7 +194,8 @@ struct smtp_session *smtp_session_init(void *mem, struct smtp_server *srv,
 /*
  * Start the session: raises SMTP_EV_CONNECT; on ACCEPT sends the 220
  * greeting, on REJECT the reply (default "554 5.7.1") and closes,
- * on PENDING waits for smtp_complete().  Returns 0.
+ * on PENDING waits for smtp_complete().  Returns 0, or -EINVAL when the
+ * session was already started.
  */
 int smtp_start(struct smtp_session *s, uint64_t now_ms);
 

@@ -1071,13 +1071,84 @@ static bool skip_prefix(const char **pp, size_t *np, const char *pfx)
 	return true;
 }
 
+/* The argument shape MAIL and RCPT share: "FROM:<path> params" / "TO:..." */
+struct path_cmd {
+	const char *prefix;   /* "FROM:" or "TO:" */
+	bool allow_null;      /* "<>" allowed (MAIL only) */
+	const char *syntax;   /* reply for a malformed argument */
+	const char *too_long; /* reply for a path over the §4.5.3.1 limits */
+	const char *bad;      /* reply for a bad address */
+	const char *bad_param;/* reply for a malformed parameter */
+};
+
+static const struct path_cmd mail_cmd = {
+	"FROM:", true, "501 5.5.4 Syntax: MAIL FROM:<address>",
+	"501 5.1.7 Sender address too long", "501 5.1.7 Bad sender address syntax",
+	"501 5.5.4 Bad MAIL parameter syntax",
+};
+static const struct path_cmd rcpt_cmd = {
+	"TO:", false, "501 5.5.4 Syntax: RCPT TO:<address>",
+	"501 5.1.3 Recipient address too long", "501 5.1.3 Bad recipient address syntax",
+	"501 5.5.4 Bad RCPT parameter syntax",
+};
+
+/*
+ * Parses "<prefix><path>[ params]" into ev->addr/addr_len and *utf8, and
+ * leaves [*pp, *end) at the parameter list. Replies and returns false on a
+ * syntax error.
+ */
+static bool parse_path_cmd(struct smtp_session *s, const char *a, size_t n,
+			   const struct path_cmd *pc, struct smtp_event *ev,
+			   bool *utf8, const char **pp, const char **end)
+{
+	size_t pe;
+	int r;
+
+	if (!skip_prefix(&a, &n, pc->prefix) || (pe = path_end(a, n)) == 0) {
+		reply(s, pc->syntax);
+		return false;
+	}
+	r = smtp_parse_path(a, pe, pc->allow_null, &ev->addr, &ev->addr_len, utf8);
+	if (r < 0) {
+		reply(s, r == -ENAMETOOLONG ? pc->too_long : pc->bad);
+		return false;
+	}
+	*end = a + n;
+	*pp = a + pe;
+	if (*pp < *end && **pp != ' ') {
+		reply(s, pc->syntax);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Checks one parameter before its keyword is interpreted. Replies and
+ * returns false when parameters are not allowed or malformed.
+ */
+static bool param_ok(struct smtp_session *s, const struct path_cmd *pc,
+		     const char *kw, size_t kwlen, const char *val, size_t vlen)
+{
+	if (!(s->flags & F_ESMTP)) {
+		/* RFC 5321 §4.1.1.11: parameters need EHLO. */
+		reply(s, "555 5.5.4 Error: parameters need EHLO");
+		return false;
+	}
+	if (!valid_keyword(kw, kwlen) ||
+	    (val != NULL && !valid_value(val, vlen, true))) {
+		reply(s, pc->bad_param);
+		return false;
+	}
+	return true;
+}
+
 static void do_mail(struct smtp_session *s, const char *a, size_t n)
 {
 	struct smtp_event ev = { .type = SMTP_EV_MAIL };
 	const char *end, *pp, *kw, *val;
-	size_t pe, kwlen, vlen;
+	size_t kwlen, vlen;
 	bool utf8 = false, has_size = false;
-	int r, v;
+	int v;
 
 	if (!need_ehlo(s))
 		return;
@@ -1085,36 +1156,11 @@ static void do_mail(struct smtp_session *s, const char *a, size_t n)
 		reply(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
-	if (!skip_prefix(&a, &n, "FROM:") || (pe = path_end(a, n)) == 0) {
-		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+	if (!parse_path_cmd(s, a, n, &mail_cmd, &ev, &utf8, &pp, &end))
 		return;
-	}
-	r = smtp_parse_path(a, pe, true, &ev.addr, &ev.addr_len, &utf8);
-	if (r == -ENAMETOOLONG) {
-		reply(s, "501 5.1.7 Sender address too long");
-		return;
-	}
-	if (r < 0) {
-		reply(s, "501 5.1.7 Bad sender address syntax");
-		return;
-	}
-	end = a + n;
-	pp = a + pe;
-	if (pp < end && *pp != ' ') {
-		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-		return;
-	}
 	while (next_param(&pp, end, &kw, &kwlen, &val, &vlen)) {
-		if (!(s->flags & F_ESMTP)) {
-			/* RFC 5321 §4.1.1.11: parameters need EHLO. */
-			reply(s, "555 5.5.4 Error: parameters need EHLO");
+		if (!param_ok(s, &mail_cmd, kw, kwlen, val, vlen))
 			return;
-		}
-		if (!valid_keyword(kw, kwlen) ||
-		    (val != NULL && !valid_value(val, vlen, true))) {
-			reply(s, "501 5.5.4 Bad MAIL parameter syntax");
-			return;
-		}
 		if (ieq(kw, kwlen, "SIZE")) {
 			uint64_t sz = 0;
 			size_t i;
@@ -1213,9 +1259,9 @@ static void do_rcpt(struct smtp_session *s, const char *a, size_t n)
 {
 	struct smtp_event ev = { .type = SMTP_EV_RCPT };
 	const char *end, *pp, *kw, *val;
-	size_t pe, kwlen, vlen;
+	size_t kwlen, vlen;
 	bool utf8 = false;
-	int r, v;
+	int v;
 
 	if (!(s->flags & F_TX)) {
 		reply(s, "503 5.5.1 Error: need MAIL command");
@@ -1225,35 +1271,11 @@ static void do_rcpt(struct smtp_session *s, const char *a, size_t n)
 		reply(s, "503 5.5.1 Error: RCPT after BDAT");
 		return;
 	}
-	if (!skip_prefix(&a, &n, "TO:") || (pe = path_end(a, n)) == 0) {
-		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+	if (!parse_path_cmd(s, a, n, &rcpt_cmd, &ev, &utf8, &pp, &end))
 		return;
-	}
-	r = smtp_parse_path(a, pe, false, &ev.addr, &ev.addr_len, &utf8);
-	if (r == -ENAMETOOLONG) {
-		reply(s, "501 5.1.3 Recipient address too long");
-		return;
-	}
-	if (r < 0) {
-		reply(s, "501 5.1.3 Bad recipient address syntax");
-		return;
-	}
-	end = a + n;
-	pp = a + pe;
-	if (pp < end && *pp != ' ') {
-		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-		return;
-	}
 	while (next_param(&pp, end, &kw, &kwlen, &val, &vlen)) {
-		if (!(s->flags & F_ESMTP)) {
-			reply(s, "555 5.5.4 Error: parameters need EHLO");
+		if (!param_ok(s, &rcpt_cmd, kw, kwlen, val, vlen))
 			return;
-		}
-		if (!valid_keyword(kw, kwlen) ||
-		    (val != NULL && !valid_value(val, vlen, true))) {
-			reply(s, "501 5.5.4 Bad RCPT parameter syntax");
-			return;
-		}
 		if (ieq(kw, kwlen, "NOTIFY")) {
 			/* RFC 3461 §4.1: NEVER alone, or a list */
 			const char *t = val, *vend;

@@ -104,6 +104,10 @@ struct dp_worker *dp_worker_create(const struct dp_worker_params *p);
  */
 int dp_worker_run(void *arg);
 
+/* dp_worker_tcp_drops - frames @w's TCP stack dropped (every reason);
+ * read it only after the worker's loop returned. */
+uint64_t dp_worker_tcp_drops(const struct dp_worker *w);
+
 /* dp_worker_destroy - free @w after its loop returned. NULL is a no-op. */
 void dp_worker_destroy(struct dp_worker *w);
 

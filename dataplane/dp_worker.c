@@ -871,6 +871,18 @@ fail:
 	return NULL;
 }
 
+uint64_t dp_worker_tcp_drops(const struct dp_worker *w)
+{
+	struct tcp_stats st;
+	uint64_t n = 0;
+	unsigned i;
+
+	tcp_stats_get(w->tcp, &st);
+	for (i = 0; i < TCP_DROP__COUNT; i++)
+		n += st.drops[i];
+	return n;
+}
+
 void dp_worker_destroy(struct dp_worker *w)
 {
 	if (w == NULL)

@@ -223,6 +223,9 @@ static void print_stats(uint16_t port)
 		       st->rx_bytes, st->rx_bursts, st->tx_packets, st->tx_dropped,
 		       st->sessions, st->sessions_busy, st->clients_blocked,
 		       st->messages, st->store_errors, st->rcpt_rejected);
+		if (workers[lc].dp)
+			printf("mxedge: lcore %u tcp_drops=%" PRIu64 "\n", lc,
+			       dp_worker_tcp_drops(workers[lc].dp));
 		rx += lcore_stats[lc].rx_packets;
 		bytes += lcore_stats[lc].rx_bytes;
 	}

@@ -52,6 +52,7 @@ done
 grep -q "running on" "$log" || fail "mxedge did not start in 30 s"
 grep -q "SMTP on 198.18.0.1 2001:db8::1 port 25 as mx.edge.test" "$log" || fail "no SMTP line"
 
+cifname=${cif:-${tap:-}}
 if [ "$mode" != af_xdp ]; then
   # The tap's kernel side becomes the client's interface.
   ip -n "$(netns_name edge)" link set dev "$tap" netns "$(netns_name client)"
@@ -128,6 +129,34 @@ qid3=$(echo "$out" | sed -n 's/.*<~\* *250 2.0.0 Ok: queued as \([0-9A-Za-z]*\).
 "$spooltool" cat "$spool" "$qid3" | grep -q "^swaks body" || fail "swaks body not stored"
 echo "ok[$mode]: swaks ($qid3)"
 
+# Garbage on the wire (random bytes, truncated and corrupt IPv4/TCP headers
+# addressed to the edge's MAC) is dropped; service goes on.
+mac=$(sed -n 's/.*mac=\([0-9A-F:]*\).*/\1/p' "$log" | head -1)
+[ -n "$mac" ] || fail "no port MAC in the log"
+netns_exec client timeout 30 $py - "$cifname" "$mac" <<'EOF2' || fail "garbage sender"
+import os, random, socket, struct, sys
+ifname, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', ''))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+src = s.getsockname()[4]
+rnd = random.Random(5)
+for i in range(2000):
+    kind = i % 4
+    if kind == 0:      # random ethertype and payload
+        f = mac + src + os.urandom(rnd.randrange(2, 200))
+    elif kind == 1:    # IPv4 header cut short
+        f = mac + src + b'\x08\x00' + b'\x45' + os.urandom(rnd.randrange(0, 19))
+    elif kind == 2:    # IPv4 to us with random TCP bytes (bad checksums)
+        payload = os.urandom(rnd.randrange(0, 60))
+        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), i, 0, 64, 6, 0,
+                         bytes([198, 18, 0, 2]), bytes([198, 18, 0, 1]))
+        f = mac + src + b'\x08\x00' + ip + payload
+    else:              # IPv6 with a lying payload length
+        f = mac + src + b'\x86\xdd' + b'\x60\x00\x00\x00\xff\xff\x06\x40' + os.urandom(40)
+    s.send(f)
+EOF2
+echo "ok[$mode]: 2000 garbage frames sent"
+
 # A client that stops in the middle of DATA holds nothing up for others;
 # at SIGTERM it gets 421 and its partial message is dropped.
 netns_exec client timeout 60 $py -c '
@@ -199,6 +228,8 @@ wait "$stall" || true
 grep -q "^421 4.3.2" "$work/stall.out" || fail "mid-DATA session got: $(cat "$work/stall.out")"
 "$spooltool" list "$spool" | grep -q "stall@client.test" && fail "partial message was stored"
 grep -q "messages=24 " "$log" || fail "final stats lack messages=24"
+drops=$(sed -n 's/^mxedge: lcore [0-9]* tcp_drops=\([0-9]*\)$/\1/p' "$log")
+[ "${drops:-0}" -ge 2000 ] || fail "TCP stack counted ${drops:-no} drops for 2000 garbage frames"
 "$spooltool" verify "$spool" | grep -q "messages=24 incomplete=0 torn_tail_bytes=0 corrupt_segments=0" \
   || fail "spool verify: $("$spooltool" verify "$spool")"
 echo "ok[$mode]: SIGTERM: 421 to the idle and the mid-DATA session, exit 0, spool clean"

@@ -38,6 +38,14 @@ struct dp_config {
 	bool check_only;         /* --check-config: validate and exit */
 	bool have_file;          /* --config given: @file is loaded */
 	struct cfg file;         /* the configuration file (docs/CONFIG.md) */
+	/* The edge's own addresses on the port (network byte order). With
+	 * neither set the workers only receive and count frames. */
+	uint32_t ip4, ip4_mask;
+	uint8_t ip6[16];
+	uint8_t ip6_prefixlen;   /* 0: no IPv6 address */
+	uint16_t smtp_port;      /* default 25 */
+	char hostname[254];      /* greeting, EHLO, Received: */
+	char spool_dir[256];
 };
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
@@ -48,7 +56,60 @@ struct dp_lcore_stats {
 	uint64_t rx_bytes;
 	uint64_t rx_bursts;
 	uint64_t tx_packets;
+	uint64_t tx_dropped;      /* tx ring full or no mbuf */
+	uint64_t rx_dropped;      /* multi-segment frames */
+	uint64_t sessions;        /* SMTP sessions started */
+	uint64_t sessions_busy;   /* refused with 421: session pool empty */
+	uint64_t clients_blocked; /* refused with 554: blocklist */
+	uint64_t messages;        /* 250 after the spool made them durable */
+	uint64_t store_errors;    /* 451/452: spool failure or full */
+	uint64_t rcpt_rejected;   /* 550: domain not accepted */
 } __attribute__((aligned(64)));
+
+struct rte_mempool;
+struct spool_writer;
+struct tcp_stack;
+struct dp_worker;
+
+/* What a worker lcore needs; filled by main before launch. */
+struct dp_worker_params {
+	uint16_t port, queue;
+	struct rte_mempool *pool;        /* tx mbufs */
+	const struct dp_config *cfg;
+	struct tbl_set *tables;
+	struct spool_writer *spool;      /* this worker's writer */
+	size_t spool_ring_bytes;         /* its ring size (backpressure) */
+	unsigned max_sessions;           /* preallocated SMTP sessions */
+	const volatile int *stop;        /* set by the signal handler */
+	const volatile unsigned *ndomains; /* accepted domains configured */
+	struct dp_lcore_stats *stats;
+};
+
+/* Bytes of per-mbuf private area the worker needs (a struct tcp_buf). */
+size_t dp_worker_mbuf_priv(void);
+
+/*
+ * dp_worker_create - preallocate everything one worker lcore needs: TCP
+ * stack (listening on cfg->smtp_port), SMTP server and a pool of
+ * @p->max_sessions sessions. Call on the main lcore before launch.
+ * Returns the worker or NULL with errno set (a message went to stderr).
+ * @p is copied. Free with dp_worker_destroy().
+ */
+struct dp_worker *dp_worker_create(const struct dp_worker_params *p);
+
+/*
+ * dp_worker_run - the run-to-completion loop (rte_eal_remote_launch entry,
+ * @arg is a struct dp_worker *). Returns 0 once *stop was seen and every
+ * session has finished or got 421 (graceful stop).
+ */
+int dp_worker_run(void *arg);
+
+/* dp_worker_tcp_drops - frames @w's TCP stack dropped (every reason);
+ * read it only after the worker's loop returned. */
+uint64_t dp_worker_tcp_drops(const struct dp_worker *w);
+
+/* dp_worker_destroy - free @w after its loop returned. NULL is a no-op. */
+void dp_worker_destroy(struct dp_worker *w);
 
 /*
  * dp_config_parse - fill @cfg from the command line (argv[0] excluded) and

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include "dp.h"
 
 void dp_usage(void *fp)
@@ -30,6 +32,13 @@ void dp_usage(void *fp)
 "  --eal 'ARGS'         extra DPDK EAL arguments\n"
 "  --config FILE        configuration file (docs/CONFIG.md); options override it\n"
 "  --check-config       validate the configuration and exit\n"
+"  --addr ADDR/LEN      the edge's address on the port (IPv4 and/or IPv6,\n"
+"                       once per family), e.g. 198.18.0.1/24, 2001:db8::1/64.\n"
+"                       Without an address the workers only count frames.\n"
+"                       Default: the config file's listen: addresses (/24, /64)\n"
+"  --smtp-port N        SMTP listen port (default 25, or the listen: port)\n"
+"  --spool DIR          spool directory (default /var/spool/mxedge, spool.dir)\n"
+"  --hostname NAME      name in the greeting, EHLO and Received: (hostname:)\n"
 "  --control PATH       control socket for mxedgectl (default " DP_DEFAULT_CONTROL ")\n"
 "  --no-control         no control socket\n"
 "  --version            print the version\n"
@@ -92,6 +101,77 @@ bad:
 	return -EINVAL;
 }
 
+/* "ADDR/LEN" (or a bare ADDR with @deflen4 / @deflen6) into the v4 or v6
+ * slot of @cfg. Returns 0 or -EINVAL after a message naming @what. */
+static int parse_addr(struct dp_config *cfg, const char *what, const char *s,
+		      unsigned deflen4, unsigned deflen6)
+{
+	char host[64];
+	const char *slash = strchr(s, '/');
+	size_t hlen = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned len;
+	struct in_addr a4;
+
+	if (hlen == 0 || hlen >= sizeof(host))
+		goto bad;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1) {
+		len = deflen4;
+		if (slash && parse_uint(what, slash + 1, 1, 32, &len) < 0)
+			return -EINVAL;
+		if (a4.s_addr == 0)
+			goto bad;
+		cfg->ip4 = a4.s_addr;
+		cfg->ip4_mask = htonl(0xffffffffu << (32 - len));
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, cfg->ip6) == 1) {
+		len = deflen6;
+		if (slash && parse_uint(what, slash + 1, 1, 128, &len) < 0)
+			return -EINVAL;
+		cfg->ip6_prefixlen = (uint8_t)len;
+		return 0;
+	}
+bad:
+	fprintf(stderr, "mxedge: %s: expected ADDRESS/PREFIXLEN (IPv4 or IPv6), "
+		"got '%s'\n", what, s);
+	return -EINVAL;
+}
+
+/* A config file listen: entry "ADDR:PORT" / "[ADDR6]:PORT": the port is
+ * the SMTP port, a specific address is the edge's address. */
+static int apply_listen(struct dp_config *cfg, const char *e)
+{
+	char host[64];
+	const char *colon, *h = e;
+	size_t hlen;
+	unsigned port;
+
+	if (e[0] == '[') {
+		const char *rb = strchr(e, ']');
+		if (rb == NULL)
+			return -EINVAL;
+		h = e + 1;
+		hlen = (size_t)(rb - h);
+		colon = rb + 1;
+	} else {
+		colon = strrchr(e, ':');
+		if (colon == NULL)
+			return -EINVAL;
+		hlen = (size_t)(colon - e);
+	}
+	if (*colon != ':' || hlen >= sizeof(host) ||
+	    parse_uint("listen", colon + 1, 1, 65535, &port) < 0)
+		return -EINVAL;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	cfg->smtp_port = (uint16_t)port;
+	if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || host[0] == '\0')
+		return 0;
+	return parse_addr(cfg, "listen", host, 24, 64);
+}
+
 /* Loads the configuration file and takes the dataplane's settings from it. */
 static int apply_file(struct dp_config *cfg, const char *path, bool *have_port)
 {
@@ -118,6 +198,15 @@ static int apply_file(struct dp_config *cfg, const char *path, bool *have_port)
 	}
 	cfg->queues = cfg->file.queues;
 	strcpy(cfg->control, cfg->file.control_socket);
+	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", cfg->file.hostname);
+	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", cfg->file.spool_dir);
+	for (unsigned i = 0; i < cfg->file.nlisten; i++) {
+		if (apply_listen(cfg, cfg->file.listen[i]) < 0) {
+			fprintf(stderr, "mxedge: %s: listen: bad entry \"%s\"\n",
+				path, cfg->file.listen[i]);
+			return -EINVAL;
+		}
+	}
 	return 0;
 }
 
@@ -140,6 +229,10 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "config", required_argument, NULL, 'f' },
 		{ "check-config", no_argument, NULL, 'k' },
 		{ "no-control", no_argument, NULL, 'C' },
+		{ "addr", required_argument, NULL, 'a' },
+		{ "smtp-port", required_argument, NULL, 'P' },
+		{ "spool", required_argument, NULL, 's' },
+		{ "hostname", required_argument, NULL, 'n' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -154,6 +247,9 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	cfg->mem_mb = 512;
 	strcpy(cfg->control, DP_DEFAULT_CONTROL);
 	cfg_defaults(&cfg->file);
+	cfg->smtp_port = 25;
+	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", cfg->file.hostname);
+	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", cfg->file.spool_dir);
 	args[0] = (char *)"mxedge";
 	memcpy(&args[1], argv, sizeof(char *) * (size_t)argc);
 	args[argc + 1] = NULL;
@@ -218,6 +314,33 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		case 'C':
 			cfg->control[0] = '\0';
 			break;
+		case 'a':
+			rc = parse_addr(cfg, "--addr", optarg, 24, 64);
+			break;
+		case 'P': {
+			unsigned v = 0;
+
+			rc = parse_uint("--smtp-port", optarg, 1, 65535, &v);
+			cfg->smtp_port = (uint16_t)v;
+			break;
+		}
+		case 's':
+			if (strlen(optarg) >= sizeof(cfg->spool_dir) || optarg[0] == '\0') {
+				fprintf(stderr, "mxedge: --spool: path empty or too long\n");
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->spool_dir, optarg);
+			}
+			break;
+		case 'n':
+			if (strlen(optarg) >= sizeof(cfg->hostname) || optarg[0] == '\0' ||
+			    strpbrk(optarg, " \t\r\n") != NULL) {
+				fprintf(stderr, "mxedge: --hostname: empty, too long or contains white space\n");
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->hostname, optarg);
+			}
+			break;
 		case 'f':
 			break; /* loaded in the first pass */
 		case 'k':
@@ -245,6 +368,15 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	if (!have_port && !cfg->check_only) {
 		fprintf(stderr, "mxedge: --port is required, on the command line or as "
 			"port: in the --config file (see --help)\n");
+		return -EINVAL;
+	}
+	if ((cfg->ip4 || cfg->ip6_prefixlen) && cfg->queues > 1) {
+		/* Each lcore's TCP stack must see every frame of its flows;
+		 * without a programmed RSS RETA or a dispatch stage nothing
+		 * guarantees that, so refuse rather than break sessions. */
+		fprintf(stderr, "mxedge: serving SMTP on %u queues needs RSS flow "
+			"steering, which this version does not program; use "
+			"--queues 1\n", cfg->queues);
 		return -EINVAL;
 	}
 	if (cfg->xdp_prog[0] && cfg->port_kind != DP_PORT_AF_XDP) {

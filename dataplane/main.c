@@ -2,9 +2,10 @@
  * main.c - the mxedge dataplane process.
  *
  * Brings up DPDK (EAL, one port, one RX/TX queue pair per worker lcore) and
- * runs the worker loops until SIGINT/SIGTERM or --duration. The per-lcore
- * protocol work (userspace TCP + SMTP engine + spool) plugs into
- * worker_loop(); until it lands the workers receive and count frames.
+ * runs the worker loops until SIGINT/SIGTERM or --duration. With an edge
+ * address (--addr or listen:) each worker runs the userspace TCP stack, the
+ * SMTP engine and its own spool writer (dp_worker.c); without one the
+ * workers only receive and count frames (port bring-up checks).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,21 +22,31 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 
 #include "dp.h"
+#include "spool.h"
 
 #define RX_DESC 1024
 #define TX_DESC 1024
 #define BURST 32
 #define MBUF_CACHE 256
+/* Preallocated SMTP sessions per worker lcore (memory: ~9 KiB each). */
+#define SESSIONS_PER_LCORE 1024
+/* Spool ring per writer; the workers' backpressure needs its size. */
+#define SPOOL_RING_BYTES (8u << 20)
 
-static volatile sig_atomic_t stop_requested;
+static volatile int stop_requested;
+/* Accepted domains configured (RCPT accepts every domain while it is 0);
+ * written by the main lcore, read by the workers. */
+static volatile unsigned domain_count;
 static struct dp_lcore_stats lcore_stats[RTE_MAX_LCORE];
 
 struct worker {
 	uint16_t port;
 	uint16_t queue;
+	struct dp_worker *dp;   /* NULL: count frames only */
 };
 static struct worker workers[RTE_MAX_LCORE];
 
@@ -53,6 +64,8 @@ static int worker_loop(void *arg)
 	struct rte_mbuf *pkts[BURST];
 	uint16_t n, i;
 
+	if (w->dp)
+		return dp_worker_run(w->dp);
 	while (!stop_requested) {
 		n = rte_eth_rx_burst(w->port, w->queue, pkts, BURST);
 		if (n == 0)
@@ -148,10 +161,15 @@ static json_t *admin_stats(void *arg)
 	RTE_LCORE_FOREACH_WORKER(lc) {
 		const struct dp_lcore_stats *st = &lcore_stats[lc];
 
-		json_array_append_new(arr, json_pack("{s:i, s:I, s:I, s:I}",
+		json_array_append_new(arr, json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			"lcore", (int)lc, "rx_packets", (json_int_t)st->rx_packets,
 			"rx_bytes", (json_int_t)st->rx_bytes,
-			"rx_bursts", (json_int_t)st->rx_bursts));
+			"rx_bursts", (json_int_t)st->rx_bursts,
+			"tx_packets", (json_int_t)st->tx_packets,
+			"sessions", (json_int_t)st->sessions,
+			"messages", (json_int_t)st->messages,
+			"clients_blocked", (json_int_t)st->clients_blocked,
+			"store_errors", (json_int_t)st->store_errors));
 	}
 	return arr;
 }
@@ -178,6 +196,15 @@ static struct ctl_server *control_open(const char *path, struct dp_admin *adm)
 	return cs;
 }
 
+static int count_domain(const char *d, const struct tbl_domain_policy *pol,
+			void *arg)
+{
+	(void)d;
+	(void)pol;
+	++*(unsigned *)arg;
+	return 0;
+}
+
 static void print_stats(uint16_t port)
 {
 	struct rte_eth_stats es;
@@ -185,9 +212,20 @@ static void print_stats(uint16_t port)
 	unsigned lc;
 
 	RTE_LCORE_FOREACH_WORKER(lc) {
+		const struct dp_lcore_stats *st = &lcore_stats[lc];
+
 		printf("mxedge: lcore %u rx_packets=%" PRIu64 " rx_bytes=%" PRIu64
-		       " rx_bursts=%" PRIu64 "\n", lc, lcore_stats[lc].rx_packets,
-		       lcore_stats[lc].rx_bytes, lcore_stats[lc].rx_bursts);
+		       " rx_bursts=%" PRIu64 " tx_packets=%" PRIu64
+		       " tx_dropped=%" PRIu64 " sessions=%" PRIu64
+		       " sessions_busy=%" PRIu64 " clients_blocked=%" PRIu64
+		       " messages=%" PRIu64 " store_errors=%" PRIu64
+		       " rcpt_rejected=%" PRIu64 "\n", lc, st->rx_packets,
+		       st->rx_bytes, st->rx_bursts, st->tx_packets, st->tx_dropped,
+		       st->sessions, st->sessions_busy, st->clients_blocked,
+		       st->messages, st->store_errors, st->rcpt_rejected);
+		if (workers[lc].dp)
+			printf("mxedge: lcore %u tcp_drops=%" PRIu64 "\n", lc,
+			       dp_worker_tcp_drops(workers[lc].dp));
 		rx += lcore_stats[lc].rx_packets;
 		bytes += lcore_stats[lc].rx_bytes;
 	}
@@ -216,6 +254,9 @@ int main(int argc, char **argv)
 	struct proc_info pi;
 	struct dp_admin adm;
 	uint64_t next_expire = 0;
+	struct spool *spool = NULL;
+	bool smtp_on;
+	unsigned sessions = 0, nd;
 
 	rc = dp_config_parse(&cfg, argc - 1, argv + 1);
 	if (rc == 1)
@@ -263,9 +304,19 @@ int main(int argc, char **argv)
 			cfg.queues, cfg.queues + 1, rte_lcore_count());
 		goto out;
 	}
-	/* Enough mbufs to fill every RX ring plus per-lcore caches. */
-	nb_mbuf = cfg.queues * (RX_DESC + TX_DESC + 2 * MBUF_CACHE) + 1024;
-	pool = rte_pktmbuf_pool_create("mxedge_mbufs", nb_mbuf, MBUF_CACHE, 0,
+	smtp_on = cfg.ip4 != 0 || cfg.ip6_prefixlen != 0;
+	if (smtp_on) {
+		sessions = cfg.file.max_sessions / cfg.queues;
+		if (sessions > SESSIONS_PER_LCORE)
+			sessions = SESSIONS_PER_LCORE;
+		if (sessions == 0)
+			sessions = 1;
+	}
+	/* Enough mbufs to fill every RX ring plus per-lcore caches, plus the
+	 * received frames the TCP stacks may hold (8 per connection). */
+	nb_mbuf = cfg.queues * (RX_DESC + TX_DESC + 2 * MBUF_CACHE + sessions * 8) + 1024;
+	pool = rte_pktmbuf_pool_create("mxedge_mbufs", nb_mbuf, MBUF_CACHE,
+				       (uint16_t)dp_worker_mbuf_priv(),
 				       RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
 	if (pool == NULL) {
 		fprintf(stderr, "mxedge: cannot create mbuf pool (%u mbufs): %s; "
@@ -317,14 +368,67 @@ int main(int argc, char **argv)
 	if (cfg.control[0] && (cs = control_open(cfg.control, &adm)) == NULL)
 		goto out;
 
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
+	if (smtp_on) {
+		struct spool_config sc = {
+			.dir = cfg.spool_dir, .writers = cfg.queues,
+			.segment_bytes = (uint64_t)cfg.file.spool_segment_mb << 20,
+			.ring_bytes = SPOOL_RING_BYTES,
+		};
+		struct spool_recovery rep;
+
+		spool = spool_open(&sc, &rep);
+		if (spool == NULL) {
+			fprintf(stderr, "mxedge: spool %s: %s\n", cfg.spool_dir,
+				strerror(errno));
+			goto out;
+		}
+		printf("mxedge: spool %s: %" PRIu64 " messages, %" PRIu64
+		       " incomplete, %" PRIu64 " torn bytes removed\n", cfg.spool_dir,
+		       rep.messages, rep.incomplete, rep.truncated_bytes);
+	}
+	nd = 0;
+	tbl_domain_list(tables, count_domain, &nd);
+	domain_count = nd;
 	RTE_LCORE_FOREACH_WORKER(lc) {
 		if (q == cfg.queues)
 			break;
 		workers[lc].port = port;
-		workers[lc].queue = (uint16_t)q++;
+		workers[lc].queue = (uint16_t)q;
+		if (smtp_on) {
+			struct dp_worker_params wp = {
+				.port = port, .queue = (uint16_t)q, .pool = pool,
+				.cfg = &cfg, .tables = tables,
+				.spool = spool_writer(spool, q),
+				.spool_ring_bytes = SPOOL_RING_BYTES,
+				.max_sessions = sessions, .stop = &stop_requested,
+				.ndomains = &domain_count, .stats = &lcore_stats[lc],
+			};
+
+			workers[lc].dp = dp_worker_create(&wp);
+			if (workers[lc].dp == NULL)
+				goto out;
+		}
+		q++;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	q = 0;
+	RTE_LCORE_FOREACH_WORKER(lc) {
+		if (q == cfg.queues)
+			break;
+		q++;
 		rte_eal_remote_launch(worker_loop, &workers[lc], lc);
+	}
+	if (smtp_on) {
+		char a4[INET_ADDRSTRLEN] = "-", a6[INET6_ADDRSTRLEN] = "-";
+
+		if (cfg.ip4)
+			inet_ntop(AF_INET, &cfg.ip4, a4, sizeof(a4));
+		if (cfg.ip6_prefixlen)
+			inet_ntop(AF_INET6, cfg.ip6, a6, sizeof(a6));
+		printf("mxedge: SMTP on %s %s port %u as %s, %u sessions per lcore, "
+		       "spool %s\n", a4, a6, cfg.smtp_port, cfg.hostname, sessions,
+		       cfg.spool_dir);
 	}
 	printf("mxedge: running on %u worker lcore(s)\n", q);
 	fflush(stdout);
@@ -344,6 +448,9 @@ int main(int argc, char **argv)
 			dp_admin_expire(&adm);
 			next_expire = mono_ms() + 1000;
 		}
+		nd = 0;
+		tbl_domain_list(tables, count_domain, &nd);
+		domain_count = nd;
 	}
 	rte_eal_mp_wait_lcore();
 	print_stats(port);
@@ -351,6 +458,11 @@ int main(int argc, char **argv)
 	rte_eth_dev_close(port);
 	status = EXIT_SUCCESS;
 out:
+	RTE_LCORE_FOREACH_WORKER(lc) {
+		dp_worker_destroy(workers[lc].dp);
+		workers[lc].dp = NULL;
+	}
+	spool_close(spool);
 	ctl_server_close(cs);
 	shield_close(shield);
 	tbl_destroy(tables);

@@ -173,6 +173,61 @@ static void test_config_file(void **state)
 	unlink(path);
 }
 
+static void test_smtp_options(void **state)
+{
+	struct dp_config cfg;
+	const char *path;
+	/* 198.18.0.1 and /24 in network byte order */
+	const uint8_t a4[4] = { 198, 18, 0, 1 }, m24[4] = { 255, 255, 255, 0 };
+	const uint8_t a6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--addr", "198.18.0.1/24",
+			       "--addr", "2001:db8::1/64", "--smtp-port", "2525",
+			       "--spool", "/tmp/sp", "--hostname", "mx.test"), 0);
+	assert_memory_equal(&cfg.ip4, a4, 4);
+	assert_memory_equal(&cfg.ip4_mask, m24, 4);
+	assert_memory_equal(cfg.ip6, a6, 16);
+	assert_int_equal(cfg.ip6_prefixlen, 64);
+	assert_int_equal(cfg.smtp_port, 2525);
+	assert_string_equal(cfg.spool_dir, "/tmp/sp");
+	assert_string_equal(cfg.hostname, "mx.test");
+	dp_config_free(&cfg);
+	/* defaults: port 25, no address (frames are only counted) */
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0"), 0);
+	assert_int_equal(cfg.smtp_port, 25);
+	assert_int_equal(cfg.ip4, 0);
+	assert_int_equal(cfg.ip6_prefixlen, 0);
+	assert_string_equal(cfg.spool_dir, "/var/spool/mxedge");
+	dp_config_free(&cfg);
+	/* typos are refused */
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--addr", "198.18.0.300/24"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--addr", "198.18.0.1/33"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--addr", "2001:db8::1/129"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--smtp-port", "0"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--hostname", "a b"), -EINVAL);
+	/* one queue only while no RSS steering keeps flows on their lcore */
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t0", "--addr", "198.18.0.1",
+			       "--queues", "2"), -EINVAL);
+	/* the file's listen:, spool.dir and hostname; the command line wins */
+	path = write_file("port: tap:t1\nhostname: file.test\n"
+			  "listen: [\"198.18.0.1:587\", \"[2001:db8::1]:587\"]\n"
+			  "spool:\n  dir: /tmp/fsp\n");
+	assert_int_equal(PARSE(&cfg, "--config", (char *)path), 0);
+	assert_memory_equal(&cfg.ip4, a4, 4);
+	assert_memory_equal(&cfg.ip4_mask, m24, 4);
+	assert_int_equal(cfg.ip6_prefixlen, 64);
+	assert_int_equal(cfg.smtp_port, 587);
+	assert_string_equal(cfg.hostname, "file.test");
+	assert_string_equal(cfg.spool_dir, "/tmp/fsp");
+	dp_config_free(&cfg);
+	assert_int_equal(PARSE(&cfg, "--config", (char *)path, "--smtp-port", "25",
+			       "--hostname", "cli.test"), 0);
+	assert_int_equal(cfg.smtp_port, 25);
+	assert_string_equal(cfg.hostname, "cli.test");
+	dp_config_free(&cfg);
+	unlink(path);
+}
+
 static void test_help_version(void **state)
 {
 	struct dp_config cfg;
@@ -190,6 +245,7 @@ int main(void)
 		cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_control_option),
 		cmocka_unit_test(test_config_file),
+		cmocka_unit_test(test_smtp_options),
 		cmocka_unit_test(test_help_version),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -383,8 +383,9 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		printf("mxedge: spool %s: %" PRIu64 " messages, %" PRIu64
-		       " incomplete, %" PRIu64 " torn bytes removed\n", cfg.spool_dir,
-		       rep.messages, rep.incomplete, rep.truncated_bytes);
+		       " incomplete, %" PRIu64 " torn-tail bytes, %u damaged segments\n",
+		       cfg.spool_dir, rep.messages, rep.incomplete, rep.torn_bytes,
+		       rep.corrupt_segments);
 	}
 	nd = 0;
 	tbl_domain_list(tables, count_domain, &nd);

@@ -230,7 +230,7 @@ grep -q "^421 4.3.2" "$work/stall.out" || fail "mid-DATA session got: $(cat "$wo
 grep -q "messages=24 " "$log" || fail "final stats lack messages=24"
 drops=$(sed -n 's/^mxedge: lcore [0-9]* tcp_drops=\([0-9]*\)$/\1/p' "$log")
 [ "${drops:-0}" -ge 2000 ] || fail "TCP stack counted ${drops:-no} drops for 2000 garbage frames"
-"$spooltool" verify "$spool" | grep -q "messages=24 incomplete=0 torn_tail_bytes=0 corrupt_segments=0" \
+"$spooltool" verify "$spool" | grep -q "messages=24 incomplete=0 torn_tail_bytes=0 damaged_bytes=0 corrupt_segments=0" \
   || fail "spool verify: $("$spooltool" verify "$spool")"
 echo "ok[$mode]: SIGTERM: 421 to the idle and the mid-DATA session, exit 0, spool clean"
 rm -rf "$work"

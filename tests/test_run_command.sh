@@ -37,10 +37,14 @@ if grep -q "SMTP on 198.18.0.1:25" "$log"; then
   echo "ok: the printed swaks command delivered a message"
 fi
 if grep -q "mxedgectl stats" "$log"; then
-  # The printed control commands work as written, from the project root.
+  # The printed control and spool commands work as written, from the root.
   (cd "$top" && build/release/control/mxedgectl stats | grep -q "^LCORE") || fail "printed mxedgectl stats failed"
-  (cd "$top" && build/release/control/mxedgectl shield | grep -q "drop_block_exact") || fail "printed mxedgectl shield failed"
-  echo "ok: the printed mxedgectl commands work"
+  if grep -q "mxedge-spool list" "$log"; then
+    cmd=$(grep -m1 'mxedge-spool list' "$log" | sed 's/^ *//')
+    (cd "$top" && bash -c "$cmd") | grep -q "to=<postmaster@example.test>" \
+      || fail "the message sent is not in the printed spool listing"
+  fi
+  echo "ok: the printed mxedgectl and mxedge-spool commands work"
 fi
 kill -INT "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -1448,7 +1448,7 @@ static void do_bdat(struct smtp_session *s, const char *a, size_t n)
 	int v;
 
 	if (s->srv->cfg.no_chunking) {
-		reply(s, "502 5.5.1 Error: command not implemented");
+		reply(s, "502 5.5.1 Error: command not offered here");
 		return;
 	}
 	while (i < n && is_digit((unsigned char)a[i]) && i < 19)
@@ -1517,7 +1517,7 @@ static void do_starttls(struct smtp_session *s, size_t n)
 		return;
 	}
 	if (!s->srv->cfg.starttls) {
-		reply(s, "502 5.5.1 Error: command not implemented");
+		reply(s, "502 5.5.1 Error: command not offered here");
 		return;
 	}
 	/* RFC 3207 §4: 220, then nothing more is read in clear: whatever

@@ -295,7 +295,7 @@ static void test_helo_and_simple_commands(void **state)
 		      "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS\r\n");
 	feed(t, "FOO bar\r\nSTARTTLS\r\n");
 	expect_out(t, "500 5.5.2 Error: command not recognized\r\n"
-		      "502 5.5.1 Error: command not implemented\r\n");
+		      "502 5.5.1 Error: command not offered here\r\n");
 	feed(t, "ehlo lower.example\r\n");
 	expect_prefix(t, "250-mx.test\r\n");
 	feed(t, "HELO bad..name\r\nEHLO\r\nHELO [1.2.3.4]\r\nHELO [IPv6:2001:db8::1]\r\n"
@@ -1473,7 +1473,7 @@ static void test_bdat_pending_and_refused(void **state)
 			assert_null(strstr(o, "SMTPUTF8"));
 		}
 		feed(t, "BDAT 3\r\nMAIL FROM:<a@b.example> SMTPUTF8\r\n");
-		expect_out(t, "502 5.5.1 Error: command not implemented\r\n"
+		expect_out(t, "502 5.5.1 Error: command not offered here\r\n"
 			      "555 5.5.4 Unsupported MAIL parameter\r\n");
 		t_free(t);
 	}

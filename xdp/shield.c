@@ -645,6 +645,15 @@ static int meta_read(struct shield *s, enum shield_list l, uint32_t gen,
 	return bpf_map_lookup_elem(s->meta, &key, m) ? -errno : 0;
 }
 
+/* The active generation of list @l and its metadata (entry counts). */
+static int active_meta(struct shield *s, enum shield_list l, uint32_t *gen,
+		       struct shield_set_meta *m)
+{
+	int err = active_gen(s, l, gen);
+
+	return err ? err : meta_read(s, l, *gen, m);
+}
+
 static int meta_write(struct shield *s, enum shield_list l, uint32_t gen,
 		      const struct shield_set_meta *m)
 {
@@ -896,9 +905,7 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 
 	if (!s || l >= SHIELD_LIST_COUNT || !cidr_valid(c))
 		return -EINVAL;
-	err = active_gen(s, l, &gen);
-	if (!err)
-		err = meta_read(s, l, gen, &m);
+	err = active_meta(s, l, &gen, &m);
 	if (err)
 		return err;
 	old = m;
@@ -958,9 +965,7 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 
 	if (!s || l >= SHIELD_LIST_COUNT || !cidr_valid(c))
 		return -EINVAL;
-	err = active_gen(s, l, &gen);
-	if (!err)
-		err = meta_read(s, l, gen, &m);
+	err = active_meta(s, l, &gen, &m);
 	if (err)
 		return err;
 	memset(&k, 0, sizeof(k));
@@ -1124,9 +1129,7 @@ int shield_count(struct shield *s, enum shield_list l, uint64_t *n)
 
 	if (!s || l >= SHIELD_LIST_COUNT || !n)
 		return -EINVAL;
-	err = active_gen(s, l, &gen);
-	if (!err)
-		err = meta_read(s, l, gen, &m);
+	err = active_meta(s, l, &gen, &m);
 	if (err)
 		return err;
 	*n = (uint64_t)m.n_exact + m.n_pfx;

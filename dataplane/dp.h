@@ -26,6 +26,7 @@ enum dp_port_kind {
 };
 
 struct dp_config {
+	enum cfg_io io;          /* --io / io:; kernel = Linux sockets (kio.h) */
 	enum dp_port_kind port_kind;
 	char port_name[64];      /* interface name, tap name or PCI address */
 	char xdp_prog[256];      /* af_xdp: object for the PMD to load, or "" */

@@ -18,7 +18,11 @@ void dp_usage(void *fp)
 
 	fprintf(f,
 "usage: mxedge --port KIND:NAME [options]\n"
+"       mxedge --io=kernel [options]\n"
 "\n"
+"  --io dpdk|kernel     DPDK dataplane (default), or Linux sockets with one\n"
+"                       thread per --queues (no --port; without --addr it\n"
+"                       listens on every address) (io:)\n"
 "  --port KIND:NAME     where frames come from:\n"
 "                         af_xdp:IFACE     kernel interface via AF_XDP (production)\n"
 "                         tap:NAME         a tap interface created by DPDK\n"
@@ -196,6 +200,7 @@ static int apply_file(struct dp_config *cfg, const char *path, bool *have_port)
 		}
 		*have_port = true;
 	}
+	cfg->io = cfg->file.io;
 	cfg->queues = cfg->file.queues;
 	strcpy(cfg->control, cfg->file.control_socket);
 	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", cfg->file.hostname);
@@ -219,6 +224,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "port", required_argument, NULL, 'p' },
+		{ "io", required_argument, NULL, 'i' },
 		{ "queues", required_argument, NULL, 'q' },
 		{ "xdp-prog", required_argument, NULL, 'x' },
 		{ "mem", required_argument, NULL, 'm' },
@@ -271,6 +277,17 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		case 'p':
 			rc = parse_port(cfg, optarg);
 			have_port = rc == 0;
+			break;
+		case 'i':
+			if (strcmp(optarg, "dpdk") == 0) {
+				cfg->io = CFG_IO_DPDK;
+			} else if (strcmp(optarg, "kernel") == 0) {
+				cfg->io = CFG_IO_KERNEL;
+			} else {
+				fprintf(stderr, "mxedge: --io: expected dpdk or kernel, got '%s'\n",
+					optarg);
+				rc = -EINVAL;
+			}
 			break;
 		case 'q':
 			rc = parse_uint("--queues", optarg, 1, 64, &cfg->queues);
@@ -365,6 +382,8 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			args[optind]);
 		return -EINVAL;
 	}
+	if (cfg->io == CFG_IO_KERNEL)
+		return 0; /* kernel sockets: no port, one thread per queue */
 	if (!have_port && !cfg->check_only) {
 		fprintf(stderr, "mxedge: --port is required, on the command line or as "
 			"port: in the --config file (see --help)\n");

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "dp.h"
+#include "kio.h"
 #include "spool.h"
 
 #define RX_DESC 1024
@@ -265,12 +266,6 @@ int main(int argc, char **argv)
 		dp_config_free(&cfg);
 		return 2;
 	}
-	if (cfg.have_file && cfg.file.io == CFG_IO_KERNEL) {
-		fprintf(stderr, "mxedge: %s: io: kernel is served by mxedge-kio for now; "
-			"this binary runs the DPDK dataplane\n", cfg.file.source);
-		dp_config_free(&cfg);
-		return 2;
-	}
 	if (cfg.check_only) {
 		char err[512];
 
@@ -283,6 +278,12 @@ int main(int argc, char **argv)
 			printf("%s: ok\n", cfg.file.source);
 		dp_config_free(&cfg);
 		return rc < 0 ? 1 : EXIT_SUCCESS;
+	}
+	if (cfg.io == CFG_IO_KERNEL) {
+		/* --io=kernel: Linux sockets, no EAL (dataplane/kio). */
+		rc = kio_main(&cfg);
+		dp_config_free(&cfg);
+		return rc;
 	}
 	eal_argc = dp_eal_argv(&cfg, eal_argv, 64, eal_buf, sizeof(eal_buf));
 	if (eal_argc < 0) {

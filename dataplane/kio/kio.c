@@ -1,83 +1,128 @@
 /*
- * kio — kernel-socket adapter for the SMTP engine.  See kio.h.
+ * kio.c - worker threads of `mxedge --io=kernel`: kernel sockets -> SMTP
+ * engine -> spool writer. See kio.h.
+ *
+ * The loop per thread: epoll_wait -> recv -> smtp_input() -> engine events
+ * (tables, spool records) -> replies flushed with one send per pass. A
+ * session whose message ended waits on the thread's poll list until the
+ * spool's sync thread reports the END record durable; only then does the
+ * engine get SMTP_ACCEPT and the 250 go out (RFC 5321 §4.1.1.4: the 250
+ * hands responsibility to us). Event handling mirrors dp_worker.c so both
+ * I/O modes store the same records and answer the same way.
  */
-#include "kio.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#define IN_CAP     16384u          /* per-connection receive buffer */
-#define OUT_HIGH   (256u * 1024)   /* stop reading while this much is unsent */
-#define ENV_MAX    (256u * 1024)   /* envelope text per transaction */
+#include "kio.h"
+#include "smtp.h"
+#include "spool.h"
+
+/* Client bytes held per session: what one recv() may bring and the most
+ * handed to the engine per call. */
+#define IN_CAP (16u * 1024)
+/* Stop reading while this much reply text is unsent (a client that
+ * pipelines without reading its answers). */
+#define OUT_HIGH (64u * 1024)
+/* Envelope text (MAIL FROM, parameters, RCPTs) a session may hold until
+ * DATA; past it RCPT gets 452 (RFC 5321 §4.5.3.1.10 allows that). */
+#define ENV_BYTES 16384
+/* Ring room kept free before feeding input: a whole input buffer of body
+ * plus the BEGIN record of the largest envelope and record headers. */
+#define SPOOL_RESERVE (IN_CAP + ENV_BYTES + 4096)
 #define MAX_EVENTS 64
+#define LISTEN_MAX 2
+/* Graceful stop: sessions in a transaction get this long to finish. */
+#define STOP_GRACE_MS 5000
+/* How long a thread sleeps while sessions wait for the sync thread. The
+ * spool has no wake-up fd: a short timed wait keeps the 250 latency near
+ * the fdatasync time without spinning a core. */
+#define DURABLE_POLL_NS 100000
 
-struct worker;
-
-struct conn {
-	int fd;
-	int msg_fd;               /* tmp/<qid>.eml while a transaction is open */
-	struct worker *w;
-	struct conn *prev, *next; /* all connections of the worker */
-	struct conn *next_commit; /* commit queue */
-	struct conn *gprev, *gnext; /* greeting queue (greet delay) */
-	uint64_t greet_at;        /* monotonic ms the greeting is due */
-	bool greet_pending;
-	uint32_t ev_mask;         /* what epoll watches now */
-	bool closed;
-	bool commit_queued;
-	bool store_failed;
-	char peer[INET6_ADDRSTRLEN + 8];
-	char qid[32];
-	char *env;                /* envelope text of the open transaction */
-	size_t env_len, env_cap;
-	uint64_t msg_size;
-	unsigned nrcpt;
-	char *out;                /* replies not yet written */
-	size_t out_len, out_off, out_cap;
-	size_t in_len;
-	uint8_t in[IN_CAP];
-	_Alignas(16) uint8_t sess[512];
+enum tx_state {
+	TX_NONE = 0, /* no transaction */
+	TX_ENV,      /* MAIL seen: envelope collecting in env[] */
+	TX_BEGUN,    /* BEGIN record appended, body streaming */
+	TX_ENDED,    /* END record appended, 250 waits for durability */
 };
 
-struct worker {
+enum pend {
+	PEND_NONE = 0,
+	PEND_BEGIN,   /* DATA answered PENDING: BEGIN hit a full ring */
+	PEND_END,     /* EOM answered PENDING: END hit a full ring */
+	PEND_DURABLE, /* EOM answered PENDING: waiting for the sync thread */
+	PEND_ROOM,    /* input held back until the ring has room again */
+};
+
+struct kworker;
+
+struct kconn {
+	int fd;
+	struct kworker *w;
+	struct kconn *prev, *next;   /* all sessions of the thread */
+	struct kconn *pprev, *pnext; /* poll list */
+	bool on_poll;
+	bool broken;                 /* peer gone or unanswerable: drop */
+	bool eof;                    /* peer sent FIN */
+	bool body_failed;
+	uint32_t ev_mask;            /* what epoll watches now */
+	enum tx_state tx;
+	enum pend pend;
+	uint64_t qid;
+	uint64_t commit_off;
+	uint64_t arrival_us;
+	struct spool_msg msg;
+	char qid_txt[SPOOL_QID_LEN + 1];
+	int family;                  /* 4 or 6, for the tables */
+	uint8_t addr[16];
+	char peer[56];               /* for Received: ("IPv6:..." form) */
+	char client[48];             /* plain address for the envelope */
+	char *out;                   /* replies not yet sent */
+	size_t out_len, out_off, out_cap;
+	size_t in_len;
+	/* env[]: mail_from NUL params NUL, then per RCPT addr NUL notify NUL
+	 * orcpt NUL (empty = absent); the same layout as dp_worker.c. */
+	unsigned env_len, nrcpt;
+	char env[ENV_BYTES];
+	uint8_t in[IN_CAP];
+	_Alignas(16) uint8_t smtp[SMTP_SESSION_MAX];
+};
+
+struct kworker {
 	struct kio *k;
 	unsigned id;
 	pthread_t tid;
+	bool started;
 	int ep;
-	int lfd[KIO_MAX_LISTEN];
-	struct smtp_server *srv;
-	struct conn *conns;
-	struct conn *commits;     /* messages waiting for the group fsync */
-	struct conn *greet_head, *greet_tail; /* FIFO: same delay for all */
+	int lfd[LISTEN_MAX];
+	struct smtp_server *smtp;
+	struct spool_writer *spool;
+	struct dp_lcore_stats *st;
+	struct kconn *conns;
+	struct kconn *poll;
 	unsigned nconns;
-	unsigned seq;
-	int dirfd, tmpfd;
+	struct spool_rcpt *rcpts;    /* scratch for spool_begin */
+	unsigned max_rcpts;
+	char busy_reply[96];
 };
 
 struct kio {
-	struct kio_config cfg;
-	struct worker *w;
-	unsigned nw;
-	atomic_int stop;
+	struct kio_params p;
+	struct kworker *w;
 };
 
-static uint64_t now_ms(void)
+static uint64_t mono_ms(void)
 {
 	struct timespec ts;
 
@@ -85,39 +130,55 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static uint64_t wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static struct smtp_session *sess_smtp(struct kconn *c)
+{
+	return (struct smtp_session *)(void *)c->smtp;
+}
+
 /* ------------------------------------------------------------------ */
 /* output                                                              */
 
-static void out_append(struct conn *c, const void *p, size_t n)
+static void smtp_write(void *ctx, const void *buf, size_t len)
 {
-	if (c->out_len + n > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : 1024;
-		char *np;
-		while (cap < c->out_len + n)
+	struct kconn *c = ctx;
+	size_t cap;
+	char *np;
+
+	if (c->broken)
+		return;
+	if (c->out_len + len > c->out_cap) {
+		cap = c->out_cap ? c->out_cap : 1024;
+		while (cap < c->out_len + len)
 			cap *= 2;
+		/* Reading stops at OUT_HIGH, so this stays bounded by it plus
+		 * the replies to one input buffer. */
 		np = realloc(c->out, cap);
 		if (np == NULL) {
-			c->closed = true; /* cannot answer: drop the client */
+			c->broken = true; /* cannot answer: drop the client */
 			return;
 		}
 		c->out = np;
 		c->out_cap = cap;
 	}
-	memcpy(c->out + c->out_len, p, n);
-	c->out_len += n;
+	memcpy(c->out + c->out_len, buf, len);
+	c->out_len += len;
 }
 
-static void kio_write(void *ctx, const void *buf, size_t len)
-{
-	out_append(ctx, buf, len);
-}
-
-/* Write what we can; returns false when the connection is broken. */
-static bool out_flush(struct conn *c)
+/* Sends what the socket takes; false when the connection is broken. */
+static bool out_flush(struct kconn *c)
 {
 	while (c->out_off < c->out_len) {
 		ssize_t n = send(c->fd, c->out + c->out_off,
 				 c->out_len - c->out_off, MSG_NOSIGNAL);
+
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return true;
@@ -130,342 +191,55 @@ static bool out_flush(struct conn *c)
 }
 
 /* ------------------------------------------------------------------ */
-/* message store                                                       */
+/* lists                                                               */
 
-/* Room for n more envelope bytes (plus a NUL); 0 or -errno. */
-static int env_reserve(struct conn *c, size_t n)
+static void poll_add(struct kconn *c)
 {
-	size_t cap;
-	char *np;
+	struct kworker *w = c->w;
 
-	if (c->env_len + n + 1 <= c->env_cap)
-		return 0;
-	if (c->env_len + n + 1 > ENV_MAX)
-		return -ENOSPC;
-	cap = c->env_cap ? c->env_cap * 2 : 1024;
-	while (cap < c->env_len + n + 1)
-		cap *= 2;
-	np = realloc(c->env, cap);
-	if (np == NULL)
-		return -ENOMEM;
-	c->env = np;
-	c->env_cap = cap;
-	return 0;
-}
-
-static int env_add(struct conn *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static int env_add(struct conn *c, const char *fmt, ...)
-{
-	va_list ap;
-	int n, rc;
-
-	for (;;) {
-		size_t room = c->env_cap - c->env_len;
-		va_start(ap, fmt);
-		n = vsnprintf(c->env ? c->env + c->env_len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return -EINVAL;
-		if ((size_t)n < room) {
-			c->env_len += (size_t)n;
-			return 0;
-		}
-		rc = env_reserve(c, (size_t)n);
-		if (rc < 0)
-			return rc;
-	}
-}
-
-/* Envelope strings are written as received; control bytes and '\\' are
- * escaped as \xNN so one field is always one line. */
-static void env_field(struct conn *c, const char *p, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t i;
-
-	if (env_reserve(c, n * 4) < 0)
+	if (c->on_poll)
 		return;
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
-		if (ch < 32 || ch == 127 || ch == '\\') {
-			c->env[c->env_len++] = '\\';
-			c->env[c->env_len++] = 'x';
-			c->env[c->env_len++] = hex[ch >> 4];
-			c->env[c->env_len++] = hex[ch & 15];
-		} else {
-			c->env[c->env_len++] = (char)ch;
-		}
-	}
-	c->env[c->env_len] = '\0';
+	c->on_poll = true;
+	c->pprev = NULL;
+	c->pnext = w->poll;
+	if (w->poll)
+		w->poll->pprev = c;
+	w->poll = c;
 }
 
-static void tx_discard(struct conn *c)
+static void poll_del(struct kconn *c)
 {
-	char name[64];
+	struct kworker *w = c->w;
 
-	if (c->msg_fd >= 0) {
-		close(c->msg_fd);
-		c->msg_fd = -1;
-	}
-	if (c->qid[0] != '\0') {
-		/* also after a failed commit that already closed the file */
-		snprintf(name, sizeof(name), "%s.eml", c->qid);
-		unlinkat(c->w->tmpfd, name, 0);
-	}
-	c->env_len = 0;
-	c->qid[0] = '\0';
-	c->store_failed = false;
-}
-
-static int tx_begin(struct conn *c)
-{
-	struct worker *w = c->w;
-	struct timespec ts;
-	char name[64];
-	int tries;
-
-	tx_discard(c);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	for (tries = 0; tries < 16; tries++) {
-		/* time in µs, worker, sequence: unique across workers and
-		 * restarts; O_EXCL guards against the impossible anyway */
-		snprintf(c->qid, sizeof(c->qid), "%013llX%02X%04X",
-			 (unsigned long long)ts.tv_sec * 1000000ull +
-				 (unsigned long long)ts.tv_nsec / 1000u,
-			 w->id & 0xff, w->seq++ & 0xffff);
-		snprintf(name, sizeof(name), "%s.eml", c->qid);
-		c->msg_fd = openat(w->tmpfd, name,
-				   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-		if (c->msg_fd >= 0)
-			break;
-		if (errno != EEXIST)
-			return -errno;
-	}
-	if (c->msg_fd < 0)
-		return -EEXIST;
-	c->env_len = 0;
-	c->msg_size = 0;
-	c->nrcpt = 0;
-	return 0;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *q = p;
-
-	while (n > 0) {
-		ssize_t r = write(fd, q, n);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		q += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/*
- * Make one message durable: fsync the message, write + fsync the envelope,
- * rename both into the spool (envelope last: it marks a complete message).
- * The caller fsyncs the spool directory once for the whole group.
- */
-static int tx_commit_files(struct conn *c)
-{
-	struct worker *w = c->w;
-	char a[64], b[64];
-	int fd = -1, rc = 0;
-
-	/* fdatasync also persists the file size (all we need to read it
-	 * back); the rename is made durable by the directory fsync. */
-	if (fdatasync(c->msg_fd) < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	close(c->msg_fd);
-	c->msg_fd = -1;
-	snprintf(a, sizeof(a), "%s.env", c->qid);
-	fd = openat(w->tmpfd, a, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	rc = write_all(fd, c->env, c->env_len);
-	if (rc == 0 && fdatasync(fd) < 0)
-		rc = -errno;
-	close(fd);
-	fd = -1;
-	if (rc < 0)
-		goto fail;
-	snprintf(a, sizeof(a), "%s.eml", c->qid);
-	if (renameat(w->tmpfd, a, w->dirfd, a) < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	snprintf(a, sizeof(a), "%s.env", c->qid);
-	if (renameat(w->tmpfd, a, w->dirfd, a) < 0) {
-		rc = -errno;
-		snprintf(b, sizeof(b), "%s.eml", c->qid);
-		unlinkat(w->dirfd, b, 0);
-		goto fail;
-	}
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	snprintf(a, sizeof(a), "%s.env", c->qid);
-	unlinkat(w->tmpfd, a, 0);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* engine events                                                       */
-
-static int64_t kio_unix_time(void *ctx)
-{
-	return (int64_t)time(NULL);
-}
-
-static int kio_event(void *ctx, struct smtp_session *s, struct smtp_event *ev)
-{
-	struct conn *c = ctx;
-	static const char *const body_names[] = { "", "7BIT", "8BITMIME" };
-	static const char *const ret_names[] = { "", "FULL", "HDRS" };
-
-	switch (ev->type) {
-	case SMTP_EV_MAIL:
-		if (tx_begin(c) < 0) {
-			ev->reply = "451 4.3.0 Error: cannot create queue file";
-			return SMTP_REJECT;
-		}
-		ev->queue_id = c->qid;
-		env_add(c, "queue-id %s\nclient %s\nhelo ", c->qid, c->peer);
-		env_field(c, smtp_helo(s), strlen(smtp_helo(s)));
-		env_add(c, "\nprotocol %s\nmail-from <", smtp_protocol(s));
-		env_field(c, ev->addr, ev->addr_len);
-		env_add(c, ">");
-		if (ev->size)
-			env_add(c, " size=%llu", (unsigned long long)ev->size);
-		if (ev->body)
-			env_add(c, " body=%s", body_names[ev->body]);
-		if (ev->smtputf8)
-			env_add(c, " smtputf8");
-		if (ev->ret)
-			env_add(c, " ret=%s", ret_names[ev->ret]);
-		if (ev->envid) {
-			env_add(c, " envid=");
-			env_field(c, ev->envid, ev->envid_len);
-		}
-		env_add(c, "\n");
-		return SMTP_ACCEPT;
-	case SMTP_EV_RCPT:
-		if (env_add(c, "rcpt <") < 0) {
-			ev->reply = "452 4.5.3 Error: envelope too large";
-			return SMTP_REJECT;
-		}
-		env_field(c, ev->addr, ev->addr_len);
-		env_add(c, ">");
-		if (ev->notify) {
-			env_add(c, " notify=%s%s%s%s",
-				(ev->notify & SMTP_NOTIFY_NEVER) ? "NEVER" : "",
-				(ev->notify & SMTP_NOTIFY_SUCCESS) ? "SUCCESS," : "",
-				(ev->notify & SMTP_NOTIFY_FAILURE) ? "FAILURE," : "",
-				(ev->notify & SMTP_NOTIFY_DELAY) ? "DELAY," : "");
-			if (c->env[c->env_len - 1] == ',')
-				c->env_len--;
-		}
-		if (ev->orcpt) {
-			env_add(c, " orcpt=");
-			env_field(c, ev->orcpt, ev->orcpt_len);
-		}
-		env_add(c, "\n");
-		c->nrcpt++;
-		return SMTP_ACCEPT;
-	case SMTP_EV_BODY:
-		if (c->msg_fd < 0 || write_all(c->msg_fd, ev->data, ev->len) < 0) {
-			ev->reply = "452 4.3.1 Insufficient system storage";
-			return SMTP_REJECT;
-		}
-		c->msg_size += ev->len;
-		return SMTP_ACCEPT;
-	case SMTP_EV_EOM:
-		env_add(c, "size %llu\n", (unsigned long long)ev->size);
-		/* The 250 waits for the group fsync at the end of this loop
-		 * pass: RFC 5321 §4.1.1.4 / DESIGN.md durability rule. */
-		c->next_commit = c->w->commits;
-		c->w->commits = c;
-		c->commit_queued = true;
-		return SMTP_PENDING;
-	case SMTP_EV_ABORT:
-		tx_discard(c);
-		return SMTP_ACCEPT;
-	case SMTP_EV_CONNECT:
-		if (c->w->k->cfg.greet_delay_ms == 0)
-			return SMTP_ACCEPT;
-		/* Greet pause: the 220 waits; a client that talks first is an
-		 * early talker (RFC 5321 §4.3.1 says wait for the greeting). */
-		c->greet_at = now_ms() + c->w->k->cfg.greet_delay_ms;
-		c->greet_pending = true;
-		c->gprev = c->w->greet_tail;
-		c->gnext = NULL;
-		if (c->w->greet_tail)
-			c->w->greet_tail->gnext = c;
-		else
-			c->w->greet_head = c;
-		c->w->greet_tail = c;
-		return SMTP_PENDING;
-	case SMTP_EV_EARLY_TALKER:
-		if (!c->w->k->cfg.quiet)
-			fprintf(stderr, "mxedge-kio: early talker %s\n", c->peer);
-		return SMTP_ACCEPT;
-	default:
-		return SMTP_ACCEPT;
-	}
-}
-
-/* ------------------------------------------------------------------ */
-/* connections                                                         */
-
-static void conn_set_events(struct conn *c)
-{
-	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
-	uint32_t want = 0;
-	struct epoll_event ev;
-
-	if ((smtp_wants(s) == SMTP_WANT_INPUT || c->greet_pending) &&
-	    c->in_len < IN_CAP && c->out_len - c->out_off < OUT_HIGH)
-		want |= EPOLLIN;
-	if (c->out_off < c->out_len)
-		want |= EPOLLOUT;
-	if (want == c->ev_mask)
+	if (!c->on_poll)
 		return;
-	ev.events = want;
-	ev.data.ptr = c;
-	epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev);
-	c->ev_mask = want;
+	if (c->pprev)
+		c->pprev->pnext = c->pnext;
+	else
+		w->poll = c->pnext;
+	if (c->pnext)
+		c->pnext->pprev = c->pprev;
+	c->on_poll = false;
+	c->pprev = c->pnext = NULL;
 }
 
-static void conn_free(struct conn *c)
+/* Ends the session. Unread input is drained first: closing a socket with
+ * unread data sends a reset that can destroy the last reply in flight
+ * (RFC 9293 §3.10.4). */
+static void conn_free(struct kconn *c)
 {
-	struct worker *w = c->w;
-	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
+	struct kworker *w = c->w;
+	char sink[512];
 
-	if (c->greet_pending) {
-		if (c->gprev)
-			c->gprev->gnext = c->gnext;
-		else
-			w->greet_head = c->gnext;
-		if (c->gnext)
-			c->gnext->gprev = c->gprev;
-		else
-			w->greet_tail = c->gprev;
-	}
-	smtp_session_fini(s); /* aborts an open transaction */
-	tx_discard(c);
+	poll_del(c);
+	smtp_session_fini(sess_smtp(c)); /* raises ABORT for an open tx */
 	epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	if (!c->broken) {
+		(void)out_flush(c);
+		shutdown(c->fd, SHUT_WR);
+		while (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+			;
+	}
 	close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -475,463 +249,779 @@ static void conn_free(struct conn *c)
 		c->next->prev = c->prev;
 	w->nconns--;
 	free(c->out);
-	free(c->env);
 	free(c);
 }
 
-/* Feed held input to the engine, send replies, close when it says so. */
-static void conn_drive(struct conn *c)
-{
-	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
-	uint64_t now = now_ms();
+/* ------------------------------------------------------------------ */
+/* envelope (same layout and formatting as dp_worker.c)                */
 
-	if (c->greet_pending && c->in_len > 0)
-		smtp_input(s, c->in, c->in_len, now); /* reports, keeps them */
+static int env_put(struct kconn *c, const char *p, size_t n)
+{
+	if (n >= ENV_BYTES - c->env_len)
+		return -ENOSPC;
+	memcpy(c->env + c->env_len, p, n);
+	c->env_len += (unsigned)n;
+	c->env[c->env_len++] = '\0';
+	return 0;
+}
+
+static const char *env_next(const char *p)
+{
+	return p + strlen(p) + 1;
+}
+
+/* MAIL parameters as the spool stores them: the RFC keywords. */
+static void mail_params(const struct smtp_event *ev, char *out, size_t cap)
+{
+	static const char *const body[] = { "", " BODY=7BIT", " BODY=8BITMIME" };
+	static const char *const ret[] = { "", " RET=FULL", " RET=HDRS" };
+	int n;
+
+	n = snprintf(out, cap, "%s%s%s", body[ev->body], ret[ev->ret],
+		     ev->smtputf8 ? " SMTPUTF8" : "");
+	if (n < 0 || (size_t)n >= cap)
+		n = 0;
+	if (ev->size)
+		n += snprintf(out + n, cap - (size_t)n, " SIZE=%llu",
+			      (unsigned long long)ev->size);
+	if (ev->envid && (size_t)n < cap)
+		snprintf(out + n, cap - (size_t)n, " ENVID=%.*s",
+			 (int)ev->envid_len, ev->envid);
+	if (out[0] == ' ')
+		memmove(out, out + 1, strlen(out));
+}
+
+static int tx_begin(struct kconn *c)
+{
+	struct kworker *w = c->w;
+	struct spool_envelope env;
+	const char *p = c->env;
+	unsigned i;
+
+	memset(&env, 0, sizeof(env));
+	env.arrival_us = c->arrival_us;
+	env.client_addr = c->client;
+	env.helo = smtp_helo(sess_smtp(c));
+	env.mail_from = p;
+	p = env_next(p);
+	env.mail_params = p[0] ? p : NULL;
+	p = env_next(p);
+	for (i = 0; i < c->nrcpt && i < w->max_rcpts; i++) {
+		w->rcpts[i].addr = p;
+		p = env_next(p);
+		w->rcpts[i].notify = p[0] ? p : NULL;
+		p = env_next(p);
+		w->rcpts[i].orcpt = p[0] ? p : NULL;
+		p = env_next(p);
+	}
+	env.nrcpt = i;
+	env.rcpts = w->rcpts;
+	return spool_begin(w->spool, &c->msg, c->qid, &env);
+}
+
+static void tx_reset(struct kconn *c)
+{
+	c->tx = TX_NONE;
+	c->pend = PEND_NONE;
+	c->env_len = 0;
+	c->nrcpt = 0;
+	c->body_failed = false;
+}
+
+/* ------------------------------------------------------------------ */
+/* SMTP engine upcalls                                                 */
+
+static int64_t smtp_unix_time(void *ctx)
+{
+	(void)ctx;
+	return (int64_t)time(NULL);
+}
+
+static bool rcpt_domain_ok(struct kworker *w, const char *a, size_t n)
+{
+	const char *at = memrchr(a, '@', n);
+
+	if (*w->k->p.ndomains == 0)
+		return true; /* no domain configured: accept all */
+	/* RFC 5321 §4.5.1: "postmaster" without a domain must be accepted. */
+	if (at == NULL)
+		return n == 10 && strncasecmp(a, "postmaster", 10) == 0;
+	return tbl_domain_lookup(w->k->p.tables, at + 1,
+				 n - (size_t)(at + 1 - a)) != NULL;
+}
+
+static int smtp_event(void *ctx, struct smtp_session *ss, struct smtp_event *ev)
+{
+	struct kconn *c = ctx;
+	struct kworker *w = c->w;
+	char params[256];
+	int rc;
+
+	(void)ss;
+	switch (ev->type) {
+	case SMTP_EV_CONNECT:
+		if (tbl_client_check(w->k->p.tables, c->family, c->addr) ==
+		    TBL_BLOCKED) {
+			w->st->clients_blocked++;
+			ev->reply = "554 5.7.1 Client host rejected: access denied";
+			return SMTP_REJECT;
+		}
+		return SMTP_ACCEPT;
+	case SMTP_EV_MAIL:
+		tx_reset(c);
+		c->arrival_us = wall_us();
+		c->qid = spool_qid_new(w->spool, c->arrival_us / 1000u);
+		spool_qid_format(c->qid, c->qid_txt);
+		memset(&c->msg, 0, sizeof(c->msg));
+		mail_params(ev, params, sizeof(params));
+		if (env_put(c, ev->addr, ev->addr_len) < 0 ||
+		    env_put(c, params, strlen(params)) < 0) {
+			ev->reply = "552 5.3.4 Envelope too large";
+			c->env_len = 0;
+			return SMTP_REJECT;
+		}
+		c->tx = TX_ENV;
+		ev->queue_id = c->qid_txt;
+		return SMTP_ACCEPT;
+	case SMTP_EV_RCPT: {
+		unsigned save = c->env_len;
+		char notify[40];
+
+		if (!rcpt_domain_ok(w, ev->addr, ev->addr_len)) {
+			w->st->rcpt_rejected++;
+			ev->reply = "550 5.1.2 Recipient domain not accepted here";
+			return SMTP_REJECT;
+		}
+		snprintf(notify, sizeof(notify), "%s%s%s%s",
+			 (ev->notify & SMTP_NOTIFY_NEVER) ? "NEVER" : "",
+			 (ev->notify & SMTP_NOTIFY_SUCCESS) ? "SUCCESS," : "",
+			 (ev->notify & SMTP_NOTIFY_FAILURE) ? "FAILURE," : "",
+			 (ev->notify & SMTP_NOTIFY_DELAY) ? "DELAY," : "");
+		if (notify[0] && notify[strlen(notify) - 1] == ',')
+			notify[strlen(notify) - 1] = '\0';
+		if (c->nrcpt >= w->max_rcpts ||
+		    env_put(c, ev->addr, ev->addr_len) < 0 ||
+		    env_put(c, notify, strlen(notify)) < 0 ||
+		    env_put(c, ev->orcpt ? ev->orcpt : "",
+			    ev->orcpt ? ev->orcpt_len : 0) < 0) {
+			c->env_len = save;
+			ev->reply = "452 4.5.3 Too many recipients";
+			return SMTP_REJECT;
+		}
+		c->nrcpt++;
+		return SMTP_ACCEPT;
+	}
+	case SMTP_EV_DATA:
+		rc = tx_begin(c);
+		if (rc == 0) {
+			c->tx = TX_BEGUN;
+			return SMTP_ACCEPT;
+		}
+		if (rc == -EAGAIN) {
+			/* Ring full: the 354 waits until the sync thread
+			 * frees room; the poll pass retries. */
+			c->pend = PEND_BEGIN;
+			poll_add(c);
+			return SMTP_PENDING;
+		}
+		w->st->store_errors++;
+		ev->reply = "451 4.3.0 Error: queue file write error";
+		return SMTP_REJECT;
+	case SMTP_EV_BODY:
+		if (c->body_failed)
+			return SMTP_REJECT;
+		rc = spool_data(w->spool, &c->msg, ev->data, ev->len);
+		if (rc < 0) {
+			/* Feeding stops before the ring is this full, so
+			 * this is a spool failure. */
+			c->body_failed = true;
+			w->st->store_errors++;
+			ev->reply = rc == -EAGAIN ?
+				"452 4.3.1 Insufficient system storage" :
+				"451 4.3.0 Error: queue file write error";
+			return SMTP_REJECT;
+		}
+		return SMTP_ACCEPT;
+	case SMTP_EV_EOM:
+		if (c->body_failed) {
+			ev->reply = "451 4.3.0 Error: queue file write error";
+			return SMTP_REJECT;
+		}
+		rc = spool_end(w->spool, &c->msg, &c->commit_off);
+		if (rc == 0 || rc == -EAGAIN) {
+			if (rc == 0)
+				c->tx = TX_ENDED;
+			c->pend = rc == 0 ? PEND_DURABLE : PEND_END;
+			poll_add(c);
+			return SMTP_PENDING;
+		}
+		w->st->store_errors++;
+		ev->reply = "451 4.3.0 Error: queue file write error";
+		return SMTP_REJECT;
+	case SMTP_EV_ABORT:
+		/* An ENDED message stays: it may already be durable, and
+		 * keeping it only risks a duplicate (smtp.h). */
+		if (c->tx == TX_BEGUN)
+			(void)spool_abort(w->spool, &c->msg);
+		poll_del(c);
+		tx_reset(c);
+		return SMTP_ACCEPT;
+	default:
+		return SMTP_ACCEPT;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* driving a session                                                   */
+
+static bool spool_has_room(const struct kworker *w)
+{
+	struct spool_writer_stats st;
+
+	/* Conservative: bytes not yet durable still occupy the ring. */
+	spool_writer_stats(w->spool, &st);
+	return w->k->p.spool_ring_bytes - (st.appended - st.durable) >=
+	       SPOOL_RESERVE;
+}
+
+static void conn_set_events(struct kconn *c)
+{
+	uint32_t want = 0;
+	struct epoll_event ev;
+
+	if (smtp_wants(sess_smtp(c)) == SMTP_WANT_INPUT && !c->eof &&
+	    c->in_len < IN_CAP && c->out_len - c->out_off < OUT_HIGH &&
+	    c->pend != PEND_ROOM)
+		want |= EPOLLIN;
+	if (c->out_off < c->out_len)
+		want |= EPOLLOUT;
+	if (want == c->ev_mask)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = want;
+	ev.data.ptr = c;
+	epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+	c->ev_mask = want;
+}
+
+/* Feeds held input to the engine while it wants some and the spool ring
+ * has room (else parks the session: backpressure, the client's window
+ * closes), sends the replies, closes when the engine or the peer is done. */
+static void conn_drive(struct kconn *c)
+{
+	struct smtp_session *s = sess_smtp(c);
+	size_t used;
+
 	while (c->in_len > 0 && smtp_wants(s) == SMTP_WANT_INPUT &&
-	       !c->closed) {
-		size_t used = smtp_input(s, c->in, c->in_len, now);
+	       !c->broken && c->out_len - c->out_off < OUT_HIGH) {
+		if (!spool_has_room(c->w)) {
+			c->pend = PEND_ROOM;
+			poll_add(c);
+			break;
+		}
+		used = smtp_input(s, c->in, c->in_len, mono_ms());
 		if (used == 0)
-			break; /* engine's line-buffer pool is empty: wait */
+			break; /* the engine's line buffers are all lent */
 		memmove(c->in, c->in + used, c->in_len - used);
 		c->in_len -= used;
 	}
-	if (smtp_wants(s) == SMTP_WANT_TLS) {
-		/* STARTTLS is not offered by kio; never reached. */
-		c->closed = true;
-	}
-	if (!out_flush(c))
-		c->closed = true;
-	if (c->commit_queued)
-		return; /* the commit pass answers and drives again */
-	if (c->closed || (smtp_wants(s) == SMTP_WANT_CLOSE &&
-			  c->out_off >= c->out_len)) {
+	/* STARTTLS is not offered in this mode yet: WANT_TLS cannot happen. */
+	if (smtp_wants(s) == SMTP_WANT_TLS)
+		c->broken = true;
+	if (!c->broken && !out_flush(c))
+		c->broken = true;
+	/* After the client's FIN, what input is left and cannot be consumed
+	 * is an unfinished line: nothing more will complete it. */
+	if (c->broken || smtp_wants(s) == SMTP_WANT_CLOSE ||
+	    (smtp_wants(s) == SMTP_WANT_INPUT && c->eof && c->pend != PEND_ROOM &&
+	     (c->in_len == 0 || c->out_len - c->out_off < OUT_HIGH))) {
 		conn_free(c);
 		return;
 	}
 	conn_set_events(c);
 }
 
-static void conn_read(struct conn *c)
+static void conn_read(struct kconn *c)
 {
-	struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
 	ssize_t n;
 
-	if ((smtp_wants(s) != SMTP_WANT_INPUT && !c->greet_pending) ||
-	    c->in_len >= IN_CAP) {
-		conn_set_events(c);
-		return;
-	}
-	n = recv(c->fd, c->in + c->in_len, IN_CAP - c->in_len, 0);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		c->closed = true; /* client gone: abort what is open */
-	} else if (n > 0) {
-		c->in_len += (size_t)n;
+	if (c->in_len < IN_CAP && !c->eof) {
+		n = recv(c->fd, c->in + c->in_len, IN_CAP - c->in_len, 0);
+		if (n > 0) {
+			c->in_len += (size_t)n;
+			c->w->st->rx_bytes += (uint64_t)n;
+			c->w->st->rx_bursts++;
+		} else if (n == 0) {
+			c->eof = true;
+		} else if (errno != EAGAIN && errno != EINTR) {
+			c->broken = true; /* client gone: abort what is open */
+		}
 	}
 	conn_drive(c);
 }
 
-static void accept_all(struct worker *w, int lfd)
+static void peer_names(struct kconn *c, const struct sockaddr_storage *ss)
 {
-	const struct kio_config *cfg = &w->k->cfg;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
 
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+			c->family = 4;
+			memcpy(c->addr, &a->sin6_addr.s6_addr[12], 4);
+		} else {
+			c->family = 6;
+			memcpy(c->addr, &a->sin6_addr, 16);
+		}
+	} else {
+		c->family = 4;
+		memcpy(c->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	}
+	inet_ntop(c->family == 4 ? AF_INET : AF_INET6, c->addr, c->client,
+		  sizeof(c->client));
+	/* RFC 5321 §4.1.3: an IPv6 address literal carries the tag. */
+	snprintf(c->peer, sizeof(c->peer), "%s%s", c->family == 6 ? "IPv6:" : "",
+		 c->client);
+}
+
+static void accept_all(struct kworker *w, int lfd)
+{
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		struct epoll_event ev;
-		struct conn *c;
+		struct kconn *c;
+		int one = 1;
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		int one = 1;
 
 		if (fd < 0)
 			return;
-		if (w->nconns >= (cfg->max_conns ? cfg->max_conns : 10000u) ||
+		if (w->nconns >= w->k->p.max_sessions ||
 		    (c = calloc(1, sizeof(*c))) == NULL) {
-			static const char busy[] =
-				"421 4.3.2 Too many connections, try later\r\n";
-			(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
+			/* RFC 5321 §3.8: 421 when the service is not available. */
+			w->st->sessions_busy++;
+			(void)!send(fd, w->busy_reply, strlen(w->busy_reply),
+				    MSG_NOSIGNAL);
 			close(fd);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->fd = fd;
-		c->msg_fd = -1;
 		c->w = w;
-		if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-			if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
-				inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12],
-					  c->peer, sizeof(c->peer));
-			else {
-				/* RFC 5321 §4.1.3 IPv6 address literal */
-				memcpy(c->peer, "IPv6:", 5);
-				inet_ntop(AF_INET6, &a->sin6_addr, c->peer + 5,
-					  sizeof(c->peer) - 5);
-			}
-		} else {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr,
-				  c->peer, sizeof(c->peer));
-		}
+		peer_names(c, &ss);
 		c->next = w->conns;
 		if (w->conns)
 			w->conns->prev = c;
 		w->conns = c;
 		w->nconns++;
+		w->st->sessions++;
+		memset(&ev, 0, sizeof(ev));
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
 		c->ev_mask = EPOLLIN;
 		epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev);
-		smtp_session_init(c->sess, w->srv, c, c->peer, now_ms());
-		smtp_start((struct smtp_session *)(void *)c->sess, now_ms());
+		smtp_session_init(c->smtp, w->smtp, c, c->peer, mono_ms());
+		smtp_start(sess_smtp(c), mono_ms());
 		conn_drive(c);
 	}
 }
 
-/* Group commit: sync every message that ended in this pass, one directory
- * fsync for all, then answer each and let it read on. */
-static void commit_pass(struct worker *w)
+/* Answers what the spool decided and retries parked sessions. */
+static void poll_pass(struct kworker *w)
 {
-	struct conn *c, *list = w->commits;
-	int dir_rc = 0;
+	struct kconn *c = w->poll, *next;
+	int err = spool_writer_error(w->spool);
+	int rc;
 
-	if (list == NULL)
-		return;
-	w->commits = NULL;
-	for (c = list; c; c = c->next_commit)
-		c->store_failed = tx_commit_files(c) < 0;
-	if (fsync(w->dirfd) < 0)
-		dir_rc = -errno;
-	for (c = list; c;) {
-		struct conn *next = c->next_commit;
-		struct smtp_session *s = (struct smtp_session *)(void *)c->sess;
-		bool ok = !c->store_failed && dir_rc == 0;
+	for (; c; c = next) {
+		struct smtp_session *ss = sess_smtp(c);
 
-		c->commit_queued = false;
-		c->next_commit = NULL;
-		if (ok && !w->k->cfg.quiet)
-			fprintf(stderr, "mxedge-kio: %s: client=%s, size=%llu, nrcpt=%u (queued)\n",
-				c->qid, c->peer, (unsigned long long)c->msg_size,
-				c->nrcpt);
-		if (!ok) {
-			/* 451 goes out: nothing of this message may stay */
-			if (!c->store_failed) {
-				char name[64];
-				snprintf(name, sizeof(name), "%s.env", c->qid);
-				unlinkat(w->dirfd, name, 0);
-				snprintf(name, sizeof(name), "%s.eml", c->qid);
-				unlinkat(w->dirfd, name, 0);
+		next = c->pnext;
+		switch (c->pend) {
+		case PEND_BEGIN:
+			rc = tx_begin(c);
+			if (rc == -EAGAIN)
+				continue;
+			poll_del(c);
+			c->pend = PEND_NONE;
+			if (rc == 0)
+				c->tx = TX_BEGUN;
+			else
+				w->st->store_errors++;
+			smtp_complete(ss, rc == 0 ? SMTP_ACCEPT : SMTP_REJECT,
+				      rc == 0 ? NULL : "451 4.3.0 Error: queue file write error",
+				      mono_ms());
+			break;
+		case PEND_END:
+			rc = spool_end(w->spool, &c->msg, &c->commit_off);
+			if (rc == -EAGAIN)
+				continue;
+			if (rc == 0) {
+				c->tx = TX_ENDED;
+				c->pend = PEND_DURABLE;
+				continue;
 			}
-			tx_discard(c);
+			poll_del(c);
+			tx_reset(c);
+			w->st->store_errors++;
+			smtp_complete(ss, SMTP_REJECT,
+				      "451 4.3.0 Error: queue file write error", mono_ms());
+			break;
+		case PEND_DURABLE:
+			if (err == 0 && !spool_durable(w->spool, c->commit_off))
+				continue;
+			poll_del(c);
+			tx_reset(c);
+			if (err == 0)
+				w->st->messages++;
+			else
+				w->st->store_errors++;
+			/* RFC 5321 §4.1.1.4: 250 only once the message is
+			 * on stable storage; 451 if the spool failed. */
+			smtp_complete(ss, err == 0 ? SMTP_ACCEPT : SMTP_REJECT,
+				      err == 0 ? NULL : "451 4.3.0 Error: queue file write error",
+				      mono_ms());
+			break;
+		case PEND_ROOM:
+			if (!spool_has_room(w) && err == 0)
+				continue;
+			poll_del(c);
+			c->pend = PEND_NONE;
+			break;
+		case PEND_NONE:
+			poll_del(c);
+			break;
 		}
-		smtp_complete(s, ok ? SMTP_ACCEPT : SMTP_REJECT,
-			      ok ? NULL : "451 4.3.0 Error: queue file write error",
-			      now_ms());
-		c->qid[0] = '\0';
-		c->env_len = 0;
 		conn_drive(c);
-		c = next;
 	}
 }
 
-static void timeouts(struct worker *w)
+static void timeouts(struct kworker *w)
 {
-	struct conn *c = w->conns;
-	uint64_t now = now_ms();
+	struct kconn *c, *next;
+	uint64_t now = mono_ms();
 
-	while (c) {
-		struct conn *next = c->next;
-		if (smtp_timeout((struct smtp_session *)(void *)c->sess, now))
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (smtp_timeout(sess_smtp(c), now))
 			conn_drive(c);
-		c = next;
 	}
 }
 
-/* Send the greetings that are due (all share one delay: FIFO order). */
-static void greet_pass(struct worker *w)
+/* Graceful stop: sessions outside a transaction (or all, once @force)
+ * get 421 (RFC 5321 §3.8) and are closed. Returns the sessions left. */
+static unsigned stop_pass(struct kworker *w, bool force)
 {
-	uint64_t now = now_ms();
+	static const char bye[] = "421 4.3.2 Service shutting down\r\n";
+	struct kconn *c, *next;
+	unsigned left = 0;
 
-	while (w->greet_head && w->greet_head->greet_at <= now) {
-		struct conn *c = w->greet_head;
-		w->greet_head = c->gnext;
-		if (w->greet_head)
-			w->greet_head->gprev = NULL;
-		else
-			w->greet_tail = NULL;
-		c->greet_pending = false;
-		c->gprev = c->gnext = NULL;
-		smtp_complete((struct smtp_session *)(void *)c->sess,
-			      SMTP_ACCEPT, NULL, now);
-		conn_drive(c);
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (!force && c->tx != TX_NONE) {
+			left++;
+			continue;
+		}
+		if (smtp_wants(sess_smtp(c)) == SMTP_WANT_INPUT ||
+		    smtp_wants(sess_smtp(c)) == SMTP_WANT_ANSWER)
+			smtp_write(c, bye, sizeof(bye) - 1);
+		conn_free(c);
 	}
+	return left;
+}
+
+static void stop_listening(struct kworker *w)
+{
+	unsigned i;
+
+	for (i = 0; i < LISTEN_MAX; i++) {
+		if (w->lfd[i] < 0)
+			continue;
+		epoll_ctl(w->ep, EPOLL_CTL_DEL, w->lfd[i], NULL);
+		close(w->lfd[i]);
+		w->lfd[i] = -1;
+	}
+}
+
+static int wait_events(struct kworker *w, struct epoll_event *evs)
+{
+	struct timespec ts = { 0, 200 * 1000000L };
+	int n;
+
+	if (w->poll)
+		ts.tv_nsec = DURABLE_POLL_NS;
+	/* Offline while blocked: table writers need not wait for us. */
+	tbl_reader_offline();
+	n = epoll_pwait2(w->ep, evs, MAX_EVENTS, &ts, NULL);
+	if (n < 0 && errno == ENOSYS)
+		n = epoll_wait(w->ep, evs, MAX_EVENTS, w->poll ? 1 : 200);
+	tbl_reader_online();
+	return n;
 }
 
 static void *worker_main(void *arg)
 {
-	struct worker *w = arg;
+	struct kworker *w = arg;
 	struct epoll_event evs[MAX_EVENTS];
-	uint64_t last_tick = now_ms();
+	uint64_t next_tick = mono_ms() + 1000, stop_at = 0;
+	int n, i;
 
-	while (!atomic_load(&w->k->stop)) {
-		int wait_ms = 200;
-		int n;
-
-		if (w->greet_head) {
-			uint64_t now = now_ms();
-			uint64_t due = w->greet_head->greet_at;
-			wait_ms = due <= now ? 0 : (due - now < 200 ? (int)(due - now) : 200);
-		}
-		n = epoll_wait(w->ep, evs, MAX_EVENTS, wait_ms);
-		int i;
-
+	tbl_reader_register();
+	for (;;) {
+		n = wait_events(w, evs);
 		for (i = 0; i < n; i++) {
 			uintptr_t tag = (uintptr_t)evs[i].data.ptr;
-			if (tag < KIO_MAX_LISTEN) {
-				accept_all(w, w->lfd[tag]);
+			struct kconn *c;
+
+			if (tag < LISTEN_MAX) {
+				if (w->lfd[tag] >= 0)
+					accept_all(w, w->lfd[tag]);
 				continue;
 			}
-			{
-				struct conn *c = evs[i].data.ptr;
-				if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-					if (!out_flush(c))
-						c->closed = true;
-				}
-				if (c->commit_queued)
-					continue;
-				if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-					conn_read(c);
-				else
-					conn_drive(c);
-			}
+			c = evs[i].data.ptr;
+			if (evs[i].events & EPOLLOUT && !out_flush(c))
+				c->broken = true;
+			if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+				conn_read(c);
+			else
+				conn_drive(c);
 		}
-		commit_pass(w);
-		greet_pass(w);
-		if (now_ms() - last_tick >= 1000) {
-			last_tick = now_ms();
+		if (w->poll)
+			poll_pass(w);
+		if (mono_ms() >= next_tick) {
 			timeouts(w);
+			next_tick = mono_ms() + 1000;
 		}
+		if (*w->k->p.stop) {
+			if (stop_at == 0) {
+				stop_listening(w);
+				stop_at = mono_ms() + STOP_GRACE_MS;
+			}
+			if (stop_pass(w, mono_ms() >= stop_at) == 0)
+				break;
+		}
+		tbl_quiescent();
 	}
+	tbl_reader_unregister();
 	return NULL;
 }
 
 /* ------------------------------------------------------------------ */
 /* setup                                                               */
 
-static int parse_addr(const char *s, struct sockaddr_storage *ss,
-		      socklen_t *len)
+static int listen_on(const struct sockaddr_storage *ss, socklen_t sl,
+		     const char *text)
 {
-	char host[128];
-	const char *colon;
-	long port;
-	char *end;
-
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (rb == NULL || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(rb - s - 1));
-		host[rb - s - 1] = '\0';
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = '\0';
-	}
-	port = strtol(colon + 1, &end, 10);
-	if (*end != '\0' || port <= 0 || port > 65535)
-		return -EINVAL;
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
-		struct sockaddr_in *a = (struct sockaddr_in *)ss;
-		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
-		*len = sizeof(*a);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*a);
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static int listen_on(const char *addr)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl;
 	int fd, one = 1, rc;
 
-	rc = parse_addr(addr, &ss, &sl);
-	if (rc < 0) {
-		fprintf(stderr, "kio: bad listen address \"%s\" (want IP:PORT or [IPv6]:PORT)\n", addr);
-		return rc;
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* One socket per worker on the same address: the kernel spreads
+	/* One socket per thread on the same address: the kernel spreads
 	 * connections over them (SO_REUSEPORT), no shared accept queue. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-	    (ss.ss_family == AF_INET6 &&
+	    (ss->ss_family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-	    bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
-		rc = -errno;
-		fprintf(stderr, "kio: cannot listen on %s: %s\n", addr, strerror(errno));
-		close(fd);
-		return rc;
-	}
+	    bind(fd, (const struct sockaddr *)ss, sl) < 0 || listen(fd, 1024) < 0)
+		goto fail;
 	return fd;
-}
-
-struct kio *kio_create(const struct kio_config *cfg)
-{
-	static const struct smtp_ops ops = {
-		.write = kio_write, .event = kio_event,
-		.unix_time = kio_unix_time,
-	};
-	struct kio *k = NULL;
-	unsigned i, j;
-	int rc = -EINVAL, dirfd = -1;
-
-	if (cfg == NULL || cfg->nlisten == 0 || cfg->nlisten > KIO_MAX_LISTEN ||
-	    cfg->spool_dir == NULL) {
-		fprintf(stderr, "kio: need at least one listen address and a spool directory\n");
-		goto fail;
-	}
-	k = calloc(1, sizeof(*k));
-	if (k == NULL) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	k->cfg = *cfg;
-	k->nw = cfg->threads;
-	if (k->nw == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		k->nw = n > 0 ? (unsigned)n : 1;
-	}
-	dirfd = open(cfg->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0) {
-		rc = -errno;
-		fprintf(stderr, "kio: spool directory %s: %s\n", cfg->spool_dir,
-			strerror(errno));
-		goto fail;
-	}
-	if (mkdirat(dirfd, "tmp", 0750) < 0 && errno != EEXIST) {
-		rc = -errno;
-		fprintf(stderr, "kio: cannot create %s/tmp: %s\n", cfg->spool_dir,
-			strerror(errno));
-		goto fail;
-	}
-	k->w = calloc(k->nw, sizeof(*k->w));
-	if (k->w == NULL) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (i = 0; i < k->nw; i++) {
-		struct worker *w = &k->w[i];
-		w->k = k;
-		w->id = i;
-		w->ep = -1;
-		w->dirfd = -1;
-		w->tmpfd = -1;
-		for (j = 0; j < KIO_MAX_LISTEN; j++)
-			w->lfd[j] = -1;
-	}
-	for (i = 0; i < k->nw; i++) {
-		struct worker *w = &k->w[i];
-		w->srv = smtp_server_create(&cfg->smtp, &ops);
-		if (w->srv == NULL) {
-			rc = -errno;
-			fprintf(stderr, "kio: bad SMTP settings (hostname?)\n");
-			goto fail;
-		}
-		w->ep = epoll_create1(EPOLL_CLOEXEC);
-		w->dirfd = dup(dirfd);
-		w->tmpfd = openat(dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (w->ep < 0 || w->dirfd < 0 || w->tmpfd < 0) {
-			rc = -errno;
-			goto fail;
-		}
-		for (j = 0; j < cfg->nlisten; j++) {
-			struct epoll_event ev = { .events = EPOLLIN };
-			w->lfd[j] = listen_on(cfg->listen[j]);
-			if (w->lfd[j] < 0) {
-				rc = w->lfd[j];
-				goto fail;
-			}
-			ev.data.ptr = (void *)(uintptr_t)j;
-			epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd[j], &ev);
-		}
-	}
-	close(dirfd);
-	return k;
 fail:
-	if (dirfd >= 0)
-		close(dirfd);
-	kio_destroy(k);
-	errno = -rc;
-	return NULL;
-}
-
-int kio_run(struct kio *k)
-{
-	unsigned i, started = 0;
-	int rc = 0;
-
-	for (i = 0; i < k->nw; i++) {
-		int e = pthread_create(&k->w[i].tid, NULL, worker_main, &k->w[i]);
-		if (e != 0) {
-			rc = -e;
-			atomic_store(&k->stop, 1);
-			break;
-		}
-		started++;
-		/* One worker per core: pin worker i to online CPU i (mod the
-		 * CPU count).  Best effort; an unpinned worker still works. */
-		{
-			long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-			cpu_set_t set;
-			CPU_ZERO(&set);
-			CPU_SET((int)(i % (unsigned long)(ncpu > 0 ? ncpu : 1)), &set);
-			pthread_setaffinity_np(k->w[i].tid, sizeof(set), &set);
-		}
-	}
-	for (i = 0; i < started; i++)
-		pthread_join(k->w[i].tid, NULL);
+	rc = -errno;
+	fprintf(stderr, "mxedge: cannot listen on %s: %s\n", text, strerror(errno));
+	if (fd >= 0)
+		close(fd);
 	return rc;
 }
 
-void kio_stop(struct kio *k)
+/* The addresses to listen on: the configured ones, else both wildcards. */
+static unsigned listen_addrs(const struct dp_config *cfg,
+			     struct sockaddr_storage *ss, socklen_t *sl,
+			     char text[][INET6_ADDRSTRLEN + 8])
 {
-	atomic_store(&k->stop, 1);
+	bool any = cfg->ip4 == 0 && cfg->ip6_prefixlen == 0;
+	char a[INET6_ADDRSTRLEN];
+	unsigned n = 0;
+
+	memset(ss, 0, sizeof(*ss) * LISTEN_MAX);
+	if (cfg->ip4 || any) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss[n];
+
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(cfg->smtp_port);
+		s4->sin_addr.s_addr = cfg->ip4;
+		sl[n] = sizeof(*s4);
+		inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+		snprintf(text[n], INET6_ADDRSTRLEN + 8, "%s:%u", a, cfg->smtp_port);
+		n++;
+	}
+	if (cfg->ip6_prefixlen || any) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss[n];
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(cfg->smtp_port);
+		if (!any)
+			memcpy(&s6->sin6_addr, cfg->ip6, 16);
+		sl[n] = sizeof(*s6);
+		inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+		snprintf(text[n], INET6_ADDRSTRLEN + 8, "[%s]:%u", a, cfg->smtp_port);
+		n++;
+	}
+	return n;
+}
+
+struct kio *kio_create(const struct kio_params *p)
+{
+	static const struct smtp_ops ops = {
+		.write = smtp_write, .event = smtp_event,
+		.unix_time = smtp_unix_time,
+	};
+	const struct dp_config *cfg = p->cfg;
+	const struct cfg *f = &cfg->file;
+	struct sockaddr_storage ss[LISTEN_MAX];
+	socklen_t sl[LISTEN_MAX];
+	char text[LISTEN_MAX][INET6_ADDRSTRLEN + 8];
+	struct smtp_config sc;
+	struct kio *k;
+	unsigned i, j, nl;
+	int rc = ENOMEM;
+
+	if (p->threads == 0 || p->threads > SPOOL_MAX_WRITERS ||
+	    p->max_sessions == 0) {
+		fprintf(stderr, "mxedge: %u threads (1..%u) with %u sessions each "
+			"cannot run\n", p->threads, SPOOL_MAX_WRITERS, p->max_sessions);
+		errno = EINVAL;
+		return NULL;
+	}
+	k = calloc(1, sizeof(*k));
+	if (k == NULL) {
+		fprintf(stderr, "mxedge: %s\n", strerror(ENOMEM));
+		return NULL;
+	}
+	k->p = *p;
+	k->w = calloc(p->threads, sizeof(*k->w));
+	if (k->w == NULL) {
+		fprintf(stderr, "mxedge: %s\n", strerror(ENOMEM));
+		goto fail;
+	}
+	for (i = 0; i < p->threads; i++) {
+		k->w[i].ep = -1;
+		for (j = 0; j < LISTEN_MAX; j++)
+			k->w[i].lfd[j] = -1;
+	}
+	memset(&sc, 0, sizeof(sc));
+	sc.hostname = cfg->hostname;
+	sc.max_message_size = f->max_message_size;
+	sc.max_rcpts = f->max_recipients;
+	sc.max_errors = f->max_errors;
+	sc.line_buffers = p->max_sessions;
+	sc.bare_policy = f->bare_lf_normalise ? SMTP_BARE_NORMALISE : SMTP_BARE_REJECT;
+	sc.cmd_timeout_ms = f->command_timeout_s * 1000u;
+	sc.data_timeout_ms = f->data_timeout_s * 1000u;
+	sc.no_chunking = !f->chunking;
+	sc.no_smtputf8 = !f->smtputf8;
+	nl = listen_addrs(cfg, ss, sl, text);
+	for (i = 0; i < p->threads; i++) {
+		struct kworker *w = &k->w[i];
+
+		w->k = k;
+		w->id = i;
+		w->st = &p->stats[i];
+		w->spool = spool_writer(p->spool, i);
+		snprintf(w->busy_reply, sizeof(w->busy_reply),
+			 "421 4.3.2 %.40s Too many connections\r\n", cfg->hostname);
+		w->smtp = smtp_server_create(&sc, &ops);
+		if (w->smtp == NULL) {
+			rc = errno;
+			fprintf(stderr, "mxedge: SMTP settings refused (hostname '%s'?): %s\n",
+				cfg->hostname, strerror(errno));
+			goto fail;
+		}
+		w->max_rcpts = f->max_recipients ? f->max_recipients : 100;
+		w->rcpts = calloc(w->max_rcpts, sizeof(*w->rcpts));
+		w->ep = epoll_create1(EPOLL_CLOEXEC);
+		if (w->rcpts == NULL || w->ep < 0) {
+			rc = errno;
+			fprintf(stderr, "mxedge: thread %u: %s\n", i, strerror(rc));
+			goto fail;
+		}
+		for (j = 0; j < nl; j++) {
+			struct epoll_event ev;
+			int fd = listen_on(&ss[j], sl[j], text[j]);
+
+			if (fd < 0) {
+				rc = -fd;
+				goto fail;
+			}
+			w->lfd[j] = fd;
+			memset(&ev, 0, sizeof(ev));
+			ev.events = EPOLLIN;
+			ev.data.ptr = (void *)(uintptr_t)j;
+			if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+				rc = errno;
+				fprintf(stderr, "mxedge: thread %u: epoll: %s\n", i,
+					strerror(rc));
+				goto fail;
+			}
+		}
+	}
+	return k;
+fail:
+	kio_destroy(k);
+	errno = rc;
+	return NULL;
+}
+
+int kio_start(struct kio *k)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned i;
+	int e;
+
+	for (i = 0; i < k->p.threads; i++) {
+		struct kworker *w = &k->w[i];
+		cpu_set_t set;
+
+		e = pthread_create(&w->tid, NULL, worker_main, w);
+		if (e != 0)
+			return -e;
+		w->started = true;
+		/* One thread per core: thread i on CPU i modulo the count.
+		 * Best effort; an unpinned thread still works. */
+		CPU_ZERO(&set);
+		CPU_SET((int)(i % (unsigned long)(ncpu > 0 ? ncpu : 1)), &set);
+		pthread_setaffinity_np(w->tid, sizeof(set), &set);
+	}
+	return 0;
+}
+
+void kio_join(struct kio *k)
+{
+	unsigned i;
+
+	for (i = 0; i < k->p.threads; i++) {
+		if (k->w[i].started)
+			pthread_join(k->w[i].tid, NULL);
+		k->w[i].started = false;
+	}
 }
 
 void kio_destroy(struct kio *k)
 {
-	unsigned i, j;
+	unsigned i;
 
 	if (k == NULL)
 		return;
-	for (i = 0; k->w && i < k->nw; i++) {
-		struct worker *w = &k->w[i];
+	for (i = 0; k->w && i < k->p.threads; i++) {
+		struct kworker *w = &k->w[i];
+
 		while (w->conns)
 			conn_free(w->conns);
-		for (j = 0; j < KIO_MAX_LISTEN; j++)
-			if (w->lfd[j] >= 0)
-				close(w->lfd[j]);
+		stop_listening(w);
 		if (w->ep >= 0)
 			close(w->ep);
-		if (w->dirfd >= 0)
-			close(w->dirfd);
-		if (w->tmpfd >= 0)
-			close(w->tmpfd);
-		smtp_server_destroy(w->srv);
+		smtp_server_destroy(w->smtp);
+		free(w->rcpts);
 	}
 	free(k->w);
 	free(k);

@@ -1,21 +1,25 @@
-"""Real SMTP clients against mxedge-kio; stored messages are compared byte
-for byte with what was sent (the only difference allowed is the Received:
-header the edge puts on top).
+"""Real SMTP clients against mxedge --io=kernel; stored messages are
+compared byte for byte with what was sent (the only difference allowed is the
+Received: header the edge puts on top).
 
-usage: /usr/bin/python3 clients.py HOST4 HOST6 PORT SPOOL_DIR CLIENT4
+usage: /usr/bin/python3 clients.py HOST4 HOST6 PORT SPOOL_DIR CLIENT4 SPOOLTOOL SPOOLDUMP
 Runs inside the client namespace; SPOOL_DIR is the server's spool (shared
-filesystem).  Exits non-zero with a message on the first failure.
+filesystem), read with mxedge-spool (SPOOLTOOL: message bytes, list) and
+kio_spooldump (SPOOLDUMP: the envelope as text).  Exits non-zero with a
+message on the first failure.
 """
 import os
 import re
 import smtplib
 import socket
+import subprocess
 import sys
 import time
 
 HOST4, HOST6, PORT, SPOOL = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 CLIENT4 = sys.argv[5]  # our own address, as the server sees it
-QUEUED = re.compile(rb"queued as ([0-9A-F]+)")
+SPOOLTOOL, SPOOLDUMP = sys.argv[6], sys.argv[7]
+QUEUED = re.compile(rb"queued as ([0-9A-Za-z]{11})")
 checks = 0
 
 
@@ -32,15 +36,18 @@ def ok(msg):
 
 def stored(qid):
     """(message bytes, envelope text) of a committed message."""
-    eml = os.path.join(SPOOL, qid + ".eml")
-    env = os.path.join(SPOOL, qid + ".env")
-    if not (os.path.exists(eml) and os.path.exists(env)):
-        fail("message %s not in the spool although 250 was sent" % qid)
-    with open(eml, "rb") as f:
-        data = f.read()
-    with open(env, "r", encoding="utf-8") as f:
-        envelope = f.read()
-    return data, envelope
+    cat = subprocess.run([SPOOLTOOL, "cat", SPOOL, qid], capture_output=True)
+    env = subprocess.run([SPOOLDUMP, SPOOL, qid], capture_output=True)
+    if cat.returncode != 0 or env.returncode != 0:
+        fail("message %s not in the spool although 250 was sent: %r"
+             % (qid, cat.stderr + env.stderr))
+    return cat.stdout, env.stdout.decode("utf-8")
+
+
+def listed():
+    """mxedge-spool list output: one line per committed message."""
+    return subprocess.run([SPOOLTOOL, "list", SPOOL], check=True,
+                          capture_output=True).stdout.decode("utf-8", "replace")
 
 
 def split_received(data, qid, proto, peer):
@@ -117,7 +124,7 @@ def smtplib_cases():
         s.rcpt("bob@customer.test")
         code, reply = s.data(msg8)
         env = expect_exact(qid_of(reply), msg8)
-        if "body=8BITMIME" not in env or "size=%d" % len(msg8) not in env:
+        if "mail-from <a@example.org> BODY=8BITMIME SIZE=%d\n" % len(msg8) not in env:
             fail("8BITMIME/SIZE not in envelope:\n" + env)
         ok("smtplib: 8BITMIME body with raw 8-bit bytes stored byte-exact")
 
@@ -128,7 +135,7 @@ def smtplib_cases():
         code, reply = s.data(msgu)
         qid = qid_of(reply)
         env = expect_exact(qid, msgu, proto="UTF8SMTP")
-        if "mail-from <jörg@bücher.example> body=8BITMIME smtputf8" not in env:
+        if "mail-from <jörg@bücher.example> BODY=8BITMIME SMTPUTF8\n" not in env:
             fail("UTF-8 sender not in envelope:\n" + env)
         ok("smtplib: SMTPUTF8 transaction, Received says UTF8SMTP")
 
@@ -160,8 +167,10 @@ def smtplib_cases():
         s.rcpt("bob@customer.test")
         m = b"Subject: v6\r\n\r\nover IPv6\r\n"
         code, reply = s.data(m)
-        expect_exact(qid_of(reply), m, peer="IPv6:2001:db8::2")
-    ok("smtplib over IPv6: Received shows [IPv6:2001:db8::2]")
+        env = expect_exact(qid_of(reply), m, peer="IPv6:2001:db8::2")
+        if "client 2001:db8::2\n" not in env:
+            fail("IPv6 client address not in the envelope:\n" + env)
+    ok("smtplib over IPv6: Received shows [IPv6:2001:db8::2], envelope client 2001:db8::2")
 
 
 # --- raw socket clients ------------------------------------------------------
@@ -268,11 +277,8 @@ def raw_cases():
     c.send(b"NOOP\r\n")
     if not c.replies(1)[0].startswith(b"250"):
         fail("session not usable after smuggling attempt")
-    for name in os.listdir(SPOOL):
-        if name.endswith(".env"):
-            with open(os.path.join(SPOOL, name), encoding="utf-8") as f:
-                if "ceo@customer.test" in f.read():
-                    fail("smuggled envelope stored: " + name)
+    if "ceo@customer.test" in listed():
+        fail("smuggled envelope stored")
     ok("raw smuggling: <LF>.<LF> did not end DATA; 550, nothing smuggled stored")
 
     for vec in (b"\r\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n\x00.\r\n"):

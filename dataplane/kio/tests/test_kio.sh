@@ -135,12 +135,19 @@ grep -q '<\*\* *550 5.6.0' "$work/smuggle.out" || { cat "$work/smuggle.out"; fai
 echo "ok: swaks smuggling attempt refused with 550"
 
 # --- Postfix smtp-source: concurrent sessions over both threads ------------
+syncs() { c --json stats | $py -c 'import json,sys; print(sum(t["spool_syncs"] for t in json.load(sys.stdin)["result"]))'; }
 before=$(count)
+syncs0=$(syncs)
 netns_exec client timeout 120 smtp-source -s 10 -m 200 -l 4096 -f src@example.org \
   -t bob@customer.test -M source.example 198.18.0.1:25 \
   || fail "smtp-source"
 after=$(count)
 [ $((after - before)) -eq 200 ] || fail "smtp-source: $((after - before)) of 200 messages stored"
+# Group commit: with 10 sessions waiting at once, messages share an
+# fdatasync; one sync per message would mean every 250 paid its own.
+nsync=$(( $(syncs) - syncs0 ))
+[ "$nsync" -lt 200 ] || fail "group commit: $nsync fdatasyncs for 200 concurrent messages"
+echo "ok: group commit: 200 messages over 10 sessions needed $nsync fdatasyncs"
 # each stored message holds the 4096-byte body smtp-source sent
 short=$("$spooltool" list "$spool" | awk '/from=<src@example.org>/ { sub("size=", "", $3); if ($3 < 4096) n++ } END { print n + 0 }')
 [ "$short" -eq 0 ] || fail "smtp-source: $short stored messages shorter than the body sent"

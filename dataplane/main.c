@@ -633,6 +633,14 @@ int main(int argc, char **argv)
 	if (rte_eth_dev_count_avail() != 1) {
 		fprintf(stderr, "mxedge: expected 1 DPDK port, found %u\n",
 			rte_eth_dev_count_avail());
+		if (cfg.port_kind == DP_PORT_AF_XDP && cfg.queues > 1)
+			/* The PMD maps queue i to the interface's combined
+			 * channel i and refuses more than there are. */
+			fprintf(stderr, "mxedge: af_xdp:%s cannot give %u queues: it has "
+				"fewer combined channels (ethtool -l %s; a veth has "
+				"none); use --queues 1 --workers %u for software "
+				"dispatch\n", cfg.port_name, cfg.queues,
+				cfg.port_name, dp_workers(&cfg));
 		goto out;
 	}
 	RTE_ETH_FOREACH_DEV(port)

@@ -66,6 +66,12 @@ xdp1q)
   port="af_xdp:$eif" qopt=(--queues 1 --workers 2)
   echo "leak:xsk_umem__create" >"$work/lsan.supp"   # DPDK 22.11 PMD, see test_smtp_dp.sh
   export LSAN_OPTIONS="suppressions=$work/lsan.supp"
+  # Refused: two queues on an interface without combined channels.
+  out=$(netns_exec edge "$mxedge" --port "$port" --queues 2 --addr 198.18.0.1/24 \
+    --no-huge --no-control 2>&1) && fail "2 af_xdp queues on a veth accepted"
+  echo "$out" | grep -q "cannot give 2 queues: it has fewer combined channels" \
+    || fail "af_xdp queue refusal unclear: $out"
+  echo "ok[$mode]: 2 af_xdp queues on a veth refused with a hint"
   ;;
 tap1q)
   cif="t$$mq"; cif=${cif:0:15}

@@ -172,7 +172,21 @@ static int rss_program(uint16_t port, const struct rte_eth_dev_info *info,
 		owner_of[i] = (uint8_t)q;
 	}
 	owner_n = n;
+	/* Some PMDs take the key only through this call, not from the
+	 * configuration at dev_configure: set it explicitly, then check. */
 	memset(&rc, 0, sizeof(rc));
+	rc.rss_key = (uint8_t *)(uintptr_t)key;
+	rc.rss_key_len = (uint8_t)klen;
+	rc.rss_hf = (RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV6_TCP) &
+		    info->flow_type_rss_offloads;
+	err = rte_eth_dev_rss_hash_update(port, &rc);
+	if (err && err != -ENOTSUP) {
+		fprintf(stderr, "mxedge: programming the RSS key failed: %s\n",
+			rte_strerror(-err));
+		return err;
+	}
+	memset(&rc, 0, sizeof(rc));
+	memset(back, 0, sizeof(back));
 	rc.rss_key = back;
 	rc.rss_key_len = (uint8_t)klen;
 	err = rte_eth_dev_rss_hash_conf_get(port, &rc);
@@ -386,6 +400,7 @@ static json_t *stats_row(int lc, const struct worker *wk,
 	PUT("tx_packets", st->tx_packets);
 	PUT("dispatched", st->dispatched);
 	PUT("received", st->received);
+	PUT("neigh_copies", st->neigh_copies);
 	PUT("sessions", st->sessions);
 	PUT("messages", st->messages);
 	PUT("tcp_conns", st->tcp_conns_active);

@@ -1,9 +1,13 @@
 /*
  * dp.h - mxedge dataplane: DPDK environment, ports and lcore loops.
  *
- * The dataplane owns one DPDK port with one RX/TX queue pair per worker
- * lcore. Everything here runs at start-up or on the worker lcores; worker
- * loops never block, never take locks and never exit the process.
+ * The dataplane owns one DPDK port with up to one RX/TX queue pair per
+ * worker lcore; each worker runs its own TCP stack, SMTP sessions and spool
+ * writer. Frames reach the lcore that owns their connection through the
+ * NIC's RSS (symmetric key, verified RETA) or a software hand-off over
+ * rte_rings (dp_flow.c). Everything here runs at start-up or on the worker
+ * lcores; worker loops never block, never take locks and never exit the
+ * process.
  */
 #ifndef MXEDGE_DP_H
 #define MXEDGE_DP_H
@@ -25,12 +29,21 @@ enum dp_port_kind {
 	DP_PORT_PCI,       /* a PCI NIC bound to vfio-pci */
 };
 
+/* How frames find the worker lcore that owns their connection. */
+enum dp_dispatch {
+	DP_DISPATCH_AUTO = 0, /* RSS on PCI ports that offer a RETA, else software */
+	DP_DISPATCH_RSS,      /* the NIC: symmetric key + RETA, verified at start */
+	DP_DISPATCH_SOFTWARE, /* each queue's lcore hashes and hands frames over */
+};
+
 struct dp_config {
 	enum cfg_io io;          /* --io / io:; kernel = Linux sockets (kio.h) */
 	enum dp_port_kind port_kind;
 	char port_name[64];      /* interface name, tap name or PCI address */
 	char xdp_prog[256];      /* af_xdp: object for the PMD to load, or "" */
-	unsigned queues;         /* RX/TX queue pairs = worker lcores */
+	unsigned queues;         /* RX/TX queue pairs of the port */
+	unsigned workers;        /* worker lcores (>= queues; 0: = queues) */
+	enum dp_dispatch dispatch;
 	unsigned mem_mb;         /* memory when no hugepages are reserved */
 	bool force_no_huge;      /* use --no-huge even if hugepages exist */
 	unsigned duration_s;     /* stop by itself after this long; 0 = run */
@@ -51,9 +64,15 @@ struct dp_config {
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
 
+/* Most worker lcores (and queues) one process runs. */
+#define DP_MAX_WORKERS 64
+
+/* Room for the TCP stack's drop reasons (enum tcp_drop) in the stats. */
+#define DP_TCP_DROP_SLOTS 48
+
 /* Per-lcore counters; each worker writes only its own slot. */
 struct dp_lcore_stats {
-	uint64_t rx_packets;
+	uint64_t rx_packets;      /* frames taken from the port's queue */
 	uint64_t rx_bytes;
 	uint64_t rx_bursts;
 	uint64_t tx_packets;
@@ -65,6 +84,14 @@ struct dp_lcore_stats {
 	uint64_t messages;        /* 250 after the spool made them durable */
 	uint64_t store_errors;    /* 451/452: spool failure or full */
 	uint64_t rcpt_rejected;   /* 550: domain not accepted */
+	uint64_t dispatched;      /* frames handed to another lcore */
+	uint64_t received;        /* frames another lcore handed to this one */
+	uint64_t dispatch_full;   /* hand-off dropped: the owner's ring was full */
+	uint64_t neigh_copies;    /* ARP/NDP copies made for the other lcores */
+	/* Snapshot of the lcore's TCP stack, refreshed by the worker about
+	 * every 100 ms and at exit (tcp_stats_get is not for other threads). */
+	uint64_t tcp_conns_active;
+	uint64_t tcp_drops[DP_TCP_DROP_SLOTS];
 } __attribute__((aligned(64)));
 
 struct rte_mempool;
@@ -72,9 +99,25 @@ struct spool_writer;
 struct tcp_stack;
 struct dp_worker;
 
+struct rte_ring;
+
 /* What a worker lcore needs; filled by main before launch. */
 struct dp_worker_params {
 	uint16_t port, queue;
+	bool has_queue;                  /* polls RX/TX queue @queue itself */
+	unsigned index, nworkers;        /* this worker among all of them */
+	/* Hand-off between workers (NULL with one worker): inbox[i] is worker
+	 * i's ring of frames it owns (multi-producer, single consumer). */
+	struct rte_ring *const *inbox;
+	/* Has a queue: frames queue-less workers transmit through it (or
+	 * NULL). Has none: the ring of the worker whose queue it borrows. */
+	struct rte_ring *tx_ring;
+	/* Owner of a flow: owner_of[hash % owner_n] (a worker index); the
+	 * port's RETA under RSS, i % nworkers in software. */
+	const uint8_t *owner_of;
+	unsigned owner_n;
+	bool rss;                        /* the NIC already steers TCP flows */
+	unsigned *live;                  /* workers still serving (shared) */
 	struct rte_mempool *pool;        /* tx mbufs */
 	const struct dp_config *cfg;
 	struct tbl_set *tables;
@@ -85,6 +128,46 @@ struct dp_worker_params {
 	const volatile unsigned *ndomains; /* accepted domains configured */
 	struct dp_lcore_stats *stats;
 };
+
+/*
+ * Flow ownership (dp_flow.c). dp_flow_classify looks at an Ethernet frame
+ * and says where it must go:
+ *   DP_FLOW_TCP         an IPv4/IPv6 TCP segment; *hash is its flow hash
+ *   DP_FLOW_EMBEDDED    an ICMP/ICMPv6 error quoting one of our segments;
+ *                       *hash is the quoted connection's flow hash
+ *   DP_FLOW_NEIGH_ALL   ARP reply / neighbour advertisement: every worker
+ *   DP_FLOW_ARP_REQUEST an ARP request: answered by worker 0, learned by all
+ *   DP_FLOW_ANY         anything else: worker 0 (echo, NS, fragments, ...)
+ * Never fails; malformed frames are DP_FLOW_ANY (the stack counts them).
+ */
+enum dp_flow_class {
+	DP_FLOW_TCP,
+	DP_FLOW_EMBEDDED,
+	DP_FLOW_NEIGH_ALL,
+	DP_FLOW_ARP_REQUEST,
+	DP_FLOW_ANY,
+};
+#define DP_RSS_KEY_LEN 40
+/* The symmetric Toeplitz key: 0x6d5a repeated. */
+extern const uint8_t dp_rss_key[DP_RSS_KEY_LEN];
+/* Software RETA size when the NIC has none (a power of two). */
+#define DP_SOFT_RETA 128
+
+enum dp_flow_class dp_flow_classify(const uint8_t *f, uint32_t len,
+				    uint32_t *hash);
+
+/*
+ * dp_flow_hash - Toeplitz RSS hash of a TCP/UDP 4-tuple with @key (at
+ * least DP_RSS_KEY_LEN bytes), as a NIC computes it: @family 4 or 6,
+ * addresses in network byte order, ports in host order. With dp_rss_key
+ * the result is the same with source and destination swapped.
+ */
+uint32_t dp_flow_hash(const uint8_t *key, int family, const uint8_t *src,
+		      const uint8_t *dst, uint16_t sport, uint16_t dport);
+
+/* dp_flow_arp_as_reply - turn the ARP request @f (a private copy) into a
+ * reply, so a worker learns its sender without answering it again. */
+void dp_flow_arp_as_reply(uint8_t *f, uint32_t len);
 
 /* Bytes of per-mbuf private area the worker needs (a struct tcp_buf). */
 size_t dp_worker_mbuf_priv(void);
@@ -108,6 +191,10 @@ int dp_worker_run(void *arg);
 /* dp_worker_tcp_drops - frames @w's TCP stack dropped (every reason);
  * read it only after the worker's loop returned. */
 uint64_t dp_worker_tcp_drops(const struct dp_worker *w);
+
+/* dp_workers - worker lcores of @cfg (cfg->workers, or one per
+ * queue when it is 0). */
+unsigned dp_workers(const struct dp_config *cfg);
 
 /* dp_worker_destroy - free @w after its loop returned. NULL is a no-op. */
 void dp_worker_destroy(struct dp_worker *w);
@@ -157,6 +244,9 @@ struct dp_admin {
 	json_t *(*status)(void *arg);  /* process-specific status object */
 	json_t *(*stats)(void *arg);   /* per-lcore counters (array) */
 	void *arg;
+	/* Drop counters by reason (array of {reason, lcore columns, total}),
+	 * for "stats view=drops"; NULL when the process has none. */
+	json_t *(*drops)(void *arg);
 };
 
 /*

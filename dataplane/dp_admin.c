@@ -267,9 +267,27 @@ static int h_shield(struct dp_admin *a, const char *cmd, json_t *args,
 	return 0;
 }
 
+/* "stats": a row per lcore plus a total row; "stats view=drops": a row
+ * per drop reason with a column per lcore and the total. */
 static int h_stats(struct dp_admin *a, const char *cmd, json_t *args,
 		   json_t **result, const char **code, char **msg)
 {
+	json_t *jv = json_object_get(args, "view");
+	const char *view = json_is_string(jv) ? json_string_value(jv) : NULL;
+
+	if (jv && (view == NULL || (strcmp(view, "lcores") != 0 &&
+				    strcmp(view, "drops") != 0)))
+		return bad_args(code, msg, "%s", "\"view\" must be \"lcores\" (default) "
+				"or \"drops\"");
+	if (view && strcmp(view, "drops") == 0) {
+		if (a->drops == NULL) {
+			*code = "not_available";
+			*msg = strdup("this process keeps no drop counters by reason");
+			return -1;
+		}
+		*result = a->drops(a->arg);
+		return 0;
+	}
 	*result = a->stats ? a->stats(a->arg) : json_array();
 	return 0;
 }
@@ -298,7 +316,8 @@ WRAP(h_shield, shield)
 
 static const struct ctl_command admin_cmds[] = {
 	{ "status", false, w_h_status_status, "process, port and table summary" },
-	{ "stats", false, w_h_stats_stats, "per-lcore counters" },
+	{ "stats", false, w_h_stats_stats,
+	  "per-lcore counters and the total [view=drops: drops by reason per lcore]" },
 	{ "shield", false, w_h_shield_shield, "XDP shield counters per verdict reason" },
 	{ "blocklist.add", true, w_h_prefix_add_blocklist,
 	  "block a client address or prefix: prefix=CIDR [ttl=SECONDS]" },

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,14 @@ void dp_usage(void *fp)
 "                         tap:NAME         a tap interface created by DPDK\n"
 "                         af_packet:IFACE  kernel interface via AF_PACKET\n"
 "                         pci:BDF          PCI NIC bound to vfio-pci\n"
-"  --queues N           RX/TX queue pairs, one worker lcore each (default 1)\n"
+"  --queues N           RX/TX queue pairs of the port (default 1)\n"
+"  --workers N          worker lcores, each with its own TCP stack, sessions\n"
+"                       and spool writer (default: one per queue; may exceed\n"
+"                       --queues: queue-less workers get their frames by hand-off)\n"
+"  --dispatch MODE      how frames reach the lcore owning their connection:\n"
+"                         auto      RSS on PCI ports with a RETA, else software\n"
+"                         rss       NIC RSS, symmetric key, RETA verified at start\n"
+"                         software  each queue's lcore hashes and hands over\n"
 "  --xdp-prog PATH      af_xdp: XDP object the PMD attaches (the shield)\n"
 "  --mem MB             memory without hugepages (default 512)\n"
 "  --no-huge            do not use hugepages even when reserved\n"
@@ -226,6 +234,8 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "io", required_argument, NULL, 'i' },
 		{ "queues", required_argument, NULL, 'q' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "dispatch", required_argument, NULL, 'D' },
 		{ "xdp-prog", required_argument, NULL, 'x' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "no-huge", no_argument, NULL, 'H' },
@@ -290,7 +300,23 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			}
 			break;
 		case 'q':
-			rc = parse_uint("--queues", optarg, 1, 64, &cfg->queues);
+			rc = parse_uint("--queues", optarg, 1, DP_MAX_WORKERS, &cfg->queues);
+			break;
+		case 'w':
+			rc = parse_uint("--workers", optarg, 1, DP_MAX_WORKERS, &cfg->workers);
+			break;
+		case 'D':
+			if (strcmp(optarg, "auto") == 0)
+				cfg->dispatch = DP_DISPATCH_AUTO;
+			else if (strcmp(optarg, "rss") == 0)
+				cfg->dispatch = DP_DISPATCH_RSS;
+			else if (strcmp(optarg, "software") == 0)
+				cfg->dispatch = DP_DISPATCH_SOFTWARE;
+			else {
+				fprintf(stderr, "mxedge: --dispatch: expected auto, rss or "
+					"software, got '%s'\n", optarg);
+				rc = -EINVAL;
+			}
 			break;
 		case 'x':
 			if (strlen(optarg) >= sizeof(cfg->xdp_prog) ||
@@ -389,13 +415,27 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			"port: in the --config file (see --help)\n");
 		return -EINVAL;
 	}
-	if ((cfg->ip4 || cfg->ip6_prefixlen) && cfg->queues > 1) {
-		/* Each lcore's TCP stack must see every frame of its flows;
-		 * without a programmed RSS RETA or a dispatch stage nothing
-		 * guarantees that, so refuse rather than break sessions. */
-		fprintf(stderr, "mxedge: serving SMTP on %u queues needs RSS flow "
-			"steering, which this version does not program; use "
-			"--queues 1\n", cfg->queues);
+	if (cfg->workers && cfg->workers < cfg->queues) {
+		/* Every queue needs an lcore polling it, or its frames (and
+		 * the connections they belong to) would be stranded. */
+		fprintf(stderr, "mxedge: --workers %u is fewer than --queues %u; every "
+			"queue needs its own worker lcore\n", cfg->workers, cfg->queues);
+		return -EINVAL;
+	}
+	if (cfg->dispatch == DP_DISPATCH_RSS && dp_workers(cfg) > cfg->queues) {
+		fprintf(stderr, "mxedge: --dispatch rss needs one queue per worker "
+			"(%u workers, %u queues); use --dispatch software\n",
+			dp_workers(cfg), cfg->queues);
+		return -EINVAL;
+	}
+	if (cfg->dispatch == DP_DISPATCH_RSS && cfg->port_kind != DP_PORT_PCI) {
+		/* af_xdp and af_packet: the kernel picks the queue (ethtool
+		 * -X on the NIC); net_tap has flow-rule RSS but no RETA. */
+		fprintf(stderr, "mxedge: --dispatch rss needs a PCI port whose RETA "
+			"the process programs; on %s ports the kernel spreads frames: "
+			"use --dispatch software (or auto)\n",
+			cfg->port_kind == DP_PORT_AF_XDP ? "af_xdp" :
+			cfg->port_kind == DP_PORT_TAP ? "tap" : "af_packet");
 		return -EINVAL;
 	}
 	if (cfg->xdp_prog[0] && cfg->port_kind != DP_PORT_AF_XDP) {
@@ -403,6 +443,11 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+unsigned dp_workers(const struct dp_config *cfg)
+{
+	return cfg->workers ? cfg->workers : cfg->queues;
 }
 
 long dp_hugepages_free(void)
@@ -445,11 +490,33 @@ int dp_eal_argv(const struct dp_config *cfg, char **argv, int max,
 
 #define PUSH(s) do { if (push(argv, &argc, max, &pos, end, (s))) return -ENOSPC; } while (0)
 	PUSH("mxedge");
-	/* Main lcore 0 supervises; workers take lcores 1..queues. On a
-	 * 2-core box with more queues than cores, EAL threads share cores. */
-	snprintf(tmp, sizeof(tmp), "0-%u", cfg->queues);
-	PUSH("-l");
-	PUSH(tmp);
+	/* Main lcore 0 supervises; workers take lcores 1..N. When the CPUs
+	 * we may run on are fewer than the lcores, map lcores onto them
+	 * round robin (--lcores 0@c0,1@c1,2@c0...): threads then share CPUs,
+	 * which works (CI has 2 cores) but does not scale. */
+	{
+		cpu_set_t set;
+		unsigned cpus[CPU_SETSIZE], ncpu = 0, i, nl = dp_workers(cfg) + 1;
+		int c, len = 0;
+
+		CPU_ZERO(&set);
+		if (sched_getaffinity(0, sizeof(set), &set) == 0)
+			for (c = 0; c < CPU_SETSIZE; c++)
+				if (CPU_ISSET(c, &set))
+					cpus[ncpu++] = (unsigned)c;
+		if (ncpu == 0 || nl <= ncpu) {
+			snprintf(tmp, sizeof(tmp), "0-%u", nl - 1);
+			PUSH("-l");
+		} else {
+			for (i = 0; i < nl && len < (int)sizeof(tmp); i++)
+				len += snprintf(tmp + len, sizeof(tmp) - (size_t)len, "%s%u@%u",
+						i ? "," : "", i, cpus[i % ncpu]);
+			if (len >= (int)sizeof(tmp))
+				return -ENOSPC;
+			PUSH("--lcores");
+		}
+		PUSH(tmp);
+	}
 	PUSH("--no-shconf");
 	PUSH("--no-telemetry");
 	PUSH("--log-level=*:warning");

@@ -20,6 +20,7 @@
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include "dp.h"
 #include "smtp.h"
@@ -43,6 +44,11 @@
 /* Graceful stop: sessions in a transaction get this long to finish. */
 #define STOP_GRACE_MS 5000
 #define STOP_LINGER_MS 300
+/* How often the worker publishes its TCP stack's counters. */
+#define SNAPSHOT_NS (100ull * 1000000ull)
+
+_Static_assert(TCP_DROP__COUNT <= DP_TCP_DROP_SLOTS,
+	       "dp_lcore_stats.tcp_drops is too small for enum tcp_drop");
 
 enum tx_state {
 	TX_NONE = 0, /* no transaction */
@@ -99,6 +105,10 @@ struct dp_worker {
 	unsigned ntx;
 	struct rte_mbuf *txq[TX_BURST];
 	char busy_reply[96];
+	/* Frames for other workers, collected per burst and handed over in
+	 * one ring operation per owner. */
+	unsigned nout[DP_MAX_WORKERS];
+	struct rte_mbuf *out[DP_MAX_WORKERS][RX_BURST];
 };
 
 size_t dp_worker_mbuf_priv(void)
@@ -148,7 +158,11 @@ static void tx_flush(struct dp_worker *w)
 
 	if (w->ntx == 0)
 		return;
-	sent = rte_eth_tx_burst(w->p.port, w->p.queue, w->txq, (uint16_t)w->ntx);
+	if (w->p.has_queue)
+		sent = rte_eth_tx_burst(w->p.port, w->p.queue, w->txq, (uint16_t)w->ntx);
+	else /* no queue of our own: the queue's owner sends it */
+		sent = (uint16_t)rte_ring_mp_enqueue_burst(w->p.tx_ring,
+			(void *const *)w->txq, w->ntx, NULL);
 	w->p.stats->tx_packets += sent;
 	if (sent < w->ntx) {
 		/* The ring is full: drop, TCP retransmits. */
@@ -700,48 +714,192 @@ static unsigned stop_pass(struct dp_worker *w, bool force)
 	return left;
 }
 
+/* Wraps a frame this worker owns into the tcp_buf in its private area.
+ * Returns false (frame freed) for a chained frame: our MTU fits one mbuf. */
+static bool rx_wrap(struct dp_worker *w, struct rte_mbuf *m, struct tcp_buf **bufs,
+		    unsigned *k)
+{
+	struct tcp_buf *b = rte_mbuf_to_priv(m);
+
+	if (m->nb_segs != 1) {
+		w->p.stats->rx_dropped++;
+		rte_pktmbuf_free(m);
+		return false;
+	}
+	b->data = rte_pktmbuf_mtod(m, const uint8_t *);
+	b->len = m->data_len;
+	b->rx_flags = 0;
+	if ((m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD)
+		b->rx_flags |= TCP_RX_L3_CSUM_OK;
+	if ((m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD)
+		b->rx_flags |= TCP_RX_L4_CSUM_OK;
+	b->release = rx_release;
+	b->opaque = m;
+	b->priv = NULL;
+	bufs[(*k)++] = b;
+	return true;
+}
+
+static void hand_off(struct dp_worker *w, unsigned dst, struct rte_mbuf *m)
+{
+	w->out[dst][w->nout[dst]++] = m;
+}
+
+/* A private copy of a neighbour frame for every other worker: each stack
+ * keeps its own ARP/NDP table, and the worker that sends a connection's
+ * segments must know the peer's MAC (dataplane/README.md explains why
+ * the tables are not shared). */
+static void copy_to_others(struct dp_worker *w, struct rte_mbuf *m, bool as_reply)
+{
+	/* @as_reply: an ARP request; worker 0 answers it, the others get it
+	 * as a reply so they learn the sender without answering too. */
+	unsigned i;
+
+	for (i = 0; i < w->p.nworkers; i++) {
+		struct rte_mbuf *c;
+
+		if (i == w->p.index || m->nb_segs != 1)
+			continue;
+		c = rte_pktmbuf_copy(m, w->p.pool, 0, UINT32_MAX);
+		if (c == NULL) {
+			w->p.stats->dispatch_full++;
+			continue;
+		}
+		if (as_reply && i != 0)
+			dp_flow_arp_as_reply(rte_pktmbuf_mtod(c, uint8_t *), c->data_len);
+		w->p.stats->neigh_copies++;
+		hand_off(w, i, c);
+	}
+}
+
+/* Decides the owner of one received frame: keeps it (true) or queues it
+ * for another worker (false). */
+static bool dispatch(struct dp_worker *w, struct rte_mbuf *m)
+{
+	uint32_t hash = 0;
+	unsigned dst;
+
+	switch (dp_flow_classify(rte_pktmbuf_mtod(m, const uint8_t *),
+				 m->data_len, &hash)) {
+	case DP_FLOW_TCP:
+		/* Under RSS the NIC steered the segment with the same
+		 * symmetric hash and the RETA we verified at start. */
+		if (w->p.rss)
+			return true;
+		/* fall through */
+	case DP_FLOW_EMBEDDED:
+		dst = w->p.owner_of[hash % w->p.owner_n];
+		break;
+	case DP_FLOW_NEIGH_ALL:
+		copy_to_others(w, m, false);
+		return true;
+	case DP_FLOW_ARP_REQUEST:
+		copy_to_others(w, m, true);
+		/* Worker 0 answers: the peer gets one reply. */
+		if (w->p.index != 0)
+			dp_flow_arp_as_reply(rte_pktmbuf_mtod(m, uint8_t *), m->data_len);
+		return true;
+	default:
+		dst = 0;
+		break;
+	}
+	if (dst == w->p.index)
+		return true;
+	hand_off(w, dst, m);
+	return false;
+}
+
+/* Hands the collected frames to their owners; a full ring drops them
+ * (counted; TCP retransmits). */
+static void flush_out(struct dp_worker *w)
+{
+	unsigned i, n;
+
+	for (i = 0; i < w->p.nworkers; i++) {
+		if (w->nout[i] == 0)
+			continue;
+		n = rte_ring_mp_enqueue_burst(w->p.inbox[i], (void *const *)w->out[i],
+					      w->nout[i], NULL);
+		w->p.stats->dispatched += n;
+		if (n < w->nout[i]) {
+			w->p.stats->dispatch_full += w->nout[i] - n;
+			rte_pktmbuf_free_bulk(&w->out[i][n], w->nout[i] - n);
+		}
+		w->nout[i] = 0;
+	}
+}
+
+/* Sends what the queue-less workers passed to this queue's owner. */
+static void tx_relay(struct dp_worker *w)
+{
+	struct rte_mbuf *pkts[TX_BURST];
+	unsigned n;
+	uint16_t sent;
+
+	while ((n = rte_ring_sc_dequeue_burst(w->p.tx_ring, (void **)pkts,
+					      TX_BURST, NULL)) > 0) {
+		sent = rte_eth_tx_burst(w->p.port, w->p.queue, pkts, (uint16_t)n);
+		if (sent < n) {
+			/* Counted by the sender as sent; the port's queue is
+			 * full, so this is a tx drop here. */
+			w->p.stats->tx_dropped += n - sent;
+			rte_pktmbuf_free_bulk(&pkts[sent], n - sent);
+		}
+		if (n < TX_BURST)
+			break;
+	}
+}
+
 static void rx_pass(struct dp_worker *w)
 {
 	struct rte_mbuf *pkts[RX_BURST];
-	struct tcp_buf *bufs[RX_BURST];
-	uint16_t n, i;
-	unsigned k = 0;
+	struct tcp_buf *bufs[2 * RX_BURST];
+	uint16_t n = 0, i;
+	unsigned k = 0, r;
 
-	n = rte_eth_rx_burst(w->p.port, w->p.queue, pkts, RX_BURST);
-	if (n == 0)
-		return;
-	w->p.stats->rx_bursts++;
-	w->p.stats->rx_packets += n;
-	for (i = 0; i < n; i++) {
-		struct rte_mbuf *m = pkts[i];
-		struct tcp_buf *b = rte_mbuf_to_priv(m);
+	if (w->p.has_queue)
+		n = rte_eth_rx_burst(w->p.port, w->p.queue, pkts, RX_BURST);
+	if (n > 0) {
+		w->p.stats->rx_bursts++;
+		w->p.stats->rx_packets += n;
+		for (i = 0; i < n; i++) {
+			struct rte_mbuf *m = pkts[i];
 
-		w->p.stats->rx_bytes += rte_pktmbuf_pkt_len(m);
-		if (m->nb_segs != 1) {
-			/* Our MTU fits one mbuf; a chained frame is not ours. */
-			w->p.stats->rx_dropped++;
-			rte_pktmbuf_free(m);
-			continue;
+			w->p.stats->rx_bytes += rte_pktmbuf_pkt_len(m);
+			if (w->p.nworkers == 1 || dispatch(w, m))
+				rx_wrap(w, m, bufs, &k);
 		}
-		b->data = rte_pktmbuf_mtod(m, const uint8_t *);
-		b->len = m->data_len;
-		b->rx_flags = 0;
-		if ((m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD)
-			b->rx_flags |= TCP_RX_L3_CSUM_OK;
-		if ((m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD)
-			b->rx_flags |= TCP_RX_L4_CSUM_OK;
-		b->release = rx_release;
-		b->opaque = m;
-		b->priv = NULL;
-		bufs[k++] = b;
+		if (w->p.nworkers > 1)
+			flush_out(w);
 	}
-	tcp_input_burst(w->tcp, bufs, k, w->now_ns);
+	if (w->p.nworkers > 1) {
+		r = rte_ring_sc_dequeue_burst(w->p.inbox[w->p.index], (void **)pkts,
+					      RX_BURST, NULL);
+		w->p.stats->received += r;
+		for (i = 0; i < r; i++)
+			rx_wrap(w, pkts[i], bufs, &k);
+	}
+	if (k)
+		tcp_input_burst(w->tcp, bufs, k, w->now_ns);
+}
+
+/* Publishes the TCP stack's counters for the control socket. */
+static void snapshot(struct dp_worker *w)
+{
+	struct tcp_stats st;
+	unsigned i;
+
+	tcp_stats_get(w->tcp, &st);
+	for (i = 0; i < TCP_DROP__COUNT; i++)
+		w->p.stats->tcp_drops[i] = st.drops[i];
+	w->p.stats->tcp_conns_active = st.conns_active;
 }
 
 int dp_worker_run(void *arg)
 {
 	struct dp_worker *w = arg;
-	uint64_t next_tick = 0, stop_at = 0, linger_until = 0;
+	uint64_t next_tick = 0, stop_at = 0, linger_until = 0, next_snap = 0;
+	bool done = false;
 
 	tbl_reader_register();
 	for (;;) {
@@ -755,7 +913,16 @@ int dp_worker_run(void *arg)
 			timeouts(w);
 			next_tick = w->now_ns + 1000000000ull;
 		}
-		if (*w->p.stop) {
+		if (w->now_ns >= next_snap) {
+			snapshot(w);
+			next_snap = w->now_ns + SNAPSHOT_NS;
+		}
+		if (done) {
+			/* Our sessions are finished; others may still need our
+			 * queue (their frames arrive on it, theirs leave by it). */
+			if (__atomic_load_n(w->p.live, __ATOMIC_ACQUIRE) == 0)
+				break;
+		} else if (*w->p.stop) {
 			if (stop_at == 0) {
 				tcp_unlisten(w->tcp, w->p.cfg->smtp_port);
 				stop_at = w->now_ns + STOP_GRACE_MS * 1000000ull;
@@ -764,15 +931,20 @@ int dp_worker_run(void *arg)
 				/* Let the last replies and FINs leave. */
 				if (linger_until == 0)
 					linger_until = w->now_ns + STOP_LINGER_MS * 1000000ull;
-				else if (w->now_ns >= linger_until)
-					break;
+				else if (w->now_ns >= linger_until) {
+					done = true;
+					__atomic_sub_fetch(w->p.live, 1, __ATOMIC_RELEASE);
+				}
 			}
 		}
 		tcp_service(w->tcp, w->now_ns);
 		tx_flush(w);
+		if (w->p.tx_ring && w->p.has_queue)
+			tx_relay(w);
 		tbl_quiescent();
 	}
 	tx_flush(w);
+	snapshot(w);
 	tbl_reader_unregister();
 	return 0;
 }

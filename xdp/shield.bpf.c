@@ -186,6 +186,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mxedge_events SEC(".maps");
 
+/* The dataplane's own addresses (struct shield_own in shield_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct shield_own);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mxedge_own SEC(".maps");
+
 /* The name DPDK's net_af_xdp PMD looks for. Not pinned: it belongs to the
  * process that binds the sockets (one per interface). */
 struct {
@@ -759,12 +768,147 @@ static __always_inline int syncookie_tx(struct xdp_md *ctx,
 	return count(ctx, SHIELD_R_TX_SYNCOOKIE, XDP_TX);
 }
 
+/* Hands the frame to the AF_XDP socket of its RX queue. The slot is looked
+ * up first: with no socket bound on this queue the frame goes to the kernel
+ * instead of being lost. */
+static __always_inline int to_dataplane(struct xdp_md *ctx)
+{
+	__u32 qid = ctx->rx_queue_index;
+
+	if (!bpf_map_lookup_elem(&xsks_map, &qid))
+		return count(ctx, SHIELD_R_PASS_NO_XSK, XDP_PASS);
+	count(ctx, SHIELD_R_REDIRECT, 0);
+	return bpf_redirect_map(&xsks_map, qid, XDP_PASS);
+}
+
+static __always_inline const struct shield_own *own_addrs(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&mxedge_own, &zero);
+}
+
+static __always_inline int own4(const struct shield_own *o, __be32 a)
+{
+	__u32 i;
+
+	if (!o)
+		return 0;
+	for (i = 0; i < SHIELD_MAX_OWN; i++)
+		if (i < o->n4 && o->v4[i] == a)
+			return 1;
+	return 0;
+}
+
+static __always_inline int own6(const struct shield_own *o,
+				const struct shield_addr *a)
+{
+	__u32 i;
+
+	if (!o)
+		return 0;
+	for (i = 0; i < SHIELD_MAX_OWN; i++)
+		if (i < o->n6 && o->v6[i].w[0] == a->w[0] &&
+		    o->v6[i].w[1] == a->w[1] && o->v6[i].w[2] == a->w[2] &&
+		    o->v6[i].w[3] == a->w[3])
+			return 1;
+	return 0;
+}
+
+/* Non-SMTP traffic: to the dataplane when it is addressed to one of the
+ * dataplane's own addresses (the kernel does not own them and would drop
+ * it; DPDK's stack answers ICMP and resets unknown ports itself), else to
+ * the kernel counted under `reason`. The IP header is re-read from
+ * l3off; its fixed part was checked by the parser. */
+static __always_inline int pass_or_own(struct xdp_md *ctx, const struct pkt *p,
+				       __u32 reason)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	const struct shield_own *o = own_addrs();
+	void *l3 = data + (p->l3off & 0x1f);
+
+	if (!o || (!o->n4 && !o->n6))
+		return count(ctx, reason, XDP_PASS);
+	if (p->family == 4) {
+		struct iphdr *iph = l3;
+
+		if ((void *)(iph + 1) <= end && own4(o, iph->daddr))
+			return to_dataplane(ctx);
+	} else {
+		struct ipv6hdr *ip6h = l3;
+		struct shield_addr d;
+
+		if ((void *)(ip6h + 1) <= end) {
+			__builtin_memcpy(&d, &ip6h->daddr, 16);
+			if (own6(o, &d))
+				return to_dataplane(ctx);
+		}
+	}
+	return count(ctx, reason, XDP_PASS);
+}
+
+/* RFC 826 ARP over Ethernet for IPv4: fixed layout, the target protocol
+ * address at offset 24. */
+#define ARP_TPA_OFF 24
+#define ARP_LEN 28
+
+/* ARP whose target is a dataplane address: the dataplane's stack answers
+ * requests for its addresses and needs the replies to its own requests
+ * (both carry its address as the target). All other ARP is the kernel's. */
+static __always_inline int arp_frame(struct xdp_md *ctx, void *l3)
+{
+	void *end = (void *)(long)ctx->data_end;
+	const struct shield_own *o;
+	__u8 *a = l3;
+	__be32 tpa;
+
+	if ((void *)(a + ARP_LEN) > end)
+		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+	o = own_addrs();
+	if (!o || !o->n4)
+		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+	/* htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4 */
+	if (a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0 || a[4] != 6 ||
+	    a[5] != 4)
+		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+	__builtin_memcpy(&tpa, a + ARP_TPA_OFF, 4);
+	if (own4(o, tpa))
+		return to_dataplane(ctx);
+	return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+}
+
+/* ICMPv6 right after the IPv6 header (neighbour discovery never carries
+ * extension headers): to the dataplane if addressed to it, or if it is a
+ * neighbour solicitation (RFC 4861 §4.3, sent to the solicited-node
+ * multicast group) whose target is a dataplane address. */
+static __always_inline int icmp6_frame(struct xdp_md *ctx, const struct pkt *p,
+				       struct ipv6hdr *ip6h)
+{
+	void *end = (void *)(long)ctx->data_end;
+	const struct shield_own *o = own_addrs();
+	__u8 *icmp = (__u8 *)(ip6h + 1);
+	struct shield_addr a;
+
+	if (!o || !o->n6)
+		return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+	__builtin_memcpy(&a, &ip6h->daddr, 16);
+	if (own6(o, &a))
+		return to_dataplane(ctx);
+	/* type 135, code, checksum, reserved (4), target (16) */
+	if ((void *)(icmp + 24) <= end && icmp[0] == 135) {
+		__builtin_memcpy(&a, icmp + 8, 16);
+		if (own6(o, &a))
+			return to_dataplane(ctx);
+	}
+	return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+}
+
 /* Everything after parsing: lists, rate, flood, hand-off. */
 static __always_inline int shield_decide(struct xdp_md *ctx,
 					 const struct shield_config *cfg,
 					 const struct pkt *p)
 {
-	__u32 qid;
 	int m;
 
 	if (!p)
@@ -797,13 +941,7 @@ static __always_inline int shield_decide(struct xdp_md *ctx,
 		}
 	}
 
-	/* Look the slot up first: with no socket bound on this queue the packet
-	 * goes to the kernel instead of being lost. */
-	qid = ctx->rx_queue_index;
-	if (!bpf_map_lookup_elem(&xsks_map, &qid))
-		return count(ctx, SHIELD_R_PASS_NO_XSK, XDP_PASS);
-	count(ctx, SHIELD_R_REDIRECT, 0);
-	return bpf_redirect_map(&xsks_map, qid, XDP_PASS);
+	return to_dataplane(ctx);
 }
 
 SEC("xdp")
@@ -852,7 +990,7 @@ int mxedge_shield(struct xdp_md *ctx)
 		    l3 + tot > end)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 		if (iph->protocol != IPPROTO_TCP)
-			return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+			return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_TCP);
 		frag = bpf_ntohs(iph->frag_off);
 		if (frag & 0x1fff) /* no TCP header here: the kernel decides */
 			return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
@@ -874,6 +1012,8 @@ int mxedge_shield(struct xdp_md *ctx)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 		__builtin_memcpy(&p.src, &ip6h->saddr, 16);
 		nh = ip6h->nexthdr;
+		if (nh == IPPROTO_ICMPV6)
+			return icmp6_frame(ctx, &p, ip6h);
 		p.plain = nh == IPPROTO_TCP;
 		if (p.plain) {
 			l4off = 40;
@@ -881,7 +1021,7 @@ int mxedge_shield(struct xdp_md *ctx)
 			int w = shield_v6_walk(ctx, p.l3off);
 
 			if (w >> 16 == WALK_NOT_TCP)
-				return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+				return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_TCP);
 			if (w >> 16 == WALK_LATER_FRAG)
 				return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
 			if (w >> 16 != WALK_TCP)
@@ -891,6 +1031,8 @@ int mxedge_shield(struct xdp_md *ctx)
 		}
 		if (l4off > ip_end)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+	} else if (proto == bpf_htons(ETH_P_ARP)) {
+		return arp_frame(ctx, l3);
 	} else {
 		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
 	}
@@ -905,7 +1047,7 @@ int mxedge_shield(struct xdp_md *ctx)
 		if (cfg->ports[i] && cfg->ports[i] == p.dport)
 			break;
 	if (i == SHIELD_MAX_PORTS)
-		return count(ctx, SHIELD_R_PASS_NOT_SMTP, XDP_PASS);
+		return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_SMTP);
 	/* Fragmented TCP to an MX is never needed (PMTUD, RFC 1191/8201) and
 	 * the dataplane does not reassemble. */
 	if (is_frag)

@@ -26,6 +26,7 @@ struct shield {
 	int leaf[SHIELD_LIST_COUNT][GENS];
 	int node[SHIELD_LIST_COUNT][GENS];
 	int meta, gen, cfg, cnt, rate, synm, events;
+	int own; /* -1: pinned by an object without mxedge_own */
 	int owned; /* fds above were opened by us (pinned handle) */
 	struct ring_buffer *rb;
 	shield_event_cb ev_cb;
@@ -68,6 +69,7 @@ static struct shield *shield_alloc(void)
 			for (k = 0; k < KINDS; k++)
 				*kind_fd(s, k, l, g) = -1;
 	s->meta = s->gen = s->cfg = s->cnt = s->rate = s->synm = s->events = -1;
+	s->own = -1;
 	return s;
 }
 
@@ -164,6 +166,72 @@ int shield_config_set(struct shield *s, const struct shield_config *c)
 	return 0;
 }
 
+int shield_own_set(struct shield *s, const struct shield_cidr *addrs, size_t n)
+{
+	struct shield_own v;
+	uint32_t zero = 0;
+	size_t i;
+
+	if (!s || (n && !addrs))
+		return -EINVAL;
+	if (s->own < 0)
+		return -EOPNOTSUPP;
+	memset(&v, 0, sizeof(v));
+	for (i = 0; i < n; i++) {
+		const struct shield_cidr *c = &addrs[i];
+
+		if (c->family == 4 && c->plen == 32) {
+			if (v.n4 == SHIELD_MAX_OWN)
+				return -E2BIG;
+			memcpy(&v.v4[v.n4++], c->addr, 4);
+		} else if (c->family == 6 && c->plen == 128) {
+			if (v.n6 == SHIELD_MAX_OWN)
+				return -E2BIG;
+			memcpy(v.v6[v.n6++].a, c->addr, 16);
+		} else {
+			return -EINVAL;
+		}
+	}
+	/* One array element: the program reads it per frame and may see a
+	 * half-written list for an instant; a frame missed then is a lost
+	 * ARP/NDP answer the peer retries, never a wrong drop. */
+	if (bpf_map_update_elem(s->own, &zero, &v, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int shield_own_get(struct shield *s, struct shield_cidr *out, size_t cap,
+		   size_t *n)
+{
+	struct shield_own v;
+	uint32_t zero = 0, i;
+	size_t k = 0;
+
+	if (!s || !n || (cap && !out))
+		return -EINVAL;
+	if (s->own < 0)
+		return -EOPNOTSUPP;
+	if (bpf_map_lookup_elem(s->own, &zero, &v))
+		return -errno;
+	if (v.n4 > SHIELD_MAX_OWN || v.n6 > SHIELD_MAX_OWN)
+		return -EIO;
+	if (v.n4 + v.n6 > cap)
+		return -ENOSPC;
+	for (i = 0; i < v.n4; i++, k++) {
+		memset(&out[k], 0, sizeof(out[k]));
+		out[k].family = 4;
+		out[k].plen = 32;
+		memcpy(out[k].addr, &v.v4[i], 4);
+	}
+	for (i = 0; i < v.n6; i++, k++) {
+		out[k].family = 6;
+		out[k].plen = 128;
+		memcpy(out[k].addr, v.v6[i].a, 16);
+	}
+	*n = k;
+	return 0;
+}
+
 static int fill_fds_from_skel(struct shield *s)
 {
 	struct bpf_object *obj = s->skel->obj;
@@ -188,6 +256,7 @@ static int fill_fds_from_skel(struct shield *s)
 	s->rate = bpf_map__fd(s->skel->maps.mxedge_rate);
 	s->synm = bpf_map__fd(s->skel->maps.mxedge_synm);
 	s->events = bpf_map__fd(s->skel->maps.mxedge_events);
+	s->own = bpf_map__fd(s->skel->maps.mxedge_own);
 	return 0;
 }
 
@@ -318,6 +387,13 @@ struct shield *shield_open_pinned(const char *pin_dir)
 				}
 				*kind_fd(s, k, l, g) = fd;
 			}
+	/* Optional: objects older than the own-address map do not pin it. */
+	{
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/%s", dir, SHIELD_MAP_OWN);
+		s->own = bpf_obj_get(path);
+	}
 	return s;
 fail:
 	shield_close(s);
@@ -335,7 +411,7 @@ void shield_close(struct shield *s)
 	s->rb = NULL;
 	if (s->owned) {
 		int *fixed[] = { &s->meta, &s->gen, &s->cfg, &s->cnt,
-				 &s->rate, &s->synm, &s->events };
+				 &s->rate, &s->synm, &s->events, &s->own };
 		size_t i;
 
 		for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
@@ -405,6 +481,8 @@ int shield_pin_maps(struct shield *s, const char *dir)
 		if (err)
 			return err;
 	}
+	if (s->own >= 0 && (err = pin_one(s->own, dir, SHIELD_MAP_OWN)))
+		return err;
 	for (l = 0; l < SHIELD_LIST_COUNT; l++)
 		for (g = 0; g < GENS; g++)
 			for (k = 0; k < KINDS; k++) {

@@ -19,6 +19,7 @@
 #define SHIELD_MAP_RATE    "mxedge_rate"
 #define SHIELD_MAP_SYNMETER "mxedge_synm"
 #define SHIELD_MAP_EVENTS  "mxedge_events"
+#define SHIELD_MAP_OWN     "mxedge_own"
 
 enum {
 	SHIELD_MAX_PORTS = 4,      /* SMTP ports the shield guards */
@@ -27,6 +28,7 @@ enum {
 	SHIELD_MAX_V6_NODE_LENS = 16, /* distinct lengths /32../127 under one /32 */
 	SHIELD_V4_BITMAP_WORDS = (1u << 24) / 64, /* 64 IPv4 /24 blocks per word */
 	SHIELD_V6_EXT_MAX = 6,     /* IPv6 extension headers walked */
+	SHIELD_MAX_OWN = 4,        /* dataplane addresses per family */
 };
 
 /* Two lists, each with two generations: bulk loads fill the inactive
@@ -177,6 +179,20 @@ struct shield_event {
 	__u8 family;               /* 4 or 6 */
 	__u8 pad;
 	struct shield_addr src;
+};
+
+/* The dataplane's own addresses on the shielded interface (mxedge_own[0]).
+ * DPDK's TCP/IP stack answers ARP and NDP for them itself, so frames that
+ * are for these addresses and are not SMTP (ARP whose target is one of them,
+ * ICMPv6 neighbour solicitations for them, any other IP packet to them) go
+ * to the AF_XDP socket too; everything else that is not SMTP stays with the
+ * kernel. All zero (the state after the PMD loads the object): no such
+ * frames, ARP/NDP go to the kernel as before. */
+struct shield_own {
+	__u32 n4;                  /* used entries of v4 */
+	__u32 n6;                  /* used entries of v6 */
+	__be32 v4[SHIELD_MAX_OWN]; /* network order */
+	struct shield_addr v6[SHIELD_MAX_OWN];
 };
 
 #endif

@@ -9,13 +9,18 @@
  *   SYN during a flood (cookie mode)        -> XDP_TX SYN-ACK with a cookie
  *   otherwise SMTP                          -> redirect to xsks_map[rx queue],
  *                                              XDP_PASS if no socket is bound
+ *   ARP/NDP/other non-SMTP for the
+ *   dataplane's own addresses               -> the same redirect
  * Lists are O(1) structures, not LPM tries (xdp/README.md "Lookup
  * structures"): IPv4 in DIR-24-8 style (a /24 array answers prefixes up to
  * /24; a /24 with longer entries has a 256-bit leaf: at most two lookups);
- * IPv6 via a /32 node that says which lengths exist below it, then one probe
- * per such length (/128 in the exact hash; lengths shorter than /32 probed
- * by length). Each list has two generations; bulk loads fill the inactive
- * one and flip mxedge_gen[list].
+ * IPv6 via a /32 node that holds up to 6 of its /32../64 prefixes inline
+ * (compared, not looked up) and says which other lengths exist below it,
+ * then one probe per such length (/128 in the exact hash; lengths shorter
+ * than /32 probed by length). Each list has two generations; bulk loads
+ * fill the inactive one and flip mxedge_gen[list], which also flags an
+ * empty set (skipped). Non-SMTP frames for the dataplane's own addresses
+ * (mxedge_own: ARP, NDP, ping) go to AF_XDP too.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -108,7 +113,8 @@ struct frag_hdr6 {
 	} name SEC(".maps")
 
 /* b = block, a = allow; x = exact, b = /24 array, p = prefix, l = /24 leaf,
- * n = IPv6 /32 node; 0/1 = generation */
+ * v = IPv6 /32 node (named v since its value grew inline prefixes: maps
+ * pinned by older objects keep their own names); 0/1 = generation */
 EXACT_MAP(mxedge_bx0, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_bx1, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_ax0, SHIELD_ALLOW_ENTRIES);
@@ -125,10 +131,10 @@ LEAF_MAP(mxedge_bl0, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_bl1, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_al0, SHIELD_ALLOW_ENTRIES);
 LEAF_MAP(mxedge_al1, SHIELD_ALLOW_ENTRIES);
-NODE_MAP(mxedge_bn0, SHIELD_BLOCK_ENTRIES);
-NODE_MAP(mxedge_bn1, SHIELD_BLOCK_ENTRIES);
-NODE_MAP(mxedge_an0, SHIELD_ALLOW_ENTRIES);
-NODE_MAP(mxedge_an1, SHIELD_ALLOW_ENTRIES);
+NODE_MAP(mxedge_bv0, SHIELD_BLOCK_ENTRIES);
+NODE_MAP(mxedge_bv1, SHIELD_BLOCK_ENTRIES);
+NODE_MAP(mxedge_av0, SHIELD_ALLOW_ENTRIES);
+NODE_MAP(mxedge_av1, SHIELD_ALLOW_ENTRIES);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -390,6 +396,15 @@ static __always_inline int set_match6(void *exact, void *nodes, __u32 lg,
 		hi = node->lens[1];
 		if ((hi >> 32) & 1 && bpf_map_lookup_elem(exact, &p->src))
 			return MATCH_EXACT;
+		/* /32../64 prefixes held in the node: compare, no lookup */
+		n = node->n_inl;
+		for (i = 0; i < SHIELD_V6_NODE_INLINE; i++) {
+			if (i >= n)
+				break;
+			if ((p->src.w[1] & word_mask(node->inl[i].plen & 127, 1)) ==
+			    node->inl[i].bits)
+				return MATCH_PREFIX;
+		}
 		hi &= 0xffffffffull;
 		/* probe each length present, lowest bit first */
 		for (i = 0; i < SHIELD_MAX_V6_NODE_LENS; i++) {
@@ -423,10 +438,10 @@ __noinline int shield_list_match6(__u32 lg, const struct pkt *p)
 	if (!m)
 		return MATCH_NONE;
 	switch (lg) {
-	case 0: return set_match6(&mxedge_bx0, &mxedge_bn0, 0, m, p);
-	case 1: return set_match6(&mxedge_bx1, &mxedge_bn1, 1, m, p);
-	case 2: return set_match6(&mxedge_ax0, &mxedge_an0, 2, m, p);
-	default: return set_match6(&mxedge_ax1, &mxedge_an1, 3, m, p);
+	case 0: return set_match6(&mxedge_bx0, &mxedge_bv0, 0, m, p);
+	case 1: return set_match6(&mxedge_bx1, &mxedge_bv1, 1, m, p);
+	case 2: return set_match6(&mxedge_ax0, &mxedge_av0, 2, m, p);
+	default: return set_match6(&mxedge_ax1, &mxedge_av1, 3, m, p);
 	}
 }
 
@@ -438,7 +453,7 @@ static __always_inline int list_match(__u32 list, const struct pkt *p)
 	__u32 *g, gen, lg;
 
 	g = bpf_map_lookup_elem(&mxedge_gen, &list);
-	if (!g)
+	if (!g || (*g & SHIELD_GEN_EMPTY))
 		return MATCH_NONE;
 	gen = *g & 1;
 	lg = list * 2 + gen;
@@ -882,7 +897,7 @@ static __always_inline int arp_frame(struct xdp_md *ctx, void *l3)
  * extension headers): to the dataplane if addressed to it, or if it is a
  * neighbour solicitation (RFC 4861 §4.3, sent to the solicited-node
  * multicast group) whose target is a dataplane address. */
-static __always_inline int icmp6_frame(struct xdp_md *ctx, const struct pkt *p,
+static __always_inline int icmp6_frame(struct xdp_md *ctx,
 				       struct ipv6hdr *ip6h)
 {
 	void *end = (void *)(long)ctx->data_end;
@@ -1013,7 +1028,7 @@ int mxedge_shield(struct xdp_md *ctx)
 		__builtin_memcpy(&p.src, &ip6h->saddr, 16);
 		nh = ip6h->nexthdr;
 		if (nh == IPPROTO_ICMPV6)
-			return icmp6_frame(ctx, &p, ip6h);
+			return icmp6_frame(ctx, ip6h);
 		p.plain = nh == IPPROTO_TCP;
 		if (p.plain) {
 			l4off = 40;

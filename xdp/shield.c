@@ -35,8 +35,8 @@ struct shield {
 };
 
 enum { KINDS = 5 };
-/* exact, /24 array, prefix, /24 leaf, IPv6 /32 node */
-static const char *const map_kind = "xbpln";
+/* exact, /24 array, prefix, /24 leaf, IPv6 /32 node ("v": see shield.bpf.c) */
+static const char *const map_kind = "xbplv";
 
 static void map_name(char *buf, size_t len, enum shield_list l, int kind, int gen)
 {
@@ -260,6 +260,8 @@ static int fill_fds_from_skel(struct shield *s)
 	return 0;
 }
 
+static int gen_flag_refresh(struct shield *s, enum shield_list l);
+
 struct shield *shield_load(const struct shield_load_opts *opts)
 {
 	struct shield_load_opts o = { 0 };
@@ -267,7 +269,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 	struct shield *s = NULL;
 	struct shield_config cfg;
 	struct bpf_map *m;
-	int err;
+	int err, l;
 
 	if (opts)
 		o = *opts;
@@ -300,7 +302,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 		}
 		if (strncmp(n, "mxedge_", 7) || strlen(n) != 10)
 			continue;
-		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l' || n[8] == 'n') {
+		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l' || n[8] == 'v') {
 			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
 
 			if (want && (err = bpf_map__set_max_entries(m, want)))
@@ -324,6 +326,9 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 				goto fail;
 		}
 	}
+	for (l = 0; l < SHIELD_LIST_COUNT; l++)
+		if ((err = gen_flag_refresh(s, l)))
+			goto fail;
 	return s;
 fail:
 	shield_close(s);
@@ -394,6 +399,10 @@ struct shield *shield_open_pinned(const char *pin_dir)
 		snprintf(path, sizeof(path), "%s/%s", dir, SHIELD_MAP_OWN);
 		s->own = bpf_obj_get(path);
 	}
+	/* Maps written by an older loader (or fresh from the PMD) lack the
+	 * empty flags; setting them is idempotent. */
+	for (l = 0; l < SHIELD_LIST_COUNT; l++)
+		gen_flag_refresh(s, l);
 	return s;
 fail:
 	shield_close(s);
@@ -704,6 +713,33 @@ static uint32_t v4_host(const struct shield_cidr *c)
 
 /* ---- meta (per list/generation summary) --------------------------------- */
 
+/* Writes list l's mxedge_gen value: generation gen, flagged empty or not
+ * (one aligned 4-byte update). */
+static int gen_write(struct shield *s, enum shield_list l, uint32_t gen, int empty)
+{
+	uint32_t key = l, v = (gen & 1) | (empty ? SHIELD_GEN_EMPTY : 0);
+
+	if (bpf_map_update_elem(s->gen, &key, &v, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+/* Sets or clears list l's empty flag from its active generation's entry
+ * counts; no write when the flag is already right. */
+static int gen_flag_refresh(struct shield *s, enum shield_list l)
+{
+	struct shield_set_meta m;
+	uint32_t key = l, v = 0, want;
+
+	if (bpf_map_lookup_elem(s->gen, &key, &v))
+		return -errno;
+	key = l * 2 + (v & 1);
+	if (bpf_map_lookup_elem(s->meta, &key, &m))
+		return -errno;
+	want = (v & 1) | (m.n_exact == 0 && m.n_pfx == 0 ? SHIELD_GEN_EMPTY : 0);
+	return want == v ? 0 : gen_write(s, l, v & 1, want & SHIELD_GEN_EMPTY);
+}
+
 static int active_gen(struct shield *s, enum shield_list l, uint32_t *gen)
 {
 	uint32_t key = l, v = 0;
@@ -927,9 +963,33 @@ static int node_lens(const struct shield_v6_node *n)
 	       __builtin_popcountll(n->lens[1] & 0xffffffffull);
 }
 
-/* Records that an IPv6 entry of length >= /32 exists below its /32, before
- * the entry itself is written. -ENOSPC if the node would need more lengths
- * than the program probes. */
+/* Bits 32..63 of an IPv6 prefix of length 32..64, masked (network order). */
+static uint32_t v6_word1(const struct shield_cidr *c)
+{
+	uint32_t w;
+
+	memcpy(&w, c->addr + 4, 4);
+	if (c->plen <= 32)
+		return 0;
+	return w & htonl(c->plen >= 64 ? 0xffffffffu : 0xffffffffu << (64 - c->plen));
+}
+
+/* Index of c in n's inline prefixes, or -1. */
+static int node_inl_find(const struct shield_v6_node *n, const struct shield_cidr *c)
+{
+	uint32_t i, bits = v6_word1(c);
+
+	for (i = 0; i < n->n_inl && i < SHIELD_V6_NODE_INLINE; i++)
+		if (n->inl[i].plen == c->plen && n->inl[i].bits == bits)
+			return (int)i;
+	return -1;
+}
+
+/* Puts IPv6 entry c (length >= /32) into its /32 node, before the entry
+ * itself is written: inline if it is a /32../64 prefix and there is room
+ * (the program then answers with this lookup alone), else as a length to
+ * probe. -ENOSPC if the node would need more probed lengths than the
+ * program probes. */
 static int node_add(struct shield *s, enum shield_list l, uint32_t gen,
 		    const struct shield_cidr *c)
 {
@@ -945,13 +1005,45 @@ static int node_add(struct shield *s, enum shield_list l, uint32_t gen,
 		memset(&n, 0, sizeof(n));
 	}
 	bit = c->plen - 32u;
-	if (n.lens[bit / 64] & (1ull << (bit % 64)))
+	if (c->plen <= 64 && node_inl_find(&n, c) >= 0)
 		return 0;
-	n.lens[bit / 64] |= 1ull << (bit % 64);
-	if (node_lens(&n) > SHIELD_MAX_V6_NODE_LENS)
-		return -ENOSPC;
+	if (c->plen <= 64 && n.n_inl < SHIELD_V6_NODE_INLINE) {
+		n.inl[n.n_inl].bits = v6_word1(c);
+		n.inl[n.n_inl++].plen = c->plen;
+	} else {
+		if (n.lens[bit / 64] & (1ull << (bit % 64)))
+			return 0;
+		n.lens[bit / 64] |= 1ull << (bit % 64);
+		if (node_lens(&n) > SHIELD_MAX_V6_NODE_LENS)
+			return -ENOSPC;
+	}
 	if (bpf_map_update_elem(s->node[l][gen], &key, &n, BPF_ANY))
 		return errno == E2BIG ? -ENOSPC : -errno;
+	return 0;
+}
+
+/* Removes deleted IPv6 /32../64 prefix c from its node's inline prefixes
+ * (an inline prefix must never outlive its entry: it alone drops). The
+ * element is replaced whole, so the program sees the old or the new node. */
+static int node_del(struct shield *s, enum shield_list l, uint32_t gen,
+		    const struct shield_cidr *c)
+{
+	struct shield_v6_node n;
+	uint32_t key;
+	int i;
+
+	if (c->family != 6 || c->plen < 32 || c->plen > 64)
+		return 0;
+	memcpy(&key, c->addr, 4);
+	if (bpf_map_lookup_elem(s->node[l][gen], &key, &n))
+		return errno == ENOENT ? 0 : -errno;
+	i = node_inl_find(&n, c);
+	if (i < 0)
+		return 0;
+	n.inl[i] = n.inl[n.n_inl - 1];
+	memset(&n.inl[--n.n_inl], 0, sizeof(n.inl[0]));
+	if (bpf_map_update_elem(s->node[l][gen], &key, &n, BPF_EXIST))
+		return -errno;
 	return 0;
 }
 
@@ -987,6 +1079,10 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 	if (err)
 		return err;
 	old = m;
+	/* An empty list is skipped by the program: unflag it before the
+	 * first entry appears. */
+	if (m.n_exact == 0 && m.n_pfx == 0 && (err = gen_write(s, l, gen, 0)))
+		return err;
 	memset(&k, 0, sizeof(k));
 	k.plen = cidr_key(c, &k.addr);
 	err = node_add(s, l, gen, c);
@@ -1014,12 +1110,16 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 		m.n_v4_bitmap++;
 	else if ((err = meta_plens(&m)))
 		return err;
-	/* Probe lists first (an extra probe is harmless), then the entry. */
+	/* Probe lists first (an extra probe is harmless), then the entry; an
+	 * inline node prefix must not outlive a failed add. */
 	err = meta_write(s, l, gen, &m);
-	if (err)
+	if (err) {
+		node_del(s, l, gen, c);
 		return err;
+	}
 	if (bpf_map_update_elem(s->pfx[l][gen], &k, &e, BPF_NOEXIST)) {
 		err = errno == E2BIG ? -ENOSPC : -errno;
+		node_del(s, l, gen, c);
 		meta_write(s, l, gen, &old);
 		return err;
 	}
@@ -1031,6 +1131,18 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 	} else {
 		err = leaf_add(s, l, gen, c);
 	}
+	return err;
+}
+
+/* The end of a delete: the counts, then the empty flag once nothing is
+ * left (the program then skips the list). */
+static int del_done(struct shield *s, enum shield_list l, uint32_t gen,
+		    const struct shield_set_meta *m)
+{
+	int err = meta_write(s, l, gen, m);
+
+	if (!err && m->n_exact == 0 && m->n_pfx == 0)
+		err = gen_write(s, l, gen, 1);
 	return err;
 }
 
@@ -1065,7 +1177,7 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 			if (err)
 				return err;
 		}
-		return meta_write(s, l, gen, &m);
+		return del_done(s, l, gen, &m);
 	}
 	if (bpf_map_delete_elem(s->pfx[l][gen], &k))
 		return -errno;
@@ -1085,9 +1197,12 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 		if (err)
 			return err;
 	} else {
+		err = node_del(s, l, gen, c);
+		if (err)
+			return err;
 		meta_plens(&m); /* shrinking cannot overflow */
 	}
-	return meta_write(s, l, gen, &m);
+	return del_done(s, l, gen, &m);
 }
 
 int shield_lookup(struct shield *s, enum shield_list l,
@@ -1418,7 +1533,8 @@ static int batch_put_kv(int fd, const void *keys, size_t key_size,
 
 struct node_mark {
 	uint32_t key;
-	uint32_t bit;
+	uint32_t bit;              /* length - 32 (96: a /128 exact entry) */
+	uint32_t bits;             /* /32../64: prefix bits 32..63 */
 };
 
 static int cmp_node_mark(const void *a, const void *b)
@@ -1452,7 +1568,7 @@ int shield_bulk_commit(struct shield_bulk *b)
 	struct node_mark *nmk = NULL;
 	struct shield_v6_node *nvals = NULL;
 	uint32_t *idx = NULL, *lkeys = NULL, *nkeys = NULL;
-	uint32_t gen = 0, ngen, key;
+	uint32_t gen = 0, ngen;
 	size_t i, j, nmarks = 0, nleaves = 0, nnm = 0, nnodes = 0;
 	int err;
 
@@ -1517,6 +1633,7 @@ int shield_bulk_commit(struct shield_bulk *b)
 				.n = (uint16_t)(1u << (32 - c.plen)), .pfx = 1 };
 		} else if (c.plen >= 32) {
 			memcpy(&nmk[nnm].key, c.addr, 4);
+			nmk[nnm].bits = c.plen <= 64 ? v6_word1(&c) : 0;
 			nmk[nnm++].bit = c.plen - 32u;
 		}
 	}
@@ -1543,10 +1660,19 @@ int shield_bulk_commit(struct shield_bulk *b)
 		goto out;
 	}
 	for (i = 0; i < nnm; i++) {
+		struct shield_v6_node *n;
+
 		if (nnodes == 0 || nkeys[nnodes - 1] != nmk[i].key)
 			nkeys[nnodes++] = nmk[i].key;
-		nvals[nnodes - 1].lens[nmk[i].bit / 64] |= 1ull << (nmk[i].bit % 64);
-		if (node_lens(&nvals[nnodes - 1]) > SHIELD_MAX_V6_NODE_LENS) {
+		n = &nvals[nnodes - 1];
+		if (nmk[i].bit <= 32 && n->n_inl < SHIELD_V6_NODE_INLINE) {
+			/* entries are deduplicated above: no inline twins */
+			n->inl[n->n_inl].bits = nmk[i].bits;
+			n->inl[n->n_inl++].plen = nmk[i].bit + 32;
+			continue;
+		}
+		n->lens[nmk[i].bit / 64] |= 1ull << (nmk[i].bit % 64);
+		if (node_lens(n) > SHIELD_MAX_V6_NODE_LENS) {
 			err = -ENOSPC;
 			goto out;
 		}
@@ -1613,10 +1739,8 @@ int shield_bulk_commit(struct shield_bulk *b)
 	err = meta_write(s, b->l, ngen, &m);
 	if (err)
 		goto out;
-	/* The switch: one aligned 4-byte value. */
-	key = b->l;
-	if (bpf_map_update_elem(s->gen, &key, &ngen, BPF_ANY))
-		err = -errno;
+	/* The switch: one aligned 4-byte value (generation and empty flag). */
+	err = gen_write(s, b->l, ngen, m.n_exact == 0 && m.n_pfx == 0);
 out:
 	free(bitmap);
 	free(idx);

@@ -736,6 +736,19 @@ int main(int argc, char **argv)
 				fprintf(stderr, "mxedge: pinning shield maps in %s: %s\n",
 					SHIELD_PIN_DIR_DEFAULT, strerror(-rc));
 			printf("mxedge: XDP shield active on %s\n", cfg.port_name);
+			/* Our ARP/NDP/ICMP must reach us, not the kernel. */
+			struct shield_cidr own[2] = { { .family = 4, .plen = 32 } };
+			size_t nown = cfg.ip4 != 0;
+
+			memcpy(own[0].addr, &cfg.ip4, 4);
+			if (cfg.ip6_prefixlen != 0) {
+				own[nown] = (struct shield_cidr){ .family = 6, .plen = 128 };
+				memcpy(own[nown++].addr, cfg.ip6, 16);
+			}
+			rc = shield_own_set(shield, own, nown);
+			if (rc < 0)
+				fprintf(stderr, "mxedge: telling the shield our addresses: %s\n",
+					strerror(-rc));
 		}
 	}
 	{

@@ -9,13 +9,18 @@
  *   SYN during a flood (cookie mode)        -> XDP_TX SYN-ACK with a cookie
  *   otherwise SMTP                          -> redirect to xsks_map[rx queue],
  *                                              XDP_PASS if no socket is bound
+ *   ARP/NDP/other non-SMTP for the
+ *   dataplane's own addresses               -> the same redirect
  * Lists are O(1) structures, not LPM tries (xdp/README.md "Lookup
  * structures"): IPv4 in DIR-24-8 style (a /24 array answers prefixes up to
  * /24; a /24 with longer entries has a 256-bit leaf: at most two lookups);
- * IPv6 via a /32 node that says which lengths exist below it, then one probe
- * per such length (/128 in the exact hash; lengths shorter than /32 probed
- * by length). Each list has two generations; bulk loads fill the inactive
- * one and flip mxedge_gen[list].
+ * IPv6 via a /32 node that holds up to 6 of its /32../64 prefixes inline
+ * (compared, not looked up) and says which other lengths exist below it,
+ * then one probe per such length (/128 in the exact hash; lengths shorter
+ * than /32 probed by length). Each list has two generations; bulk loads
+ * fill the inactive one and flip mxedge_gen[list], which also flags an
+ * empty set (skipped). Non-SMTP frames for the dataplane's own addresses
+ * (mxedge_own: ARP, NDP, ping) go to AF_XDP too.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -108,7 +113,8 @@ struct frag_hdr6 {
 	} name SEC(".maps")
 
 /* b = block, a = allow; x = exact, b = /24 array, p = prefix, l = /24 leaf,
- * n = IPv6 /32 node; 0/1 = generation */
+ * v = IPv6 /32 node (named v since its value grew inline prefixes: maps
+ * pinned by older objects keep their own names); 0/1 = generation */
 EXACT_MAP(mxedge_bx0, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_bx1, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_ax0, SHIELD_ALLOW_ENTRIES);
@@ -125,10 +131,10 @@ LEAF_MAP(mxedge_bl0, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_bl1, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_al0, SHIELD_ALLOW_ENTRIES);
 LEAF_MAP(mxedge_al1, SHIELD_ALLOW_ENTRIES);
-NODE_MAP(mxedge_bn0, SHIELD_BLOCK_ENTRIES);
-NODE_MAP(mxedge_bn1, SHIELD_BLOCK_ENTRIES);
-NODE_MAP(mxedge_an0, SHIELD_ALLOW_ENTRIES);
-NODE_MAP(mxedge_an1, SHIELD_ALLOW_ENTRIES);
+NODE_MAP(mxedge_bv0, SHIELD_BLOCK_ENTRIES);
+NODE_MAP(mxedge_bv1, SHIELD_BLOCK_ENTRIES);
+NODE_MAP(mxedge_av0, SHIELD_ALLOW_ENTRIES);
+NODE_MAP(mxedge_av1, SHIELD_ALLOW_ENTRIES);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -185,6 +191,15 @@ struct {
 	__uint(max_entries, 256 * 1024);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mxedge_events SEC(".maps");
+
+/* The dataplane's own addresses (struct shield_own in shield_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct shield_own);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mxedge_own SEC(".maps");
 
 /* The name DPDK's net_af_xdp PMD looks for. Not pinned: it belongs to the
  * process that binds the sockets (one per interface). */
@@ -381,6 +396,15 @@ static __always_inline int set_match6(void *exact, void *nodes, __u32 lg,
 		hi = node->lens[1];
 		if ((hi >> 32) & 1 && bpf_map_lookup_elem(exact, &p->src))
 			return MATCH_EXACT;
+		/* /32../64 prefixes held in the node: compare, no lookup */
+		n = node->n_inl;
+		for (i = 0; i < SHIELD_V6_NODE_INLINE; i++) {
+			if (i >= n)
+				break;
+			if ((p->src.w[1] & word_mask(node->inl[i].plen & 127, 1)) ==
+			    node->inl[i].bits)
+				return MATCH_PREFIX;
+		}
 		hi &= 0xffffffffull;
 		/* probe each length present, lowest bit first */
 		for (i = 0; i < SHIELD_MAX_V6_NODE_LENS; i++) {
@@ -414,10 +438,10 @@ __noinline int shield_list_match6(__u32 lg, const struct pkt *p)
 	if (!m)
 		return MATCH_NONE;
 	switch (lg) {
-	case 0: return set_match6(&mxedge_bx0, &mxedge_bn0, 0, m, p);
-	case 1: return set_match6(&mxedge_bx1, &mxedge_bn1, 1, m, p);
-	case 2: return set_match6(&mxedge_ax0, &mxedge_an0, 2, m, p);
-	default: return set_match6(&mxedge_ax1, &mxedge_an1, 3, m, p);
+	case 0: return set_match6(&mxedge_bx0, &mxedge_bv0, 0, m, p);
+	case 1: return set_match6(&mxedge_bx1, &mxedge_bv1, 1, m, p);
+	case 2: return set_match6(&mxedge_ax0, &mxedge_av0, 2, m, p);
+	default: return set_match6(&mxedge_ax1, &mxedge_av1, 3, m, p);
 	}
 }
 
@@ -429,7 +453,7 @@ static __always_inline int list_match(__u32 list, const struct pkt *p)
 	__u32 *g, gen, lg;
 
 	g = bpf_map_lookup_elem(&mxedge_gen, &list);
-	if (!g)
+	if (!g || (*g & SHIELD_GEN_EMPTY))
 		return MATCH_NONE;
 	gen = *g & 1;
 	lg = list * 2 + gen;
@@ -759,12 +783,147 @@ static __always_inline int syncookie_tx(struct xdp_md *ctx,
 	return count(ctx, SHIELD_R_TX_SYNCOOKIE, XDP_TX);
 }
 
+/* Hands the frame to the AF_XDP socket of its RX queue. The slot is looked
+ * up first: with no socket bound on this queue the frame goes to the kernel
+ * instead of being lost. */
+static __always_inline int to_dataplane(struct xdp_md *ctx)
+{
+	__u32 qid = ctx->rx_queue_index;
+
+	if (!bpf_map_lookup_elem(&xsks_map, &qid))
+		return count(ctx, SHIELD_R_PASS_NO_XSK, XDP_PASS);
+	count(ctx, SHIELD_R_REDIRECT, 0);
+	return bpf_redirect_map(&xsks_map, qid, XDP_PASS);
+}
+
+static __always_inline const struct shield_own *own_addrs(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&mxedge_own, &zero);
+}
+
+static __always_inline int own4(const struct shield_own *o, __be32 a)
+{
+	__u32 i;
+
+	if (!o)
+		return 0;
+	for (i = 0; i < SHIELD_MAX_OWN; i++)
+		if (i < o->n4 && o->v4[i] == a)
+			return 1;
+	return 0;
+}
+
+static __always_inline int own6(const struct shield_own *o,
+				const struct shield_addr *a)
+{
+	__u32 i;
+
+	if (!o)
+		return 0;
+	for (i = 0; i < SHIELD_MAX_OWN; i++)
+		if (i < o->n6 && o->v6[i].w[0] == a->w[0] &&
+		    o->v6[i].w[1] == a->w[1] && o->v6[i].w[2] == a->w[2] &&
+		    o->v6[i].w[3] == a->w[3])
+			return 1;
+	return 0;
+}
+
+/* Non-SMTP traffic: to the dataplane when it is addressed to one of the
+ * dataplane's own addresses (the kernel does not own them and would drop
+ * it; DPDK's stack answers ICMP and resets unknown ports itself), else to
+ * the kernel counted under `reason`. The IP header is re-read from
+ * l3off; its fixed part was checked by the parser. */
+static __always_inline int pass_or_own(struct xdp_md *ctx, const struct pkt *p,
+				       __u32 reason)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	const struct shield_own *o = own_addrs();
+	void *l3 = data + (p->l3off & 0x1f);
+
+	if (!o || (!o->n4 && !o->n6))
+		return count(ctx, reason, XDP_PASS);
+	if (p->family == 4) {
+		struct iphdr *iph = l3;
+
+		if ((void *)(iph + 1) <= end && own4(o, iph->daddr))
+			return to_dataplane(ctx);
+	} else {
+		struct ipv6hdr *ip6h = l3;
+		struct shield_addr d;
+
+		if ((void *)(ip6h + 1) <= end) {
+			__builtin_memcpy(&d, &ip6h->daddr, 16);
+			if (own6(o, &d))
+				return to_dataplane(ctx);
+		}
+	}
+	return count(ctx, reason, XDP_PASS);
+}
+
+/* RFC 826 ARP over Ethernet for IPv4: fixed layout, the target protocol
+ * address at offset 24. */
+#define ARP_TPA_OFF 24
+#define ARP_LEN 28
+
+/* ARP whose target is a dataplane address: the dataplane's stack answers
+ * requests for its addresses and needs the replies to its own requests
+ * (both carry its address as the target). All other ARP is the kernel's. */
+static __always_inline int arp_frame(struct xdp_md *ctx, void *l3)
+{
+	void *end = (void *)(long)ctx->data_end;
+	const struct shield_own *o;
+	__u8 *a = l3;
+	__be32 tpa;
+
+	if ((void *)(a + ARP_LEN) > end)
+		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+	o = own_addrs();
+	if (!o || !o->n4)
+		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+	/* htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4 */
+	if (a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0 || a[4] != 6 ||
+	    a[5] != 4)
+		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+	__builtin_memcpy(&tpa, a + ARP_TPA_OFF, 4);
+	if (own4(o, tpa))
+		return to_dataplane(ctx);
+	return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
+}
+
+/* ICMPv6 right after the IPv6 header (neighbour discovery never carries
+ * extension headers): to the dataplane if addressed to it, or if it is a
+ * neighbour solicitation (RFC 4861 §4.3, sent to the solicited-node
+ * multicast group) whose target is a dataplane address. */
+static __always_inline int icmp6_frame(struct xdp_md *ctx,
+				       struct ipv6hdr *ip6h)
+{
+	void *end = (void *)(long)ctx->data_end;
+	const struct shield_own *o = own_addrs();
+	__u8 *icmp = (__u8 *)(ip6h + 1);
+	struct shield_addr a;
+
+	if (!o || !o->n6)
+		return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+	__builtin_memcpy(&a, &ip6h->daddr, 16);
+	if (own6(o, &a))
+		return to_dataplane(ctx);
+	/* type 135, code, checksum, reserved (4), target (16) */
+	if ((void *)(icmp + 24) <= end && icmp[0] == 135) {
+		__builtin_memcpy(&a, icmp + 8, 16);
+		if (own6(o, &a))
+			return to_dataplane(ctx);
+	}
+	return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+}
+
 /* Everything after parsing: lists, rate, flood, hand-off. */
 static __always_inline int shield_decide(struct xdp_md *ctx,
 					 const struct shield_config *cfg,
 					 const struct pkt *p)
 {
-	__u32 qid;
 	int m;
 
 	if (!p)
@@ -797,13 +956,7 @@ static __always_inline int shield_decide(struct xdp_md *ctx,
 		}
 	}
 
-	/* Look the slot up first: with no socket bound on this queue the packet
-	 * goes to the kernel instead of being lost. */
-	qid = ctx->rx_queue_index;
-	if (!bpf_map_lookup_elem(&xsks_map, &qid))
-		return count(ctx, SHIELD_R_PASS_NO_XSK, XDP_PASS);
-	count(ctx, SHIELD_R_REDIRECT, 0);
-	return bpf_redirect_map(&xsks_map, qid, XDP_PASS);
+	return to_dataplane(ctx);
 }
 
 SEC("xdp")
@@ -852,7 +1005,7 @@ int mxedge_shield(struct xdp_md *ctx)
 		    l3 + tot > end)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 		if (iph->protocol != IPPROTO_TCP)
-			return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+			return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_TCP);
 		frag = bpf_ntohs(iph->frag_off);
 		if (frag & 0x1fff) /* no TCP header here: the kernel decides */
 			return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
@@ -874,6 +1027,8 @@ int mxedge_shield(struct xdp_md *ctx)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 		__builtin_memcpy(&p.src, &ip6h->saddr, 16);
 		nh = ip6h->nexthdr;
+		if (nh == IPPROTO_ICMPV6)
+			return icmp6_frame(ctx, ip6h);
 		p.plain = nh == IPPROTO_TCP;
 		if (p.plain) {
 			l4off = 40;
@@ -881,7 +1036,7 @@ int mxedge_shield(struct xdp_md *ctx)
 			int w = shield_v6_walk(ctx, p.l3off);
 
 			if (w >> 16 == WALK_NOT_TCP)
-				return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
+				return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_TCP);
 			if (w >> 16 == WALK_LATER_FRAG)
 				return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
 			if (w >> 16 != WALK_TCP)
@@ -891,6 +1046,8 @@ int mxedge_shield(struct xdp_md *ctx)
 		}
 		if (l4off > ip_end)
 			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+	} else if (proto == bpf_htons(ETH_P_ARP)) {
+		return arp_frame(ctx, l3);
 	} else {
 		return count(ctx, SHIELD_R_PASS_NOT_IP, XDP_PASS);
 	}
@@ -905,7 +1062,7 @@ int mxedge_shield(struct xdp_md *ctx)
 		if (cfg->ports[i] && cfg->ports[i] == p.dport)
 			break;
 	if (i == SHIELD_MAX_PORTS)
-		return count(ctx, SHIELD_R_PASS_NOT_SMTP, XDP_PASS);
+		return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_SMTP);
 	/* Fragmented TCP to an MX is never needed (PMTUD, RFC 1191/8201) and
 	 * the dataplane does not reassemble. */
 	if (is_frag)

@@ -26,6 +26,7 @@ struct shield {
 	int leaf[SHIELD_LIST_COUNT][GENS];
 	int node[SHIELD_LIST_COUNT][GENS];
 	int meta, gen, cfg, cnt, rate, synm, events;
+	int own; /* -1: pinned by an object without mxedge_own */
 	int owned; /* fds above were opened by us (pinned handle) */
 	struct ring_buffer *rb;
 	shield_event_cb ev_cb;
@@ -34,8 +35,8 @@ struct shield {
 };
 
 enum { KINDS = 5 };
-/* exact, /24 array, prefix, /24 leaf, IPv6 /32 node */
-static const char *const map_kind = "xbpln";
+/* exact, /24 array, prefix, /24 leaf, IPv6 /32 node ("v": see shield.bpf.c) */
+static const char *const map_kind = "xbplv";
 
 static void map_name(char *buf, size_t len, enum shield_list l, int kind, int gen)
 {
@@ -68,6 +69,7 @@ static struct shield *shield_alloc(void)
 			for (k = 0; k < KINDS; k++)
 				*kind_fd(s, k, l, g) = -1;
 	s->meta = s->gen = s->cfg = s->cnt = s->rate = s->synm = s->events = -1;
+	s->own = -1;
 	return s;
 }
 
@@ -164,6 +166,72 @@ int shield_config_set(struct shield *s, const struct shield_config *c)
 	return 0;
 }
 
+int shield_own_set(struct shield *s, const struct shield_cidr *addrs, size_t n)
+{
+	struct shield_own v;
+	uint32_t zero = 0;
+	size_t i;
+
+	if (!s || (n && !addrs))
+		return -EINVAL;
+	if (s->own < 0)
+		return -EOPNOTSUPP;
+	memset(&v, 0, sizeof(v));
+	for (i = 0; i < n; i++) {
+		const struct shield_cidr *c = &addrs[i];
+
+		if (c->family == 4 && c->plen == 32) {
+			if (v.n4 == SHIELD_MAX_OWN)
+				return -E2BIG;
+			memcpy(&v.v4[v.n4++], c->addr, 4);
+		} else if (c->family == 6 && c->plen == 128) {
+			if (v.n6 == SHIELD_MAX_OWN)
+				return -E2BIG;
+			memcpy(v.v6[v.n6++].a, c->addr, 16);
+		} else {
+			return -EINVAL;
+		}
+	}
+	/* One array element: the program reads it per frame and may see a
+	 * half-written list for an instant; a frame missed then is a lost
+	 * ARP/NDP answer the peer retries, never a wrong drop. */
+	if (bpf_map_update_elem(s->own, &zero, &v, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int shield_own_get(struct shield *s, struct shield_cidr *out, size_t cap,
+		   size_t *n)
+{
+	struct shield_own v;
+	uint32_t zero = 0, i;
+	size_t k = 0;
+
+	if (!s || !n || (cap && !out))
+		return -EINVAL;
+	if (s->own < 0)
+		return -EOPNOTSUPP;
+	if (bpf_map_lookup_elem(s->own, &zero, &v))
+		return -errno;
+	if (v.n4 > SHIELD_MAX_OWN || v.n6 > SHIELD_MAX_OWN)
+		return -EIO;
+	if (v.n4 + v.n6 > cap)
+		return -ENOSPC;
+	for (i = 0; i < v.n4; i++, k++) {
+		memset(&out[k], 0, sizeof(out[k]));
+		out[k].family = 4;
+		out[k].plen = 32;
+		memcpy(out[k].addr, &v.v4[i], 4);
+	}
+	for (i = 0; i < v.n6; i++, k++) {
+		out[k].family = 6;
+		out[k].plen = 128;
+		memcpy(out[k].addr, v.v6[i].a, 16);
+	}
+	*n = k;
+	return 0;
+}
+
 static int fill_fds_from_skel(struct shield *s)
 {
 	struct bpf_object *obj = s->skel->obj;
@@ -188,8 +256,11 @@ static int fill_fds_from_skel(struct shield *s)
 	s->rate = bpf_map__fd(s->skel->maps.mxedge_rate);
 	s->synm = bpf_map__fd(s->skel->maps.mxedge_synm);
 	s->events = bpf_map__fd(s->skel->maps.mxedge_events);
+	s->own = bpf_map__fd(s->skel->maps.mxedge_own);
 	return 0;
 }
+
+static int gen_flag_refresh(struct shield *s, enum shield_list l);
 
 struct shield *shield_load(const struct shield_load_opts *opts)
 {
@@ -198,7 +269,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 	struct shield *s = NULL;
 	struct shield_config cfg;
 	struct bpf_map *m;
-	int err;
+	int err, l;
 
 	if (opts)
 		o = *opts;
@@ -231,7 +302,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 		}
 		if (strncmp(n, "mxedge_", 7) || strlen(n) != 10)
 			continue;
-		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l' || n[8] == 'n') {
+		if (n[8] == 'x' || n[8] == 'p' || n[8] == 'l' || n[8] == 'v') {
 			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
 
 			if (want && (err = bpf_map__set_max_entries(m, want)))
@@ -255,6 +326,9 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 				goto fail;
 		}
 	}
+	for (l = 0; l < SHIELD_LIST_COUNT; l++)
+		if ((err = gen_flag_refresh(s, l)))
+			goto fail;
 	return s;
 fail:
 	shield_close(s);
@@ -318,6 +392,17 @@ struct shield *shield_open_pinned(const char *pin_dir)
 				}
 				*kind_fd(s, k, l, g) = fd;
 			}
+	/* Optional: objects older than the own-address map do not pin it. */
+	{
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/%s", dir, SHIELD_MAP_OWN);
+		s->own = bpf_obj_get(path);
+	}
+	/* Maps written by an older loader (or fresh from the PMD) lack the
+	 * empty flags; setting them is idempotent. */
+	for (l = 0; l < SHIELD_LIST_COUNT; l++)
+		gen_flag_refresh(s, l);
 	return s;
 fail:
 	shield_close(s);
@@ -335,7 +420,7 @@ void shield_close(struct shield *s)
 	s->rb = NULL;
 	if (s->owned) {
 		int *fixed[] = { &s->meta, &s->gen, &s->cfg, &s->cnt,
-				 &s->rate, &s->synm, &s->events };
+				 &s->rate, &s->synm, &s->events, &s->own };
 		size_t i;
 
 		for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
@@ -405,6 +490,8 @@ int shield_pin_maps(struct shield *s, const char *dir)
 		if (err)
 			return err;
 	}
+	if (s->own >= 0 && (err = pin_one(s->own, dir, SHIELD_MAP_OWN)))
+		return err;
 	for (l = 0; l < SHIELD_LIST_COUNT; l++)
 		for (g = 0; g < GENS; g++)
 			for (k = 0; k < KINDS; k++) {
@@ -625,6 +712,33 @@ static uint32_t v4_host(const struct shield_cidr *c)
 }
 
 /* ---- meta (per list/generation summary) --------------------------------- */
+
+/* Writes list l's mxedge_gen value: generation gen, flagged empty or not
+ * (one aligned 4-byte update). */
+static int gen_write(struct shield *s, enum shield_list l, uint32_t gen, int empty)
+{
+	uint32_t key = l, v = (gen & 1) | (empty ? SHIELD_GEN_EMPTY : 0);
+
+	if (bpf_map_update_elem(s->gen, &key, &v, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+/* Sets or clears list l's empty flag from its active generation's entry
+ * counts; no write when the flag is already right. */
+static int gen_flag_refresh(struct shield *s, enum shield_list l)
+{
+	struct shield_set_meta m;
+	uint32_t key = l, v = 0, want;
+
+	if (bpf_map_lookup_elem(s->gen, &key, &v))
+		return -errno;
+	key = l * 2 + (v & 1);
+	if (bpf_map_lookup_elem(s->meta, &key, &m))
+		return -errno;
+	want = (v & 1) | (m.n_exact == 0 && m.n_pfx == 0 ? SHIELD_GEN_EMPTY : 0);
+	return want == v ? 0 : gen_write(s, l, v & 1, want & SHIELD_GEN_EMPTY);
+}
 
 static int active_gen(struct shield *s, enum shield_list l, uint32_t *gen)
 {
@@ -849,9 +963,33 @@ static int node_lens(const struct shield_v6_node *n)
 	       __builtin_popcountll(n->lens[1] & 0xffffffffull);
 }
 
-/* Records that an IPv6 entry of length >= /32 exists below its /32, before
- * the entry itself is written. -ENOSPC if the node would need more lengths
- * than the program probes. */
+/* Bits 32..63 of an IPv6 prefix of length 32..64, masked (network order). */
+static uint32_t v6_word1(const struct shield_cidr *c)
+{
+	uint32_t w;
+
+	memcpy(&w, c->addr + 4, 4);
+	if (c->plen <= 32)
+		return 0;
+	return w & htonl(c->plen >= 64 ? 0xffffffffu : 0xffffffffu << (64 - c->plen));
+}
+
+/* Index of c in n's inline prefixes, or -1. */
+static int node_inl_find(const struct shield_v6_node *n, const struct shield_cidr *c)
+{
+	uint32_t i, bits = v6_word1(c);
+
+	for (i = 0; i < n->n_inl && i < SHIELD_V6_NODE_INLINE; i++)
+		if (n->inl[i].plen == c->plen && n->inl[i].bits == bits)
+			return (int)i;
+	return -1;
+}
+
+/* Puts IPv6 entry c (length >= /32) into its /32 node, before the entry
+ * itself is written: inline if it is a /32../64 prefix and there is room
+ * (the program then answers with this lookup alone), else as a length to
+ * probe. -ENOSPC if the node would need more probed lengths than the
+ * program probes. */
 static int node_add(struct shield *s, enum shield_list l, uint32_t gen,
 		    const struct shield_cidr *c)
 {
@@ -867,13 +1005,45 @@ static int node_add(struct shield *s, enum shield_list l, uint32_t gen,
 		memset(&n, 0, sizeof(n));
 	}
 	bit = c->plen - 32u;
-	if (n.lens[bit / 64] & (1ull << (bit % 64)))
+	if (c->plen <= 64 && node_inl_find(&n, c) >= 0)
 		return 0;
-	n.lens[bit / 64] |= 1ull << (bit % 64);
-	if (node_lens(&n) > SHIELD_MAX_V6_NODE_LENS)
-		return -ENOSPC;
+	if (c->plen <= 64 && n.n_inl < SHIELD_V6_NODE_INLINE) {
+		n.inl[n.n_inl].bits = v6_word1(c);
+		n.inl[n.n_inl++].plen = c->plen;
+	} else {
+		if (n.lens[bit / 64] & (1ull << (bit % 64)))
+			return 0;
+		n.lens[bit / 64] |= 1ull << (bit % 64);
+		if (node_lens(&n) > SHIELD_MAX_V6_NODE_LENS)
+			return -ENOSPC;
+	}
 	if (bpf_map_update_elem(s->node[l][gen], &key, &n, BPF_ANY))
 		return errno == E2BIG ? -ENOSPC : -errno;
+	return 0;
+}
+
+/* Removes deleted IPv6 /32../64 prefix c from its node's inline prefixes
+ * (an inline prefix must never outlive its entry: it alone drops). The
+ * element is replaced whole, so the program sees the old or the new node. */
+static int node_del(struct shield *s, enum shield_list l, uint32_t gen,
+		    const struct shield_cidr *c)
+{
+	struct shield_v6_node n;
+	uint32_t key;
+	int i;
+
+	if (c->family != 6 || c->plen < 32 || c->plen > 64)
+		return 0;
+	memcpy(&key, c->addr, 4);
+	if (bpf_map_lookup_elem(s->node[l][gen], &key, &n))
+		return errno == ENOENT ? 0 : -errno;
+	i = node_inl_find(&n, c);
+	if (i < 0)
+		return 0;
+	n.inl[i] = n.inl[n.n_inl - 1];
+	memset(&n.inl[--n.n_inl], 0, sizeof(n.inl[0]));
+	if (bpf_map_update_elem(s->node[l][gen], &key, &n, BPF_EXIST))
+		return -errno;
 	return 0;
 }
 
@@ -909,6 +1079,10 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 	if (err)
 		return err;
 	old = m;
+	/* An empty list is skipped by the program: unflag it before the
+	 * first entry appears. */
+	if (m.n_exact == 0 && m.n_pfx == 0 && (err = gen_write(s, l, gen, 0)))
+		return err;
 	memset(&k, 0, sizeof(k));
 	k.plen = cidr_key(c, &k.addr);
 	err = node_add(s, l, gen, c);
@@ -936,12 +1110,16 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 		m.n_v4_bitmap++;
 	else if ((err = meta_plens(&m)))
 		return err;
-	/* Probe lists first (an extra probe is harmless), then the entry. */
+	/* Probe lists first (an extra probe is harmless), then the entry; an
+	 * inline node prefix must not outlive a failed add. */
 	err = meta_write(s, l, gen, &m);
-	if (err)
+	if (err) {
+		node_del(s, l, gen, c);
 		return err;
+	}
 	if (bpf_map_update_elem(s->pfx[l][gen], &k, &e, BPF_NOEXIST)) {
 		err = errno == E2BIG ? -ENOSPC : -errno;
+		node_del(s, l, gen, c);
 		meta_write(s, l, gen, &old);
 		return err;
 	}
@@ -953,6 +1131,18 @@ int shield_add(struct shield *s, enum shield_list l, const struct shield_cidr *c
 	} else {
 		err = leaf_add(s, l, gen, c);
 	}
+	return err;
+}
+
+/* The end of a delete: the counts, then the empty flag once nothing is
+ * left (the program then skips the list). */
+static int del_done(struct shield *s, enum shield_list l, uint32_t gen,
+		    const struct shield_set_meta *m)
+{
+	int err = meta_write(s, l, gen, m);
+
+	if (!err && m->n_exact == 0 && m->n_pfx == 0)
+		err = gen_write(s, l, gen, 1);
 	return err;
 }
 
@@ -987,7 +1177,7 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 			if (err)
 				return err;
 		}
-		return meta_write(s, l, gen, &m);
+		return del_done(s, l, gen, &m);
 	}
 	if (bpf_map_delete_elem(s->pfx[l][gen], &k))
 		return -errno;
@@ -1007,9 +1197,12 @@ int shield_del(struct shield *s, enum shield_list l, const struct shield_cidr *c
 		if (err)
 			return err;
 	} else {
+		err = node_del(s, l, gen, c);
+		if (err)
+			return err;
 		meta_plens(&m); /* shrinking cannot overflow */
 	}
-	return meta_write(s, l, gen, &m);
+	return del_done(s, l, gen, &m);
 }
 
 int shield_lookup(struct shield *s, enum shield_list l,
@@ -1340,7 +1533,8 @@ static int batch_put_kv(int fd, const void *keys, size_t key_size,
 
 struct node_mark {
 	uint32_t key;
-	uint32_t bit;
+	uint32_t bit;              /* length - 32 (96: a /128 exact entry) */
+	uint32_t bits;             /* /32../64: prefix bits 32..63 */
 };
 
 static int cmp_node_mark(const void *a, const void *b)
@@ -1374,7 +1568,7 @@ int shield_bulk_commit(struct shield_bulk *b)
 	struct node_mark *nmk = NULL;
 	struct shield_v6_node *nvals = NULL;
 	uint32_t *idx = NULL, *lkeys = NULL, *nkeys = NULL;
-	uint32_t gen = 0, ngen, key;
+	uint32_t gen = 0, ngen;
 	size_t i, j, nmarks = 0, nleaves = 0, nnm = 0, nnodes = 0;
 	int err;
 
@@ -1439,6 +1633,7 @@ int shield_bulk_commit(struct shield_bulk *b)
 				.n = (uint16_t)(1u << (32 - c.plen)), .pfx = 1 };
 		} else if (c.plen >= 32) {
 			memcpy(&nmk[nnm].key, c.addr, 4);
+			nmk[nnm].bits = c.plen <= 64 ? v6_word1(&c) : 0;
 			nmk[nnm++].bit = c.plen - 32u;
 		}
 	}
@@ -1465,10 +1660,19 @@ int shield_bulk_commit(struct shield_bulk *b)
 		goto out;
 	}
 	for (i = 0; i < nnm; i++) {
+		struct shield_v6_node *n;
+
 		if (nnodes == 0 || nkeys[nnodes - 1] != nmk[i].key)
 			nkeys[nnodes++] = nmk[i].key;
-		nvals[nnodes - 1].lens[nmk[i].bit / 64] |= 1ull << (nmk[i].bit % 64);
-		if (node_lens(&nvals[nnodes - 1]) > SHIELD_MAX_V6_NODE_LENS) {
+		n = &nvals[nnodes - 1];
+		if (nmk[i].bit <= 32 && n->n_inl < SHIELD_V6_NODE_INLINE) {
+			/* entries are deduplicated above: no inline twins */
+			n->inl[n->n_inl].bits = nmk[i].bits;
+			n->inl[n->n_inl++].plen = nmk[i].bit + 32;
+			continue;
+		}
+		n->lens[nmk[i].bit / 64] |= 1ull << (nmk[i].bit % 64);
+		if (node_lens(n) > SHIELD_MAX_V6_NODE_LENS) {
 			err = -ENOSPC;
 			goto out;
 		}
@@ -1535,10 +1739,8 @@ int shield_bulk_commit(struct shield_bulk *b)
 	err = meta_write(s, b->l, ngen, &m);
 	if (err)
 		goto out;
-	/* The switch: one aligned 4-byte value. */
-	key = b->l;
-	if (bpf_map_update_elem(s->gen, &key, &ngen, BPF_ANY))
-		err = -errno;
+	/* The switch: one aligned 4-byte value (generation and empty flag). */
+	err = gen_write(s, b->l, ngen, m.n_exact == 0 && m.n_pfx == 0);
 out:
 	free(bitmap);
 	free(idx);

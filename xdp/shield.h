@@ -104,6 +104,20 @@ int shield_config_get(struct shield *s, struct shield_config *out);
  * Returns 0, -EINVAL (bad field), or -errno from the map update. */
 int shield_config_set(struct shield *s, const struct shield_config *c);
 
+/* shield_own_set: tells the shield the dataplane's own host addresses on
+ * the interface (IPv4 /32, IPv6 /128; at most SHIELD_MAX_OWN per family;
+ * n = 0 clears them). Frames for them that are not SMTP (ARP with one of
+ * them as target, ICMPv6 neighbour solicitations for them, other IP
+ * packets to them) then go to the AF_XDP socket, so DPDK's stack resolves
+ * its neighbours and answers ping; other non-SMTP traffic stays with the
+ * kernel. Replaces the previous set. Returns 0, -EINVAL (not a host
+ * address), -E2BIG, -EOPNOTSUPP (the pinned object predates the map), or
+ * -errno. shield_own_get copies the set into out (cap entries, IPv4
+ * first) and sets *n; returns 0, -ENOSPC, -EOPNOTSUPP or -errno. */
+int shield_own_set(struct shield *s, const struct shield_cidr *addrs, size_t n);
+int shield_own_get(struct shield *s, struct shield_cidr *out, size_t cap,
+		   size_t *n);
+
 /* shield_cidr_parse: "198.18.0.0/15", "2001:db8::/32", or a bare address
  * (= /32, /128). Host bits beyond plen are cleared. Returns 0 or -EINVAL. */
 int shield_cidr_parse(const char *text, struct shield_cidr *out);

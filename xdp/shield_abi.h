@@ -19,14 +19,18 @@
 #define SHIELD_MAP_RATE    "mxedge_rate"
 #define SHIELD_MAP_SYNMETER "mxedge_synm"
 #define SHIELD_MAP_EVENTS  "mxedge_events"
+#define SHIELD_MAP_OWN     "mxedge_own"
 
 enum {
 	SHIELD_MAX_PORTS = 4,      /* SMTP ports the shield guards */
 	SHIELD_MAX_V4_PLENS = 8,   /* distinct IPv4 prefix lengths /25../31 */
 	SHIELD_MAX_V6_PLENS = 24,  /* distinct IPv6 prefix lengths < /32 probed */
-	SHIELD_MAX_V6_NODE_LENS = 16, /* distinct lengths /32../127 under one /32 */
+	SHIELD_MAX_V6_NODE_LENS = 16, /* distinct probed lengths /32../127 under
+	                              * one /32 (beyond its inline prefixes) */
 	SHIELD_V4_BITMAP_WORDS = (1u << 24) / 64, /* 64 IPv4 /24 blocks per word */
 	SHIELD_V6_EXT_MAX = 6,     /* IPv6 extension headers walked */
+	SHIELD_MAX_OWN = 4,        /* dataplane addresses per family */
+	SHIELD_V6_NODE_INLINE = 6, /* IPv6 /32../64 prefixes held in a /32 node */
 };
 
 /* Two lists, each with two generations: bulk loads fill the inactive
@@ -36,6 +40,13 @@ enum shield_list {
 	SHIELD_LIST_ALLOW = 1,
 	SHIELD_LIST_COUNT = 2,
 };
+
+/* mxedge_gen[list] value: bit 0 is the active generation; SHIELD_GEN_EMPTY
+ * says the active generation holds no entry, so the program skips the
+ * list's lookups (the allowlist is empty on most edges, and it is
+ * consulted on every drop). Writers that predate the flag never set it,
+ * which only costs lookups. */
+#define SHIELD_GEN_EMPTY 0x2u
 
 /* Why a packet got its verdict. Each reason implies exactly one verdict
  * (shield_reason_verdict() in the library); counters are indexed by it. */
@@ -125,13 +136,25 @@ struct shield_v4_leaf {
 };
 
 /* IPv6 first level: one node per /32 (key: the address's first 32 bits,
- * network order) under which entries of length /32../128 exist; bit i of
- * lens means length 32 + i is present (bit 96: /128 exact entries). Only
- * those lengths are probed, so a source whose /32 holds nothing costs one
- * lookup. A bit may stay set after its last entry is deleted (one wasted
- * probe, never a wrong verdict) until the next bulk load. */
+ * network order) under which entries of length /32../128 exist. Up to
+ * SHIELD_V6_NODE_INLINE prefixes of length /32../64 live in the node itself
+ * (inl[]: bits 32..63 of the prefix and its length), so a source under
+ * such a prefix is answered by this one lookup. Every other length below
+ * the /32 has a bit in lens (bit i: length 32 + i; bit 96: /128 exact
+ * entries) and is probed in the prefix (or exact) hash. An inline entry
+ * always mirrors an existing prefix (deleted with it); a lens bit may stay
+ * set after its last entry is deleted (one wasted probe, never a wrong
+ * verdict) until the next bulk load. */
+struct shield_v6_inl {
+	__be32 bits;               /* prefix bits 32..63 (address word 1), masked */
+	__u32 plen;                /* 32..64 */
+};
+
 struct shield_v6_node {
 	__u64 lens[2];
+	__u32 n_inl;               /* used entries of inl */
+	__u32 pad;
+	struct shield_v6_inl inl[SHIELD_V6_NODE_INLINE];
 };
 
 /* Entry value in the exact and prefix hashes. The program only tests
@@ -177,6 +200,20 @@ struct shield_event {
 	__u8 family;               /* 4 or 6 */
 	__u8 pad;
 	struct shield_addr src;
+};
+
+/* The dataplane's own addresses on the shielded interface (mxedge_own[0]).
+ * DPDK's TCP/IP stack answers ARP and NDP for them itself, so frames that
+ * are for these addresses and are not SMTP (ARP whose target is one of them,
+ * ICMPv6 neighbour solicitations for them, any other IP packet to them) go
+ * to the AF_XDP socket too; everything else that is not SMTP stays with the
+ * kernel. All zero (the state after the PMD loads the object): no such
+ * frames, ARP/NDP go to the kernel as before. */
+struct shield_own {
+	__u32 n4;                  /* used entries of v4 */
+	__u32 n6;                  /* used entries of v6 */
+	__be32 v4[SHIELD_MAX_OWN]; /* network order */
+	struct shield_addr v6[SHIELD_MAX_OWN];
 };
 
 #endif

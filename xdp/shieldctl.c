@@ -25,6 +25,8 @@ static void usage(FILE *f)
 		"  del block|allow CIDR\n"
 		"  list block|allow\n"
 		"  bulk block|allow FILE [--ttl SECONDS]   replace the whole list\n"
+		"  own [ADDR...|none]            the dataplane's own addresses: their ARP,\n"
+		"                                NDP and non-SMTP traffic go to AF_XDP too\n"
 		"  expire                        remove entries whose TTL has passed\n"
 		"  stats                         counters per verdict reason\n"
 		"  config [--ports P[,P..]] [--rate N --burst N] [--flood-syn N]\n"
@@ -285,6 +287,40 @@ int main(int argc, char **argv)
 		}
 		printf("loaded %zu entries in %.3f s\n", loaded,
 		       (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+	} else if (!strcmp(cmd, "own")) {
+		struct shield_cidr own[2 * SHIELD_MAX_OWN];
+		size_t n = 0, i;
+		char buf[64];
+
+		if (argc == 0) {
+			err = shield_own_get(s, own, 2 * SHIELD_MAX_OWN, &n);
+			if (err) {
+				rc = die("own", err);
+				goto out;
+			}
+			for (i = 0; i < n; i++) {
+				shield_cidr_format(&own[i], buf, sizeof(buf));
+				printf("%s\n", buf);
+			}
+			goto out;
+		}
+		if (!(argc == 1 && !strcmp(argv[0], "none"))) {
+			for (i = 0; i < (size_t)argc; i++) {
+				if (i == 2 * SHIELD_MAX_OWN ||
+				    shield_cidr_parse(argv[i], &own[i]) ||
+				    own[i].plen != (own[i].family == 4 ? 32 : 128)) {
+					fprintf(stderr, "mxedge-shield: own: '%s' is not a host "
+						"address (at most %d per family)\n", argv[i],
+						SHIELD_MAX_OWN);
+					rc = 1;
+					goto out;
+				}
+			}
+			n = (size_t)argc;
+		}
+		err = shield_own_set(s, own, n);
+		if (err)
+			rc = die("own", err);
 	} else if (!strcmp(cmd, "expire")) {
 		size_t removed = 0;
 

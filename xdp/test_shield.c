@@ -434,6 +434,151 @@ static void test_xsk_redirect_and_empty_slot(void **state)
 	testenv_xsk_close_all();
 }
 
+/* ARP over Ethernet for IPv4 (RFC 826), op 1 request or 2 reply. */
+static size_t arp_frame(uint8_t *f, int op, const char *spa, const char *tpa)
+{
+	static const uint8_t hdr[22] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+					 2, 0, 0, 0, 0, 2, 0x08, 0x06,
+					 0, 1, 0x08, 0, 6, 4, 0, 0 };
+
+	memset(f, 0, 60);
+	memcpy(f, hdr, sizeof(hdr));
+	f[21] = (uint8_t)op;
+	memcpy(f + 22, hdr + 6, 6);                 /* sender MAC */
+	inet_pton(AF_INET, spa, f + 28);
+	inet_pton(AF_INET, tpa, f + 38);
+	return 60;
+}
+
+static int run_raw_q(const uint8_t *f, size_t n, uint32_t queue)
+{
+	return testenv_run(shield_prog_fd(S), f, n, IFX, queue, NULL, NULL);
+}
+
+/* ICMPv6 neighbour solicitation (RFC 4861 §4.3) for target, sent to its
+ * solicited-node multicast group. */
+static size_t ns_frame(uint8_t *f, size_t cap, const char *target)
+{
+	struct testenv_pkt p = { .family = 6, .proto = 58, .payload = 16,
+				 .dst = "ff02::1:ff00:1" };
+	size_t n = testenv_build(f, cap, &p);
+
+	assert_true(n >= 14 + 40 + 24);
+	f[14 + 40] = 135;
+	f[14 + 40 + 1] = 0;
+	memset(f + 14 + 40 + 4, 0, 4);
+	inet_pton(AF_INET6, target, f + 14 + 40 + 8);
+	return n;
+}
+
+static void set_own(const char *a, const char *b)
+{
+	struct shield_cidr c[2];
+
+	assert_int_equal(shield_cidr_parse(a, &c[0]), 0);
+	assert_int_equal(shield_cidr_parse(b, &c[1]), 0);
+	assert_int_equal(shield_own_set(S, c, 2), 0);
+}
+
+/* The dataplane's own addresses: its ARP, NDP and non-SMTP traffic go to
+ * its AF_XDP socket (DPDK's stack answers them); the kernel keeps all the
+ * rest, and own addresses do not bypass the lists. */
+static void test_own_addresses(void **state)
+{
+	struct testenv_pkt icmp = { .family = 4, .proto = 1 };
+	struct testenv_pkt ssh = { .family = 4, .dport = 22, .tcpflags = SYN };
+	struct testenv_pkt echo6 = { .family = 6, .proto = 58, .payload = 8 };
+	struct testenv_pkt smtp = { .family = 4, .dport = 25, .tcpflags = SYN };
+	struct shield_cidr got[8], bad[5];
+	uint8_t f[256];
+	size_t n, i;
+
+	assert_int_equal(testenv_xsk_bind(IFX, 3, shield_xsks_map_fd(S)), 0);
+	/* nothing configured (as after the PMD loads the object): kernel */
+	reset_deltas();
+	n = arp_frame(f, 1, "198.18.0.2", "198.18.0.1");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_IP), 1);
+	assert_int_equal(run_q(&icmp, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_TCP), 1);
+
+	set_own("198.18.0.1", "2001:db8::1");
+	assert_int_equal(shield_own_get(S, got, 8, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(got[0].family, 4);
+	assert_int_equal(got[1].family, 6);
+	assert_int_equal(shield_own_get(S, got, 1, &n), -ENOSPC);
+
+	/* ARP request for us and the reply to our own request: ours */
+	reset_deltas();
+	n = arp_frame(f, 1, "198.18.0.2", "198.18.0.1");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_REDIRECT);
+	assert_int_equal(delta(SHIELD_R_REDIRECT), 1);
+	n = arp_frame(f, 2, "198.18.0.2", "198.18.0.1");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_REDIRECT);
+	assert_int_equal(delta(SHIELD_R_REDIRECT), 1);
+	/* no socket on the queue: the kernel, not the void */
+	assert_int_equal(run_raw_q(f, n, 2), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NO_XSK), 1);
+	/* ARP for the kernel's address, and truncated ARP: the kernel's */
+	n = arp_frame(f, 1, "198.18.0.2", "198.18.0.3");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_IP), 1);
+	n = arp_frame(f, 1, "198.18.0.2", "198.18.0.1");
+	assert_int_equal(run_raw_q(f, 14 + 27, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_IP), 1);
+	assert_int_equal(delta(SHIELD_R_REDIRECT), 0);
+
+	/* ICMP and non-SMTP TCP to us: ours; to another address: kernel */
+	assert_int_equal(run_q(&icmp, 3), XDP_REDIRECT);
+	assert_int_equal(run_q(&ssh, 3), XDP_REDIRECT);
+	assert_int_equal(delta(SHIELD_R_REDIRECT), 2);
+	icmp.dst = ssh.dst = "198.18.0.3";
+	assert_int_equal(run_q(&icmp, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_TCP), 1);
+	assert_int_equal(run_q(&ssh, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_SMTP), 1);
+
+	/* NDP: a solicitation for us (to the solicited-node group), ICMPv6
+	 * to us; a solicitation for another address stays with the kernel */
+	n = ns_frame(f, sizeof(f), "2001:db8::1");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_REDIRECT);
+	assert_int_equal(run_q(&echo6, 3), XDP_REDIRECT);
+	assert_int_equal(delta(SHIELD_R_REDIRECT), 2);
+	n = ns_frame(f, sizeof(f), "2001:db8::3");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_PASS);
+	echo6.dst = "2001:db8::3";
+	assert_int_equal(run_q(&echo6, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_TCP), 2);
+
+	/* own addresses open no door through the lists */
+	add(SHIELD_LIST_BLOCK, "198.18.0.2");
+	assert_int_equal(run_q(&smtp, 3), XDP_DROP);
+	assert_int_equal(delta(SHIELD_R_DROP_BLOCK_EXACT), 1);
+	del(SHIELD_LIST_BLOCK, "198.18.0.2");
+
+	/* bad input is refused and changes nothing */
+	assert_int_equal(shield_cidr_parse("198.18.0.0/24", &bad[0]), 0);
+	assert_int_equal(shield_own_set(S, bad, 1), -EINVAL);
+	for (i = 0; i < 5; i++) {
+		char a[32];
+
+		snprintf(a, sizeof(a), "198.18.0.%zu", 10 + i);
+		assert_int_equal(shield_cidr_parse(a, &bad[i]), 0);
+	}
+	assert_int_equal(shield_own_set(S, bad, 5), -E2BIG);
+	assert_int_equal(shield_own_get(S, got, 8, &n), 0);
+	assert_int_equal(n, 2);
+
+	/* cleared: ARP for the old address is the kernel's again */
+	assert_int_equal(shield_own_set(S, NULL, 0), 0);
+	reset_deltas();
+	n = arp_frame(f, 1, "198.18.0.2", "198.18.0.1");
+	assert_int_equal(run_raw_q(f, n, 3), XDP_PASS);
+	assert_int_equal(delta(SHIELD_R_PASS_NOT_IP), 1);
+	testenv_xsk_close_all();
+}
+
 static uint16_t csum16(const uint8_t *p, size_t n, uint32_t sum)
 {
 	size_t i;
@@ -585,6 +730,7 @@ int main(void)
 		cmocka_unit_test(test_ports_configurable),
 		cmocka_unit_test(test_rate_limit_shared_across_queues),
 		cmocka_unit_test(test_xsk_redirect_and_empty_slot),
+		cmocka_unit_test(test_own_addresses),
 		cmocka_unit_test(test_syn_flood_cookie_and_handoff),
 		cmocka_unit_test(test_drop_events_sampled),
 	};

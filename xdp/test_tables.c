@@ -184,9 +184,9 @@ static void test_too_many_v6_lengths(void **state)
 	char buf[64];
 	int len, ok = 0, r = 0;
 
-	/* lengths >= /32 below one /32 (2001:db8::/32): at most
-	 * SHIELD_MAX_V6_NODE_LENS of them are probed, so more are refused */
-	for (len = 40; len < 40 + SHIELD_MAX_V6_NODE_LENS + 1; len++) {
+	/* lengths /65../127 below one /32 (2001:db8::/32) are probed by
+	 * length: at most SHIELD_MAX_V6_NODE_LENS of them, more are refused */
+	for (len = 80; len < 80 + SHIELD_MAX_V6_NODE_LENS + 1; len++) {
 		snprintf(buf, sizeof(buf), "2001:db8:ffff::/%d", len);
 		assert_int_equal(shield_cidr_parse(buf, &c), 0);
 		r = shield_add(S, SHIELD_LIST_BLOCK, &c, 0);
@@ -205,12 +205,160 @@ static void test_too_many_v6_lengths(void **state)
 	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
 	assert_int_equal(verdict(S, "2001:db9::1"), XDP_DROP);
 	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
-	for (len = 40; len < 40 + SHIELD_MAX_V6_NODE_LENS; len++) {
+	for (len = 80; len < 80 + SHIELD_MAX_V6_NODE_LENS; len++) {
 		snprintf(buf, sizeof(buf), "2001:db8:ffff::/%d", len);
 		assert_int_equal(shield_cidr_parse(buf, &c), 0);
 		assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
 	}
 	assert_int_equal(verdict(S, "2001:db8:ffff::1"), XDP_PASS);
+}
+
+static void add6(const char *cidr, uint64_t expires)
+{
+	struct shield_cidr c;
+
+	assert_int_equal(shield_cidr_parse(cidr, &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, expires), 0);
+}
+
+static void del6(const char *cidr)
+{
+	struct shield_cidr c;
+
+	assert_int_equal(shield_cidr_parse(cidr, &c), 0);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+}
+
+/* IPv6 /32../64 prefixes live inline in their /32's node (answered by one
+ * lookup), the rest of a crowded /32 is probed: every one of them drops,
+ * a deleted or expired one stops dropping at once, and a bulk load builds
+ * the same thing. (Table entries only: no packet leaves this host.) */
+static void test_v6_inline_prefixes(void **state)
+{
+	char buf[64];
+	size_t removed = 0;
+	int i;
+
+	/* 10 /48s in one /32: more than a node holds inline */
+	for (i = 1; i <= 10; i++) {
+		snprintf(buf, sizeof(buf), "2001:dbc:%x::/48", i);
+		add6(buf, 0);
+	}
+	add6("2001:dbc:0:1::/64", 0);
+	add6("2001:db9::/32", 0);
+	add6("2001:dba:8000::/33", 0);
+	add6("2001:dbb:0:1::/64", (uint64_t)time(NULL) - 1); /* already expired */
+	for (i = 1; i <= 10; i++) {
+		snprintf(buf, sizeof(buf), "2001:dbc:%x::99", i);
+		assert_int_equal(verdict(S, buf), XDP_DROP);
+	}
+	assert_int_equal(verdict(S, "2001:dbc:b::1"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:dbc:0:1::5"), XDP_DROP);
+	assert_int_equal(verdict(S, "2001:dbc:0:2::5"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:db9:ffff::1"), XDP_DROP);
+	assert_int_equal(verdict(S, "2001:dba:8000::1"), XDP_DROP);
+	assert_int_equal(verdict(S, "2001:dba:7fff::1"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:dbb:0:1::1"), XDP_DROP);
+
+	/* deletes: an inline one (the first added) and a probed one (the
+	 * last); the others keep dropping */
+	del6("2001:dbc:1::/48");
+	del6("2001:dbc:a::/48");
+	assert_int_equal(verdict(S, "2001:dbc:1::99"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:dbc:a::99"), XDP_PASS);
+	for (i = 2; i <= 9; i++) {
+		snprintf(buf, sizeof(buf), "2001:dbc:%x::99", i);
+		assert_int_equal(verdict(S, buf), XDP_DROP);
+	}
+	del6("2001:db9::/32");
+	assert_int_equal(verdict(S, "2001:db9:ffff::1"), XDP_PASS);
+	/* re-added after a delete: drops again */
+	add6("2001:dbc:1::/48", 0);
+	assert_int_equal(verdict(S, "2001:dbc:1::99"), XDP_DROP);
+	/* expiry removes an inline prefix too */
+	assert_int_equal(shield_expire(S, (uint64_t)time(NULL), &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_int_equal(verdict(S, "2001:dbb:0:1::1"), XDP_PASS);
+
+	/* the same set through a bulk load */
+	{
+		struct shield_bulk *b = shield_bulk_begin(S, SHIELD_LIST_BLOCK);
+		struct shield_cidr c;
+
+		assert_non_null(b);
+		for (i = 1; i <= 10; i++) {
+			snprintf(buf, sizeof(buf), "2001:dbc:%x::/48", i);
+			assert_int_equal(shield_cidr_parse(buf, &c), 0);
+			assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+		}
+		assert_int_equal(shield_cidr_parse("2001:dba:8000::/33", &c), 0);
+		assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+		assert_int_equal(shield_bulk_commit(b), 0);
+	}
+	for (i = 1; i <= 10; i++) {
+		snprintf(buf, sizeof(buf), "2001:dbc:%x::99", i);
+		assert_int_equal(verdict(S, buf), XDP_DROP);
+	}
+	assert_int_equal(verdict(S, "2001:dbc:b::1"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:dbc:0:1::5"), XDP_PASS);
+	assert_int_equal(verdict(S, "2001:dba:8000::1"), XDP_DROP);
+	assert_int_equal(verdict(S, "2001:dba:7fff::1"), XDP_PASS);
+	del6("2001:dbc:3::/48");
+	assert_int_equal(verdict(S, "2001:dbc:3::99"), XDP_PASS);
+	/* leave an empty list for the next test */
+	{
+		struct shield_bulk *b = shield_bulk_begin(S, SHIELD_LIST_BLOCK);
+
+		assert_non_null(b);
+		assert_int_equal(shield_bulk_commit(b), 0);
+	}
+	assert_int_equal(verdict(S, "2001:dbc:2::99"), XDP_PASS);
+}
+
+static void allow_bulk(const char *cidr)
+{
+	struct shield_bulk *b = shield_bulk_begin(S, SHIELD_LIST_ALLOW);
+	struct shield_cidr c;
+
+	assert_non_null(b);
+	if (cidr) {
+		assert_int_equal(shield_cidr_parse(cidr, &c), 0);
+		assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+	}
+	assert_int_equal(shield_bulk_commit(b), 0);
+}
+
+/* The program skips an empty list: the allowlist must win again as soon as
+ * it is refilled, whether it was emptied by a delete or by a bulk load, and
+ * an emptied blocklist must stop dropping. */
+static void test_lists_emptied_and_refilled(void **state)
+{
+	struct shield_cidr blk, alw;
+	uint64_t n = 1;
+
+	assert_int_equal(shield_cidr_parse("198.18.5.5", &blk), 0);
+	assert_int_equal(shield_cidr_parse("198.18.5.0/24", &alw), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &blk, 0), 0);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_DROP);
+	assert_int_equal(shield_add(S, SHIELD_LIST_ALLOW, &alw, 0), 0);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);
+	assert_int_equal(shield_del(S, SHIELD_LIST_ALLOW, &alw), 0);
+	assert_int_equal(shield_count(S, SHIELD_LIST_ALLOW, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_DROP);
+	allow_bulk("198.18.5.0/24");
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);
+	allow_bulk(NULL);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_DROP);
+	assert_int_equal(shield_add(S, SHIELD_LIST_ALLOW, &alw, 0), 0);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);
+	allow_bulk(NULL);
+	/* the blocklist emptied by a delete, then refilled */
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &blk), 0);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &blk, 0), 0);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &blk), 0);
 }
 
 static void test_bulk_swap(void **state)
@@ -399,6 +547,8 @@ int main(void)
 		cmocka_unit_test(test_v6_short_prefix),
 		cmocka_unit_test(test_overlapping_prefix_delete),
 		cmocka_unit_test(test_too_many_v6_lengths),
+		cmocka_unit_test(test_v6_inline_prefixes),
+		cmocka_unit_test(test_lists_emptied_and_refilled),
 		cmocka_unit_test(test_bulk_swap),
 		cmocka_unit_test(test_bulk_bad_file_changes_nothing),
 		cmocka_unit_test(test_swap_has_no_window),

@@ -4,8 +4,10 @@
  * on the same packets in the same run; plus the time to load the list.
  * Results: JSON and a Markdown table (medians of several runs).
  *
- *   bench_shield --baseline OBJ [--xdpfilt-dir DIR] [--prefixes N]
+ *   bench_shield --baseline OBJ [--xdpfilt-dir DIR] [--prefixes N] [--hash-refs]
  *                [--repeat R] [--runs K] [--no-lpm] [--out PREFIX] [--smoke]
+ * --hash-refs adds two one-lookup reference programs (a hash like the
+ * shield's /24 leaves, and one like xdp-filter's): what a lookup costs.
  * Root only (BPF, private network namespace). Bounded: runs*cases*programs
  * test runs of `repeat` packets each.
  */
@@ -25,7 +27,7 @@
 #include "shield.h"
 #include "testenv.h"
 
-enum { MAX_PROGS = 8, MAX_CASES = 12, MAX_RUNS = 31 };
+enum { MAX_PROGS = 10, MAX_CASES = 12, MAX_RUNS = 31 };
 
 struct prog {
 	const char *name;
@@ -270,12 +272,13 @@ int main(int argc, char **argv)
 		{ "no-lpm", no_argument, NULL, 'L' },
 		{ "out", required_argument, NULL, 'o' },
 		{ "smoke", no_argument, NULL, 's' },
+		{ "hash-refs", no_argument, NULL, 'H' },
 		{ 0 },
 	};
 	const char *baseline = NULL, *xdir = "/usr/lib/x86_64-linux-gnu/bpf", *out = NULL;
 	size_t nprefixes = 1000000, i;
 	uint32_t repeat = 1000000;
-	int runs = 5, use_lpm = 1, smoke = 0, c, ifindex, np = 0, nc = 0, p, r, rc = 1;
+	int runs = 5, use_lpm = 1, smoke = 0, hash_refs = 0, c, ifindex, np = 0, nc = 0, p, r, rc = 1;
 	struct prog progs[MAX_PROGS];
 	static struct bcase cases[MAX_CASES];
 	struct shield *s = NULL;
@@ -300,6 +303,7 @@ int main(int argc, char **argv)
 		case 'L': use_lpm = 0; break;
 		case 'o': out = optarg; break;
 		case 's': smoke = 1; break;
+		case 'H': hash_refs = 1; break;
 		default: return 2;
 		}
 	}
@@ -311,7 +315,7 @@ int main(int argc, char **argv)
 	if (!baseline || runs < 1 || runs > MAX_RUNS || repeat == 0) {
 		fprintf(stderr, "usage: bench_shield --baseline OBJ [--xdpfilt-dir DIR] "
 			"[--prefixes N] [--repeat R] [--runs 1..%d] [--no-lpm] "
-			"[--out PREFIX] [--smoke]\n", MAX_RUNS);
+			"[--hash-refs] [--out PREFIX] [--smoke]\n", MAX_RUNS);
 		return 2;
 	}
 	if (geteuid() != 0) {
@@ -412,6 +416,33 @@ int main(int argc, char **argv)
 		}
 		progs[np++] = (struct prog){ "LPM trie (1 lookup)",
 			bpf_program__fd(bpf_object__find_program_by_name(base, "bench_lpm")), NULL };
+	}
+	if (hash_refs) {
+		/* the exact blocked source in both one-lookup programs' maps,
+		 * plus 100 k other keys in the shield-like one */
+		int fl = bpf_map__fd(bpf_object__find_map_by_name(base, "bench_hash_leaf"));
+		int fp = bpf_map__fd(bpf_object__find_map_by_name(base, "bench_hash_pc"));
+		int ncpu = libbpf_num_possible_cpus();
+		uint64_t leaf[8] = { 1 };
+		uint32_t *pcv = calloc((size_t)(ncpu > 0 ? ncpu : 1), sizeof(*pcv)), k;
+
+		if (!pcv)
+			goto out;
+		inet_pton(AF_INET, "198.18.77.77", &k);
+		if (bpf_map_update_elem(fl, &k, leaf, BPF_ANY) ||
+		    bpf_map_update_elem(fp, &k, pcv, BPF_ANY)) {
+			free(pcv);
+			goto out;
+		}
+		free(pcv);
+		for (i = 0; i < 100000; i++) {
+			k = (uint32_t)rng();
+			bpf_map_update_elem(fl, &k, leaf, BPF_ANY);
+		}
+		progs[np++] = (struct prog){ "1 hash lookup (shield leaf map)",
+			bpf_program__fd(bpf_object__find_program_by_name(base, "bench_hash_leaf4")), NULL };
+		progs[np++] = (struct prog){ "1 hash lookup (xdp-filter map)",
+			bpf_program__fd(bpf_object__find_program_by_name(base, "bench_hash_pc4")), NULL };
 	}
 	snprintf(path, sizeof(path), "%s/xdpfilt_alw_ip.o", xdir);
 	filt_ip = open_obj(path);

@@ -58,8 +58,9 @@ struct rrcpt {
 
 struct rmsg {
 	struct rmsg *next, *prev;
-	unsigned src;
+	unsigned src, writer;
 	uint64_t qid;
+	uint64_t off;              /* BEGIN offset in its writer's stream */
 	char id[SPOOL_QID_LEN + 1];
 	char *from, *params;
 	uint64_t arrival_us, pickup_us;
@@ -1209,6 +1210,8 @@ static int on_spooled(const struct spool_message *sm, void *arg)
 	if (m == NULL)
 		return -ENOMEM;
 	m->src = pc->src;
+	m->writer = sm->writer;
+	m->off = sm->off;
 	m->qid = sm->qid;
 	spool_qid_format(sm->qid, m->id);
 	m->from = strdup(sm->env.mail_from);
@@ -1264,6 +1267,28 @@ nomem:
 	return -ENOMEM;
 }
 
+/* Deletes spool segments that hold nothing pending any more (once a
+ * second): the lowest BEGIN offset of every queued message pins its
+ * segment and all later ones of that writer. */
+static void release_segments(struct relay *r)
+{
+	static uint64_t keep[2][SPOOL_MAX_WRITERS];
+
+	for (unsigned s = 0; s < 2; s++)
+		for (unsigned w = 0; w < SPOOL_MAX_WRITERS; w++)
+			keep[s][w] = UINT64_MAX;
+	for (struct rmsg *m = r->msgs; m; m = m->next)
+		if (!m->gone && m->writer < SPOOL_MAX_WRITERS && m->off < keep[m->src][m->writer])
+			keep[m->src][m->writer] = m->off;
+	for (unsigned s = 0; s < 2; s++) {
+		int n = spool_reader_release(r->rd[s], keep[s]);
+
+		if (n < 0)
+			fprintf(stderr, "mxedge-control: releasing spool segments: %s\n",
+				strerror(-n));
+	}
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay *r = arg;
@@ -1315,6 +1340,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	r->ticks++;
+	if (r->ticks % 100 == 1)
+		release_segments(r);
 	if (r->state_dirty) {
 		/* Group commit of final states: one sync per tick. */
 		if (fdatasync(r->statefd) < 0)

@@ -228,6 +228,10 @@ uniq3=$(echo "$copies" | grep '^p3-' | sort -u | wc -l)
 [ "$uniq3" = $n3 ] || fail "only $uniq3 of $n3 messages arrived after kill -9"
 [ "$got" -le $((n3 + 8)) ] || fail "$((got - n3)) duplicates: more than what was in flight"
 echo "kill -9 after $sent_before sent lines: $n3 messages, $((got - n3)) delivered twice"
+# Every message is final: the relay deleted every segment but the newest
+# (three injector runs made three).
+wait_for 5 sh -c "[ \$(ls '$work/spool' | grep -c '\\.seg\$') = 1 ]" \
+  || fail "spool segments not released: $(ls "$work/spool")"
 kill -TERM "$cpid"
 wait "$cpid" || fail "mxedge-control did not exit cleanly on SIGTERM"
 

@@ -631,6 +631,7 @@ struct pend {
 	unsigned char *data;
 	uint64_t len, cap;
 	uint32_t chunks;
+	uint64_t begin_off;    /* stream offset of the BEGIN record */
 };
 
 struct scan {
@@ -640,6 +641,7 @@ struct scan {
 	void *arg;
 	struct spool_recovery rep;
 	uint64_t max_qid;
+	uint64_t cur_off;      /* stream offset of the record being applied */
 	/* open addressing on qid, linear probing, power-of-two size */
 	struct pend *tab;
 	size_t tab_size, tab_used;
@@ -794,6 +796,7 @@ static int deliver(struct scan *s, struct pend *p, unsigned writer)
 	if (rc == 0) {
 		msg.qid = p->qid;
 		msg.writer = writer;
+		msg.off = p->begin_off;
 		msg.data = p->data ? p->data : (const unsigned char *)"";
 		msg.len = p->len;
 		rc = s->cb(&msg, s->arg);
@@ -831,6 +834,7 @@ static int apply(struct scan *s, const struct rec_hdr *h,
 			return -ENOMEM;
 		memcpy(p->env, pl, h->len);
 		p->env_len = h->len;
+		p->begin_off = s->cur_off;
 		break;
 	case REC_DATA:
 		p = pend_find(s, h->qid, false);
@@ -921,6 +925,12 @@ static int scan_segment(struct scan *s, const struct seg *sg, off_t *size,
 
 	*mid = *tail = 0;
 	fd = openat(s->dirfd, sg->name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* Deleted since the listing: the control plane released it
+		 * (nothing in it was pending). */
+		*size = 0;
+		return 0;
+	}
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {
@@ -953,6 +963,7 @@ static int scan_segment(struct scan *s, const struct seg *sg, off_t *size,
 				*mid += pos - bad_from;
 				bad_from = -1;
 			}
+			s->cur_off = sg->start + (uint64_t)pos;
 			rc = apply(s, &h, buf + pos + sizeof(h), sg->writer);
 			if (rc)
 				goto out;
@@ -1258,6 +1269,7 @@ int spool_reader_poll(struct spool_reader *r,
 
 			if (rec_at(r->buf, (off_t)n, (off_t)at, &h)) {
 				rw->s.rep.records = 0;
+				rw->s.cur_off = sg->start + from + at;
 				rc = apply(&rw->s, &h, r->buf + at + sizeof(h), sg->writer);
 				r->rep.records++;
 				if (rw->s.rep.messages) {
@@ -1303,6 +1315,44 @@ int spool_reader_poll(struct spool_reader *r,
 		return rc;
 	return (int)(r->rep.messages - before > INT32_MAX ? INT32_MAX :
 		     r->rep.messages - before);
+}
+
+int spool_reader_release(struct spool_reader *r, const uint64_t *keep)
+{
+	struct seg *segs = NULL;
+	size_t n = 0, i;
+	int rc, deleted = 0;
+
+	rc = list_segments(r->dirfd, &segs, &n);
+	if (rc)
+		return rc;
+	for (i = 0; i + 1 < n; i++) {
+		const struct seg *sg = &segs[i];
+		const struct rwriter *rw = &r->w[sg->writer];
+		uint64_t limit = keep[sg->writer], end = segs[i + 1].start;
+		char marker[80];
+
+		/* Never the newest segment of a writer (the spool owner may
+		 * be writing it), never what the reader has not finished. */
+		if (segs[i + 1].writer != sg->writer || !rw->started)
+			continue;
+		if (rw->pos < limit)
+			limit = rw->pos;
+		for (size_t j = 0; j < rw->s.tab_size; j++)
+			if (rw->s.tab[j].qid && rw->s.tab[j].begin_off < limit)
+				limit = rw->s.tab[j].begin_off;
+		if (end > limit)
+			continue;
+		if (unlinkat(r->dirfd, sg->name, 0) < 0 && errno != ENOENT) {
+			rc = -errno;
+			break;
+		}
+		snprintf(marker, sizeof(marker), "%s.torn", sg->name);
+		(void)unlinkat(r->dirfd, marker, 0);
+		deleted++;
+	}
+	free(segs);
+	return rc ? rc : deleted;
 }
 
 /* Maps DIR/w<idx>.durable; @create (the owner) creates and sizes it.

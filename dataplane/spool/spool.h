@@ -175,6 +175,7 @@ struct spool_message {
 	struct spool_envelope env;
 	const unsigned char *data; /* all message bytes */
 	uint64_t len;
+	uint64_t off;              /* writer stream offset of its BEGIN record */
 };
 
 /*
@@ -218,6 +219,17 @@ struct spool_reader *spool_reader_open(const char *dir);
 int spool_reader_poll(struct spool_reader *r,
 		      int (*cb)(const struct spool_message *msg, void *arg),
 		      void *arg);
+
+/*
+ * spool_reader_release - delete the segments nobody needs any more: for
+ * each writer w, those that end at or below @keep[w] (SPOOL_MAX_WRITERS
+ * entries: the lowest spool_message.off the caller still needs, or
+ * UINT64_MAX), that the reader has read completely (no message in it is
+ * still being reassembled), and that are not the writer's newest. This is
+ * how the control plane frees disk once every recipient of the messages
+ * in a segment is final. Returns the number deleted, or -errno.
+ */
+int spool_reader_release(struct spool_reader *r, const uint64_t *keep);
 
 /* spool_reader_report - records/messages read and bytes skipped so far. */
 void spool_reader_report(const struct spool_reader *r, struct spool_recovery *rep);

@@ -792,6 +792,83 @@ static void test_reader_after_torn_tail(void **state)
 	spool_reader_close(r);
 }
 
+static unsigned count_segments(void)
+{
+	char cmd[160];
+	FILE *f;
+	unsigned n = 0;
+
+	snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c '\\.seg$'", dir);
+	f = popen(cmd, "r");
+	if (f == NULL || fscanf(f, "%u", &n) != 1)
+		n = 0;
+	if (f)
+		pclose(f);
+	return n;
+}
+
+static uint64_t got_off[MAXMSG];
+
+static int collect_off(const struct spool_message *m, void *arg)
+{
+	got_off[got.n] = m->off;
+	return collect(m, arg);
+}
+
+/* Segments are deleted once the reader's user no longer needs them, never
+ * the newest, never one holding a needed message; the spool still opens
+ * and recovers afterwards. */
+static void test_reader_release(void **state)
+{
+	struct spool *sp = open_spool(1, 0, 64 * 1024, NULL);
+	struct spool_writer *w = spool_writer(sp, 0);
+	unsigned char *body = random_body(30000, 3);
+	uint64_t keep[SPOOL_MAX_WRITERS], off = 0, qids[12];
+	struct spool_reader *r;
+	struct spool_recovery rep;
+	unsigned before;
+
+	for (int i = 0; i < 12; i++) {
+		off = put_message(w, "a@example.org", body, 30000, 8192, &qids[i]);
+		assert_true(wait_durable(w, off));
+	}
+	r = spool_reader_open(dir);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(spool_reader_poll(r, collect_off, NULL), 12);
+	before = count_segments();
+	assert_true(before >= 4);
+	for (int i = 0; i < SPOOL_MAX_WRITERS; i++)
+		keep[i] = UINT64_MAX;
+	/* Message 6 is still needed: its segment and later ones stay. */
+	keep[0] = got_off[6];
+	assert_true(spool_reader_release(r, keep) > 0);
+	spool_reader_close(r);
+	spool_close(sp);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(scan(&rep), 0);
+	assert_true(got.n >= 6 && got.n < 12);
+	assert_true(got.qid[got.n - 6] == qids[6]); /* 6..11 all there */
+	assert_true(got.qid[got.n - 1] == qids[11]);
+	assert_int_equal(rep.damaged_bytes, 0);
+	/* Nothing needed any more: only the newest segment stays. */
+	sp = open_spool(1, 0, 64 * 1024, &rep);
+	assert_int_equal(rep.damaged_bytes, 0);
+	r = spool_reader_open(dir);
+	memset(&got, 0, sizeof(got));
+	assert_true(spool_reader_poll(r, collect_off, NULL) >= 6);
+	keep[0] = UINT64_MAX;
+	assert_true(spool_reader_release(r, keep) > 0);
+	assert_int_equal(count_segments(), 1);
+	/* and the spool keeps working */
+	w = spool_writer(sp, 0);
+	off = put_message(w, "b@example.org", body, 100, 8192, NULL);
+	assert_true(wait_durable(w, off));
+	assert_int_equal(spool_reader_poll(r, collect, NULL), 1);
+	spool_reader_close(r);
+	spool_close(sp);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -812,6 +889,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reader_tails_live_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_respects_durable_offset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_after_torn_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_release, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -138,6 +138,8 @@ struct relay {
 	struct spool_writer *bw;
 	int statefd;
 	bool state_dirty;
+	char *sbuf;                  /* final-state lines not yet written */
+	size_t slen, scap;
 	FILE *log;
 	struct event *tick;
 	struct rmsg *msgs;           /* all messages in the queue */
@@ -195,8 +197,8 @@ static void mlog(struct relay *r, const char *prog, const char *qid, const char 
 		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
 	line[sizeof(line) - 2] = '\0';
+	/* Buffered; flushed once per tick (one write for many lines). */
 	fprintf(r->log, "%s\n", line);
-	fflush(r->log);
 }
 
 /* Postfix-style delay: enough digits to be useful, "0" for nothing. */
@@ -299,15 +301,52 @@ static int state_load(struct relay *r)
 	return 0;
 }
 
-/* Appends a final state; synced by the next tick (group commit). */
+/* Writes and syncs the final states gathered since the last call: one
+ * write and one fdatasync per tick (group commit). */
+static void state_flush(struct relay *r)
+{
+	size_t done = 0;
+
+	while (done < r->slen) {
+		ssize_t n = write(r->statefd, r->sbuf + done, r->slen - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "mxedge-control: state log write: %s\n", strerror(errno));
+			break;
+		}
+		done += (size_t)n;
+	}
+	r->slen = 0;
+	if (r->state_dirty && fdatasync(r->statefd) < 0)
+		fprintf(stderr, "mxedge-control: state log sync: %s\n", strerror(errno));
+	r->state_dirty = false;
+}
+
+/* Records a final state (written by the next tick). */
 static void state_final(struct relay *r, struct rmsg *m, unsigned idx, bool sent)
 {
 	char line[64];
 	int n = snprintf(line, sizeof(line), "%c %u %s %u\n", sent ? 'S' : 'F', m->src,
 			 m->id, idx);
 
-	if (write(r->statefd, line, (size_t)n) != n)
-		fprintf(stderr, "mxedge-control: state log write: %s\n", strerror(errno));
+	if (r->slen + (size_t)n > r->scap) {
+		size_t nc = r->scap ? r->scap * 2 : 65536;
+		char *nb = realloc(r->sbuf, nc);
+
+		if (nb == NULL) {
+			state_flush(r); /* write what we have, then retry */
+			nb = r->sbuf;
+			nc = r->scap;
+		}
+		r->sbuf = nb;
+		r->scap = nc;
+	}
+	if (r->slen + (size_t)n <= r->scap) {
+		memcpy(r->sbuf + r->slen, line, (size_t)n);
+		r->slen += (size_t)n;
+	}
 	r->state_dirty = true;
 	(void)fin_add(r, m->src, m->qid, idx);
 }
@@ -1342,12 +1381,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	r->ticks++;
 	if (r->ticks % 100 == 1)
 		release_segments(r);
-	if (r->state_dirty) {
-		/* Group commit of final states: one sync per tick. */
-		if (fdatasync(r->statefd) < 0)
-			fprintf(stderr, "mxedge-control: state log sync: %s\n", strerror(errno));
-		r->state_dirty = false;
-	}
+	if (r->state_dirty)
+		state_flush(r);
+	fflush(r->log);
 	evtimer_add(r->tick, &tv);
 }
 
@@ -1542,7 +1578,7 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 	sc.dir = path;
 	sc.writers = 1;
 	sc.ring_bytes = 1u << 20;
-	sc.idle_poll_us = 1000;
+	sc.idle_poll_us = 10000; /* bounces are not latency-critical */
 	r->bsp = spool_open(&sc, NULL);
 	if (r->bsp == NULL) {
 		e = errno;
@@ -1609,9 +1645,10 @@ void relay_free(struct relay *r)
 	if (r->tick)
 		event_free(r->tick);
 	if (r->statefd >= 0) {
-		fdatasync(r->statefd);
+		state_flush(r);
 		close(r->statefd);
 	}
+	free(r->sbuf);
 	spool_reader_close(r->rd[0]);
 	spool_reader_close(r->rd[1]);
 	spool_close(r->bsp);
@@ -1623,6 +1660,8 @@ void relay_free(struct relay *r)
 	}
 	if (r->log && r->log != stderr)
 		fclose(r->log);
+	else if (r->log)
+		fflush(r->log);
 	free(r->fin);
 	free(r);
 }

@@ -122,12 +122,15 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		env.arrival_us = now_us();
+		/* -EAGAIN: the ring is full until the sync thread catches up. */
 		while ((rc = spool_begin(w, &m, qid, &env)) == -EAGAIN)
 			usleep(1000);
-		while (rc == 0 && (rc = spool_data(w, &m, body, blen)) == -EAGAIN)
-			usleep(1000);
-		while (rc == 0 && (rc = spool_end(w, &m, &last)) == -EAGAIN)
-			usleep(1000);
+		if (rc == 0)
+			while ((rc = spool_data(w, &m, body, blen)) == -EAGAIN)
+				usleep(1000);
+		if (rc == 0)
+			while ((rc = spool_end(w, &m, &last)) == -EAGAIN)
+				usleep(1000);
 		free(body);
 		if (rc) {
 			fprintf(stderr, "spool_inject: message %u: %s\n", i, strerror(-rc));

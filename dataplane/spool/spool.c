@@ -1219,19 +1219,22 @@ int spool_reader_poll(struct spool_reader *r,
 	uint64_t before = r->rep.messages;
 	int rc;
 
-	/* Bounds first, listing second: a segment created after we read a
-	 * bound only holds bytes above it. */
-	for (i = 0; i < SPOOL_MAX_WRITERS; i++) {
-		struct rwriter *rw = &r->w[i];
-
-		if (rw->pub == NULL)
-			(void)durfile_map(r->dirfd, (unsigned)i, false, &rw->pub);
-		bound[i] = rw->pub ? atomic_load_explicit(&rw->pub->durable,
-							  memory_order_acquire) : 0;
-	}
+	/* Listing first, bounds second: a listed segment's predecessor was
+	 * synced whole before it was created, so its bytes lie below any
+	 * bound read afterwards; a segment created after the listing is
+	 * simply read at the next poll. Only writers with segments are
+	 * looked at (no per-poll probing of absent .durable files). */
 	rc = list_segments(r->dirfd, &segs, &nseg);
 	if (rc)
 		return rc;
+	for (i = 0; i < nseg; i++) {
+		struct rwriter *rw = &r->w[segs[i].writer];
+
+		if (rw->pub == NULL)
+			(void)durfile_map(r->dirfd, segs[i].writer, false, &rw->pub);
+		bound[segs[i].writer] = rw->pub ?
+			atomic_load_explicit(&rw->pub->durable, memory_order_acquire) : 0;
+	}
 	for (i = 0; i < nseg; i++) {
 		const struct seg *sg = &segs[i];
 		struct rwriter *rw = &r->w[sg->writer];

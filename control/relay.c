@@ -71,6 +71,7 @@ struct rmsg {
 	uint64_t next_try_us;      /* 0 = no retry scheduled */
 	uint64_t bounce_off;       /* bounce commit offset while R_BWAIT */
 	bool gone;                 /* removed; freed by the next tick */
+	bool hold;                 /* on hold (queue.hold): never tried */
 	char bounce_id[SPOOL_QID_LEN + 1];
 };
 
@@ -149,6 +150,8 @@ struct relay {
 	unsigned ticks;
 	struct fkey *fin;
 	size_t fin_size, fin_used;
+	struct fkey *held;           /* messages on hold (idx unused); few */
+	size_t nheld;
 	uint64_t stat_sent, stat_bounced, stat_deferred, stat_picked;
 	unsigned pid;
 };
@@ -266,6 +269,32 @@ static int fin_add(struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
 	return 0;
 }
 
+static bool held_has(const struct relay *r, unsigned src, uint64_t qid)
+{
+	for (size_t i = 0; i < r->nheld; i++)
+		if (r->held[i].qid == qid && r->held[i].src == src)
+			return true;
+	return false;
+}
+
+static void held_set(struct relay *r, unsigned src, uint64_t qid, bool on)
+{
+	for (size_t i = 0; i < r->nheld; i++)
+		if (r->held[i].qid == qid && r->held[i].src == src) {
+			if (!on)
+				r->held[i] = r->held[--r->nheld];
+			return;
+		}
+	if (on) {
+		struct fkey *n = realloc(r->held, (r->nheld + 1) * sizeof(*n));
+
+		if (n == NULL)
+			return;
+		r->held = n;
+		r->held[r->nheld++] = (struct fkey){ qid, 0, (uint8_t)src, 1 };
+	}
+}
+
 /* Reads the state log: lines "S|F SRC QID IDX"; a torn last line (no
  * newline, from a crash mid-write) and unreadable lines are skipped. */
 static int state_load(struct relay *r)
@@ -288,6 +317,13 @@ static int state_load(struct relay *r)
 
 		if (strchr(line, '\n') == NULL)
 			continue;
+		/* "H|R SRC QID": put on hold, released (queue.hold/release). */
+		if ((line[0] == 'H' || line[0] == 'R') &&
+		    sscanf(line, "%c %u %12s", &kind, &src, id) == 3 && src <= SRC_BOUNCE &&
+		    spool_qid_parse(id, &qid) == 0) {
+			held_set(r, src, qid, kind == 'H');
+			continue;
+		}
 		if (sscanf(line, "%c %u %12s %u", &kind, &src, id, &idx) != 4 ||
 		    (kind != 'S' && kind != 'F') || src > SRC_BOUNCE ||
 		    spool_qid_parse(id, &qid) < 0)
@@ -324,6 +360,8 @@ static void state_flush(struct relay *r)
 	r->state_dirty = false;
 }
 
+static void state_line(struct relay *r, const char *line, int n);
+
 /* Records a final state (written by the next tick). */
 static void state_final(struct relay *r, struct rmsg *m, unsigned idx, bool sent)
 {
@@ -331,6 +369,13 @@ static void state_final(struct relay *r, struct rmsg *m, unsigned idx, bool sent
 	int n = snprintf(line, sizeof(line), "%c %u %s %u\n", sent ? 'S' : 'F', m->src,
 			 m->id, idx);
 
+	state_line(r, line, n);
+	(void)fin_add(r, m->src, m->qid, idx);
+}
+
+/* Appends one line to the state log buffer (written by the next tick). */
+static void state_line(struct relay *r, const char *line, int n)
+{
 	if (r->slen + (size_t)n > r->scap) {
 		size_t nc = r->scap ? r->scap * 2 : 65536;
 		char *nb = realloc(r->sbuf, nc);
@@ -348,7 +393,6 @@ static void state_final(struct relay *r, struct rmsg *m, unsigned idx, bool sent
 		r->slen += (size_t)n;
 	}
 	r->state_dirty = true;
-	(void)fin_add(r, m->src, m->qid, idx);
 }
 
 /* ---- messages ------------------------------------------------------------- */
@@ -1288,6 +1332,12 @@ static int on_spooled(const struct spool_message *sm, void *arg)
 		return 0;
 	}
 	r->stat_picked++;
+	if (held_has(r, m->src, m->qid)) {
+		m->hold = true; /* held before a restart: stays held */
+		mlog(r, "qmgr", m->id, "from=<%s>, size=%zu, nrcpt=%u (queue hold)", m->from,
+		     m->len, m->nrcpt);
+		return 0;
+	}
 	mlog(r, "qmgr", m->id, "from=<%s>, size=%zu, nrcpt=%u (queue active)", m->from,
 	     m->len, m->nrcpt);
 	msg_dispatch(r, m);
@@ -1366,7 +1416,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 		/* The retry scan is linear in the queue: every 10th tick. */
-		if (r->ticks % 10)
+		if (r->ticks % 10 || m->hold)
 			continue;
 		if (m->jobs == 0 && m->next_try_us && m->next_try_us <= now) {
 			msg_dispatch(r, m);
@@ -1398,10 +1448,10 @@ static const char *st_name(enum rst s)
 
 static json_t *msg_json(const struct rmsg *m, bool detail)
 {
-	json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:I, s:i}", "qid", m->id, "from", m->from,
-			      "size", (json_int_t)m->len, "nrcpt", (int)m->nrcpt,
+	json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:I, s:i, s:b}", "qid", m->id,
+			      "from", m->from, "size", (json_int_t)m->len, "nrcpt", (int)m->nrcpt,
 			      "age_s", (json_int_t)((now_us() - m->arrival_us) / 1000000),
-			      "attempts", (int)m->attempts);
+			      "attempts", (int)m->attempts, "hold", m->hold);
 
 	if (o && detail) {
 		json_t *a = json_array();
@@ -1503,6 +1553,44 @@ static int h_delete(void *ctx, const struct ctl_peer *peer, json_t *args, json_t
 	return 0;
 }
 
+static int hold_release(void *ctx, json_t *args, json_t **res, const char **code,
+			char **msg, bool on)
+{
+	struct relay *r = ctx;
+	struct rmsg *m = msg_by_id(r, args, code, msg);
+	char line[64];
+	int n;
+
+	if (m == NULL)
+		return -1;
+	if (m->hold != on) {
+		/* Persisted: a held message stays held across restarts. */
+		n = snprintf(line, sizeof(line), "%c %u %s\n", on ? 'H' : 'R', m->src, m->id);
+		state_line(r, line, n);
+		held_set(r, m->src, m->qid, on);
+		m->hold = on;
+		mlog(r, "postsuper", m->id, on ? "placed on hold" : "released from hold");
+		if (!on && m->jobs == 0)
+			m->next_try_us = 1; /* try at the next scan */
+	}
+	*res = json_pack("{s:s, s:b}", "qid", m->id, "hold", on);
+	return 0;
+}
+
+static int h_hold(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		  const char **code, char **msg)
+{
+	(void)peer;
+	return hold_release(ctx, args, res, code, msg, true);
+}
+
+static int h_release(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		     const char **code, char **msg)
+{
+	(void)peer;
+	return hold_release(ctx, args, res, code, msg, false);
+}
+
 static int h_status(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
 		    const char **code, char **msg)
 {
@@ -1525,6 +1613,8 @@ static const struct ctl_command relay_cmds[] = {
 	{ "queue.show", false, h_show, "one message and its recipients: qid=QUEUEID" },
 	{ "queue.flush", true, h_flush, "retry every deferred message now" },
 	{ "queue.delete", true, h_delete, "drop a message without a bounce: qid=QUEUEID" },
+	{ "queue.hold", true, h_hold, "never try a message until released: qid=QUEUEID" },
+	{ "queue.release", true, h_release, "release a held message (tried now): qid=QUEUEID" },
 };
 
 const struct ctl_command *relay_commands(size_t *n)
@@ -1663,5 +1753,6 @@ void relay_free(struct relay *r)
 	else if (r->log)
 		fflush(r->log);
 	free(r->fin);
+	free(r->held);
 	free(r);
 }

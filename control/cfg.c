@@ -138,14 +138,15 @@ static int get_choice(struct walk *w, const yaml_node_t *n, const char *key,
 }
 
 /* host:port, [v6]:port */
-static int get_listen(struct walk *w, const yaml_node_t *n, char *dst, size_t cap)
+static int get_listen(struct walk *w, const yaml_node_t *n, const char *key, char *dst,
+		      size_t cap)
 {
 	const char *s = scalar(n), *colon;
 	char *end;
 	unsigned long port;
 
 	if (s == NULL)
-		return fail_at(w, n, "listen: expected \"ADDRESS:PORT\" strings");
+		return fail_at(w, n, "%s: expected \"ADDRESS:PORT\" strings", key);
 	colon = s[0] == '[' ? strstr(s, "]:") : strrchr(s, ':');
 	if (colon == NULL || colon == s)
 		goto bad;
@@ -160,8 +161,8 @@ static int get_listen(struct walk *w, const yaml_node_t *n, char *dst, size_t ca
 	strcpy(dst, s);
 	return 0;
 bad:
-	return fail_at(w, n, "listen: \"%s\" is not ADDRESS:PORT "
-		       "(198.18.0.1:25, [2001:db8::1]:25)", s);
+	return fail_at(w, n, "%s: \"%s\" is not ADDRESS:PORT "
+		       "(198.18.0.1:25, [2001:db8::1]:25)", key, s);
 }
 
 static int get_entries(struct walk *w, const yaml_node_t *n, const char *key,
@@ -371,7 +372,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			for (it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 				if (c->nlisten == CFG_MAX_LISTEN)
 					return fail_at(w, v, "listen: at most %d addresses", CFG_MAX_LISTEN);
-				if (get_listen(w, yaml_document_get_node(w->doc, *it),
+				if (get_listen(w, yaml_document_get_node(w->doc, *it), "listen",
 					       c->listen[c->nlisten], sizeof(c->listen[0])))
 					return w->rc;
 				c->nlisten++;
@@ -457,6 +458,15 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 				return fail_at(w, v, "relay.socket: expected an absolute path");
 			return 0;
 		}
+		if (!strcmp(key, "metrics")) {
+			/* Metrics are for the local scraper only: loopback. */
+			if (get_listen(w, v, "relay.metrics", r->metrics, sizeof(r->metrics)))
+				return w->rc;
+			if (strncmp(r->metrics, "127.", 4) && strncmp(r->metrics, "[::1]:", 6))
+				return fail_at(w, v, "relay.metrics: expected a loopback "
+					       "ADDRESS:PORT (127.0.0.1:9187, [::1]:9187)");
+			return 0;
+		}
 		if (!strcmp(key, "min_backoff"))
 			return get_duration(w, v, "relay.min_backoff", 1, 86400, &r->min_backoff_s);
 		if (!strcmp(key, "max_backoff"))
@@ -484,7 +494,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			return 0;
 		}
 		return fail_at(w, k, "unknown key \"%s\" in relay (expected: state_dir, "
-			       "log_file, socket, min_backoff, max_backoff, lifetime, timeout, "
+			       "log_file, socket, metrics, min_backoff, max_backoff, lifetime, timeout, "
 			       "concurrency, max_msgs_per_conn, time_scale)", key);
 	}
 	return fail_at(w, k, "unknown section");

@@ -49,6 +49,7 @@ struct cfg_relay {
 	char state_dir[256];     /* delivery state log and bounce spool */
 	char log_file[256];      /* Postfix-format mail log; "" = stderr */
 	char socket[108];        /* mxedge-control's control socket */
+	char metrics[64];        /* Prometheus listener "ADDR:PORT"; "" = off */
 	uint64_t min_backoff_s;  /* default 300 (Postfix minimal_backoff_time) */
 	uint64_t max_backoff_s;  /* default 4000 (Postfix maximal_backoff_time) */
 	uint64_t lifetime_s;     /* default 15 days */

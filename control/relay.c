@@ -30,6 +30,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/http.h>
 
 #include "relay.h"
 #include "spool.h"
@@ -143,6 +144,7 @@ struct relay {
 	size_t slen, scap;
 	FILE *log;
 	struct event *tick;
+	struct evhttp *http;
 	struct rmsg *msgs;           /* all messages in the queue */
 	size_t nmsgs;
 	struct rdest *dests;
@@ -152,7 +154,7 @@ struct relay {
 	size_t fin_size, fin_used;
 	struct fkey *held;           /* messages on hold (idx unused); few */
 	size_t nheld;
-	uint64_t stat_sent, stat_bounced, stat_deferred, stat_picked;
+	uint64_t stat_sent, stat_bounced, stat_deferred, stat_picked, stat_conns;
 	unsigned pid;
 };
 
@@ -1206,6 +1208,7 @@ static void conn_open(struct relay *r, struct rdest *d)
 	c->r = r;
 	c->d = d;
 	c->t_start = now_us();
+	r->stat_conns++;
 	c->next = r->conns;
 	if (r->conns)
 		r->conns->prev = c;
@@ -1390,9 +1393,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	for (unsigned s = 0; s < 2; s++) {
 		struct pick_ctx pc = { r, s };
 
-		if (r->rd[s] && spool_reader_poll(r->rd[s], on_spooled, &pc) < 0)
+		int n = r->rd[s] ? spool_reader_poll(r->rd[s], on_spooled, &pc) : 0;
+
+		if (n < 0)
 			fprintf(stderr, "mxedge-control: reading spool %u: %s\n", s,
-				strerror(errno));
+				strerror(-n));
 	}
 	for (m = r->msgs; m; m = next) {
 		next = m->next;
@@ -1623,6 +1628,89 @@ const struct ctl_command *relay_commands(size_t *n)
 	return relay_cmds;
 }
 
+/* ---- Prometheus metrics ------------------------------------------------- */
+
+static void metrics_cb(struct evhttp_request *req, void *arg)
+{
+	struct relay *r = arg;
+	struct evbuffer *b = evbuffer_new();
+	struct spool_recovery rep;
+	uint64_t oldest = 0, now = now_us();
+	size_t queued = 0, held = 0, conns = 0;
+
+	if (b == NULL) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	for (struct rmsg *m = r->msgs; m; m = m->next) {
+		if (m->gone)
+			continue;
+		queued++;
+		held += m->hold;
+		if (now > m->arrival_us && now - m->arrival_us > oldest)
+			oldest = now - m->arrival_us;
+	}
+	for (struct rconn *c = r->conns; c; c = c->next)
+		conns++;
+	spool_reader_report(r->rd[SRC_MAIN], &rep);
+	evbuffer_add_printf(b,
+		"# HELP mxedge_relay_messages_total Messages read from the spool by the relay.\n"
+		"# TYPE mxedge_relay_messages_total counter\n"
+		"mxedge_relay_messages_total %" PRIu64 "\n"
+		"# HELP mxedge_relay_recipients_total Delivery attempts per recipient by outcome.\n"
+		"# TYPE mxedge_relay_recipients_total counter\n"
+		"mxedge_relay_recipients_total{status=\"sent\"} %" PRIu64 "\n"
+		"mxedge_relay_recipients_total{status=\"deferred\"} %" PRIu64 "\n"
+		"mxedge_relay_recipients_total{status=\"bounced\"} %" PRIu64 "\n"
+		"# HELP mxedge_relay_queue_messages Messages in the relay queue.\n"
+		"# TYPE mxedge_relay_queue_messages gauge\n"
+		"mxedge_relay_queue_messages %zu\n"
+		"# HELP mxedge_relay_queue_held_messages Messages on hold.\n"
+		"# TYPE mxedge_relay_queue_held_messages gauge\n"
+		"mxedge_relay_queue_held_messages %zu\n"
+		"# HELP mxedge_relay_queue_oldest_seconds Age of the oldest queued message.\n"
+		"# TYPE mxedge_relay_queue_oldest_seconds gauge\n"
+		"mxedge_relay_queue_oldest_seconds %.3f\n"
+		"# HELP mxedge_relay_connections Open connections to next hops.\n"
+		"# TYPE mxedge_relay_connections gauge\n"
+		"mxedge_relay_connections %zu\n"
+		"# HELP mxedge_relay_connections_total Connections opened to next hops.\n"
+		"# TYPE mxedge_relay_connections_total counter\n"
+		"mxedge_relay_connections_total %" PRIu64 "\n"
+		"# HELP mxedge_spool_damaged_bytes_total Spool bytes skipped as damaged by the relay.\n"
+		"# TYPE mxedge_spool_damaged_bytes_total counter\n"
+		"mxedge_spool_damaged_bytes_total %" PRIu64 "\n",
+		r->stat_picked, r->stat_sent, r->stat_deferred, r->stat_bounced, queued, held,
+		(double)oldest / 1e6, conns, r->stat_conns, rep.damaged_bytes);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
+/* Listens on relay.metrics ("127.0.0.1:9187", "[::1]:9187"). */
+static int metrics_open(struct relay *r, char *err, size_t errlen)
+{
+	char host[64];
+	const char *colon = strrchr(r->rc.metrics, ':');
+	unsigned port;
+
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - r->rc.metrics), r->rc.metrics);
+	if (host[0] == '[') { /* evhttp wants the bare IPv6 address */
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	port = (unsigned)strtoul(colon + 1, NULL, 10);
+	r->http = evhttp_new(r->base);
+	if (r->http == NULL || evhttp_bind_socket(r->http, host, (ev_uint16_t)port) < 0) {
+		snprintf(err, errlen, "relay.metrics %s: cannot listen", r->rc.metrics);
+		return -EADDRINUSE;
+	}
+	evhttp_set_allowed_methods(r->http, EVHTTP_REQ_GET);
+	evhttp_set_cb(r->http, "/metrics", metrics_cb, r);
+	return 0;
+}
+
 /* ---- setup ------------------------------------------------------------------ */
 
 struct relay *relay_new(struct event_base *base, const struct cfg *c,
@@ -1694,6 +1782,8 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 	} else {
 		r->log = stderr;
 	}
+	if (r->rc.metrics[0] && (e = -metrics_open(r, err, errlen)) != 0)
+		goto fail;
 	r->tick = evtimer_new(base, tick_cb, r);
 	if (r->tick == NULL || evtimer_add(r->tick, &tv) < 0) {
 		e = ENOMEM;
@@ -1734,6 +1824,8 @@ void relay_free(struct relay *r)
 		msg_free(r, r->msgs);
 	if (r->tick)
 		event_free(r->tick);
+	if (r->http)
+		evhttp_free(r->http);
 	if (r->statefd >= 0) {
 		state_flush(r);
 		close(r->statefd);

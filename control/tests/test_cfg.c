@@ -51,6 +51,7 @@ static const char full[] =
 	"  state_dir: /var/lib/mx/relay\n"
 	"  log_file: /var/log/mx/mail.log\n"
 	"  socket: /tmp/relay.sock\n"
+	"  metrics: 127.0.0.1:9187\n"
 	"  min_backoff: 5m\n"
 	"  max_backoff: 1h\n"
 	"  lifetime: 5d\n"
@@ -105,6 +106,7 @@ static void test_full(void **state)
 	assert_string_equal(c.relay.state_dir, "/var/lib/mx/relay");
 	assert_string_equal(c.relay.log_file, "/var/log/mx/mail.log");
 	assert_string_equal(c.relay.socket, "/tmp/relay.sock");
+	assert_string_equal(c.relay.metrics, "127.0.0.1:9187");
 	assert_int_equal(c.relay.min_backoff_s, 300);
 	assert_int_equal(c.relay.max_backoff_s, 3600);
 	assert_int_equal(c.relay.lifetime_s, 5 * 86400);
@@ -114,9 +116,9 @@ static void test_full(void **state)
 	assert_true(c.relay.time_scale > 0.00099 && c.relay.time_scale < 0.00101);
 	assert_int_equal(c.nblocklist, 2);
 	assert_string_equal(c.blocklist[1].text, "2001:db8:bad::/48");
-	assert_int_equal(c.blocklist[1].line, 43);
+	assert_int_equal(c.blocklist[1].line, 44);
 	assert_int_equal(c.nallowlist, 1);
-	assert_int_equal(c.allowlist[0].line, 45);
+	assert_int_equal(c.allowlist[0].line, 46);
 	cfg_free(&c);
 }
 
@@ -196,6 +198,8 @@ static void test_errors(void **state)
 		{ "relay:\n  time_scale: fast\n", "relay.time_scale: expected a number" },
 		{ "relay:\n  concurrency: 0\n", "relay.concurrency: expected a whole number 1..1000" },
 		{ "relay:\n  socket: run/x\n", "relay.socket: expected an absolute path" },
+		{ "relay:\n  metrics: 198.18.0.1:9187\n", "c.yaml:2:12: relay.metrics: expected a loopback" },
+		{ "relay:\n  metrics: 9187\n", "relay.metrics" },
 		{ "relay:\n  retries: 3\n", "c.yaml:2:3: unknown key \"retries\" in relay" },
 		{ "control:\n  socket: \"\"\n", "c.yaml:2:11: control.socket: expected an absolute path" },
 		{ "control:\n  socket: /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",

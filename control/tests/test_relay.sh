@@ -135,6 +135,7 @@ relay:
   state_dir: $work/state
   log_file: $mlog
   socket: $work/relay.sock
+  metrics: 127.0.0.1:9187
   # 300 s minimum backoff become 30 s: a retry before that is the flush
   time_scale: 0.1
   concurrency: 4
@@ -216,6 +217,15 @@ summ() { awk -v k="$1" '$2 == k && $1 ~ /^[0-9]+$/ { print $1; exit }' "$work/pf
 [ "$(summ delivered)" = 4 ] || fail "pflogsumm delivered=$(summ delivered), expected 4"
 [ "$(summ bounced)" = 1 ] || fail "pflogsumm bounced=$(summ bounced), expected 1"
 [ "$(summ deferred)" = 3 ] || fail "pflogsumm deferred=$(summ deferred), expected 3"
+# Prometheus metrics on the edge's loopback say the same.
+netns_exec edge curl -sf http://127.0.0.1:9187/metrics >"$work/metrics.txt" || fail "no metrics"
+for want in 'mxedge_relay_recipients_total{status="sent"} 4' \
+    'mxedge_relay_recipients_total{status="bounced"} 1' \
+    'mxedge_relay_recipients_total{status="deferred"} 3' \
+    'mxedge_relay_queue_messages 1' 'mxedge_relay_queue_held_messages 1' \
+    '# TYPE mxedge_relay_messages_total counter'; do
+  grep -qxF "$want" "$work/metrics.txt" || fail "metrics lack \"$want\": $(cat "$work/metrics.txt")"
+done
 
 # ---- 3. kill -9 during a burst, restart: nothing lost ----------------------
 n3=150

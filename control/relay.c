@@ -139,6 +139,7 @@ struct relay {
 	struct spool *bsp;           /* bounce spool (we are its writer) */
 	struct spool_writer *bw;
 	int statefd;
+	int auditfd;                 /* append-only audit log of admin changes */
 	bool state_dirty;
 	char *sbuf;                  /* final-state lines not yet written */
 	size_t slen, scap;
@@ -1442,6 +1443,74 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(r->tick, &tv);
 }
 
+/* ---- audit log ------------------------------------------------------------ */
+
+/* Appends one change made through the control socket: when, who (peer
+ * uid/pid from SO_PEERCRED), what, old and new value; synced at once
+ * (changes are rare, and an audit trail that loses the last entry on a
+ * crash is no audit trail). One JSON object per line. */
+static void audit(struct relay *r, const struct ctl_peer *peer, const char *cmd,
+		  const char *qid, const char *old, const char *new)
+{
+	char ts[40];
+	struct timespec now;
+	struct tm tm;
+	json_t *o;
+	char *line;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	o = json_pack("{s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "time", ts, "uid",
+		      peer ? (int)peer->uid : -1, "pid", peer ? (int)peer->pid : -1, "cmd", cmd,
+		      "qid", qid, "old", old, "new", new);
+	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	if (line) {
+		size_t n = strlen(line);
+
+		line[n] = '\n'; /* json_dumps' NUL becomes the line end */
+		if (write(r->auditfd, line, n + 1) != (ssize_t)(n + 1) || fdatasync(r->auditfd) < 0)
+			fprintf(stderr, "mxedge-control: audit log: %s\n", strerror(errno));
+	}
+	free(line);
+	json_decref(o);
+}
+
+static int h_audit(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		   const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	json_int_t limit = 50;
+	json_t *a, *lim = json_object_get(args, "limit");
+	char path[512], line[4096];
+	FILE *f;
+
+	(void)peer;
+	if (lim && (!json_is_integer(lim) || json_integer_value(lim) < 1)) {
+		*code = "bad_args";
+		*msg = strdup("limit must be a positive integer");
+		return -1;
+	}
+	if (lim)
+		limit = json_integer_value(lim);
+	snprintf(path, sizeof(path), "%s/audit.log", r->rc.state_dir);
+	f = fopen(path, "re");
+	a = json_array();
+	while (f && a && fgets(line, sizeof(line), f)) {
+		json_t *e = json_loads(line, 0, NULL);
+
+		if (e == NULL)
+			continue; /* a torn last line after a crash */
+		json_array_append_new(a, e);
+		if ((json_int_t)json_array_size(a) > limit)
+			json_array_remove(a, 0); /* keep the newest @limit */
+	}
+	if (f)
+		fclose(f);
+	*res = a;
+	return 0;
+}
+
 /* ---- control commands ----------------------------------------------------- */
 
 static const char *st_name(enum rst s)
@@ -1521,13 +1590,19 @@ static int h_flush(void *ctx, const struct ctl_peer *peer, json_t *args, json_t 
 	struct relay *r = ctx;
 	int n = 0;
 
-	(void)peer, (void)args, (void)code, (void)msg;
+	(void)args, (void)code, (void)msg;
 	/* Deferred mail is tried at the next tick, whatever its backoff. */
 	for (struct rmsg *m = r->msgs; m; m = m->next)
-		if (m->next_try_us) {
+		if (m->next_try_us && !m->gone) {
 			m->next_try_us = 1;
 			n++;
 		}
+	{
+		char old[32];
+
+		snprintf(old, sizeof(old), "%d deferred", n);
+		audit(r, peer, "queue.flush", NULL, old, "retry now");
+	}
 	*res = json_pack("{s:i}", "flushed", n);
 	return 0;
 }
@@ -1538,7 +1613,6 @@ static int h_delete(void *ctx, const struct ctl_peer *peer, json_t *args, json_t
 	struct relay *r = ctx;
 	struct rmsg *m = msg_by_id(r, args, code, msg);
 
-	(void)peer;
 	if (m == NULL)
 		return -1;
 	if (m->jobs || m->bounce_off) {
@@ -1553,13 +1627,14 @@ static int h_delete(void *ctx, const struct ctl_peer *peer, json_t *args, json_t
 			state_final(r, m, i, false);
 		}
 	mlog(r, "postsuper", m->id, "removed");
+	audit(r, peer, "queue.delete", m->id, m->hold ? "held" : "queued", "deleted");
 	msg_free(r, m);
 	*res = json_pack("{s:i}", "deleted", 1);
 	return 0;
 }
 
-static int hold_release(void *ctx, json_t *args, json_t **res, const char **code,
-			char **msg, bool on)
+static int hold_release(void *ctx, const struct ctl_peer *peer, json_t *args,
+			json_t **res, const char **code, char **msg, bool on)
 {
 	struct relay *r = ctx;
 	struct rmsg *m = msg_by_id(r, args, code, msg);
@@ -1575,6 +1650,8 @@ static int hold_release(void *ctx, json_t *args, json_t **res, const char **code
 		held_set(r, m->src, m->qid, on);
 		m->hold = on;
 		mlog(r, "postsuper", m->id, on ? "placed on hold" : "released from hold");
+		audit(r, peer, on ? "queue.hold" : "queue.release", m->id,
+		      on ? "active" : "held", on ? "held" : "active");
 		if (!on && m->jobs == 0)
 			m->next_try_us = 1; /* try at the next scan */
 	}
@@ -1585,15 +1662,13 @@ static int hold_release(void *ctx, json_t *args, json_t **res, const char **code
 static int h_hold(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
 		  const char **code, char **msg)
 {
-	(void)peer;
-	return hold_release(ctx, args, res, code, msg, true);
+	return hold_release(ctx, peer, args, res, code, msg, true);
 }
 
 static int h_release(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
 		     const char **code, char **msg)
 {
-	(void)peer;
-	return hold_release(ctx, args, res, code, msg, false);
+	return hold_release(ctx, peer, args, res, code, msg, false);
 }
 
 static int h_status(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
@@ -1618,6 +1693,7 @@ static const struct ctl_command relay_cmds[] = {
 	{ "queue.show", false, h_show, "one message and its recipients: qid=QUEUEID" },
 	{ "queue.flush", true, h_flush, "retry every deferred message now" },
 	{ "queue.delete", true, h_delete, "drop a message without a bounce: qid=QUEUEID" },
+	{ "audit", false, h_audit, "changes made through this socket, newest last: [limit=N]" },
 	{ "queue.hold", true, h_hold, "never try a message until released: qid=QUEUEID" },
 	{ "queue.release", true, h_release, "release a held message (tried now): qid=QUEUEID" },
 };
@@ -1728,6 +1804,7 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 		return NULL;
 	}
 	r->statefd = -1;
+	r->auditfd = -1;
 	r->base = base;
 	r->cfg = c;
 	r->rc = c->relay;
@@ -1741,6 +1818,13 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 	snprintf(path, sizeof(path), "%s/state.log", r->rc.state_dir);
 	r->statefd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (r->statefd < 0) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/audit.log", r->rc.state_dir);
+	r->auditfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (r->auditfd < 0) {
 		e = errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(e));
 		goto fail;
@@ -1830,6 +1914,8 @@ void relay_free(struct relay *r)
 		state_flush(r);
 		close(r->statefd);
 	}
+	if (r->auditfd >= 0)
+		close(r->auditfd);
 	free(r->sbuf);
 	spool_reader_close(r->rd[0]);
 	spool_reader_close(r->rd[1]);

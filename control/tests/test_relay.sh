@@ -240,6 +240,13 @@ held_listed() { c --json queue.show qid="$qid" 2>/dev/null | grep -q '"hold": *t
 wait_for 10 held_listed \
   || fail "the hold did not survive kill -9 and a restart"
 c queue.release qid="$qid" >/dev/null || fail "queue.release"
+# Every change made through the socket is in the audit log, with who.
+audit=$(c --json audit)
+for want in '"cmd": "queue.hold", "qid": "'$qid'", "old": "active", "new": "held"' \
+    '"cmd": "queue.flush"' '"cmd": "queue.release", "qid": "'$qid'", "old": "held", "new": "active"'; do
+  echo "$audit" | tr -d '\n' | sed 's/  */ /g' | grep -qF "$want" || fail "audit lacks $want: $audit"
+done
+echo "$audit" | grep -q '"uid": 0' || fail "audit does not say who"
 wait_for 60 sh -c "[ \$(find '$pf/mail/customer.test/tj/new' -type f | wc -l) -ge $((3 + 1 + n3)) ]" \
   || fail "after kill -9 and restart not everything arrived ($(delivered customer.test/tj))"
 sleep 1

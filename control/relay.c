@@ -479,7 +479,7 @@ static void msg_bounce(struct relay *r, struct rmsg *m)
 	unsigned n = 0, i;
 	uint64_t qid, off;
 	size_t blen = 0;
-	char *body = NULL;
+	char *body = NULL, ret[16];
 	int rc;
 
 	for (i = 0; i < m->nrcpt; i++) {
@@ -501,7 +501,9 @@ static void msg_bounce(struct relay *r, struct rmsg *m)
 	qid = spool_qid_new(r->bw, now_us() / 1000);
 	spool_qid_format(qid, m->bounce_id);
 	body = relay_bounce_build(r->hostname, m->id, m->from, m->arrival_us, dr, n,
-				  m->data, m->len, time(NULL), &blen);
+				  m->data, m->len,
+				  mail_param(m, "RET", ret, sizeof(ret)) && !strcasecmp(ret, "FULL"),
+				  time(NULL), &blen);
 	if (body == NULL)
 		goto out; /* retried at the next settle */
 	memset(&env, 0, sizeof(env));
@@ -795,8 +797,10 @@ static void conn_free(struct rconn *c)
 }
 
 /* The connection failed (or was refused by its greeting): the job in hand
- * is deferred, and if the next hop never became ready, so is every job
- * queued for it (the destination is down; Postfix does the same). */
+ * is deferred, and if the next hop never became ready on any connection,
+ * so is every job queued for it (the destination is down; Postfix's
+ * queue manager does the same), which keeps a dead destination from
+ * costing one connect per queued message. */
 static void conn_fail(struct rconn *c, int code, const char *why)
 {
 	struct relay *r = c->r;
@@ -808,7 +812,9 @@ static void conn_fail(struct rconn *c, int code, const char *why)
 		job_end(r, c->job, relay, code, why, c->t_start, c->t_ready);
 		c->job = NULL;
 	}
-	if (!c->ready) {
+	/* Only when no other connection to it works: one failed connect
+	 * (a per-client limit, say) must not hold up a working destination. */
+	if (!c->ready && d->nconn == d->nwait) {
 		while (d->head) {
 			struct rjob *j = d->head;
 

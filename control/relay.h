@@ -20,6 +20,7 @@
 #ifndef MXEDGE_RELAY_H
 #define MXEDGE_RELAY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -89,14 +90,15 @@ struct relay_dsn_rcpt {
  * relay_bounce_build - an RFC 3464 multipart/report for the message with
  * queue id @qid from @sender (not ""), arrived at @arrival_us, whose
  * @nrcpt recipients failed; @orig (@olen bytes) is the original message,
- * of which the header is returned (text/rfc822-headers). @now is the
- * Date:. Returns a malloc()ed CRLF message (caller frees) with its length
- * in *outlen, or NULL on ENOMEM.
+ * returned whole (message/rfc822) when @full (the sender asked RET=FULL),
+ * else its header only (text/rfc822-headers). @now is the Date:. Returns a
+ * malloc()ed CRLF message (caller frees) with its length in *outlen, or
+ * NULL on ENOMEM.
  */
 char *relay_bounce_build(const char *hostname, const char *qid,
 			 const char *sender, uint64_t arrival_us,
 			 const struct relay_dsn_rcpt *rcpts, unsigned nrcpt,
-			 const unsigned char *orig, size_t olen, time_t now,
+			 const unsigned char *orig, size_t olen, bool full, time_t now,
 			 size_t *outlen);
 
 #endif /* MXEDGE_RELAY_H */

@@ -156,7 +156,7 @@ static void sb_line_safe(struct sbuf *b, const char *s)
 char *relay_bounce_build(const char *hostname, const char *qid,
 			 const char *sender, uint64_t arrival_us,
 			 const struct relay_dsn_rcpt *rcpts, unsigned nrcpt,
-			 const unsigned char *orig, size_t olen, time_t now,
+			 const unsigned char *orig, size_t olen, bool full, time_t now,
 			 size_t *outlen)
 {
 	struct sbuf b = { NULL, 0, 0, false };
@@ -173,7 +173,7 @@ char *relay_bounce_build(const char *hostname, const char *qid,
 	rfc5322_date((time_t)(arrival_us / 1000000), adate, sizeof(adate));
 	snprintf(boundary, sizeof(boundary), "%s.%lld/%s", qid, (long long)now, hostname);
 	/* The original header ends at the first empty line (RFC 5322 §2.1). */
-	for (size_t k = 0; k + 1 < olen; k++)
+	for (size_t k = 0; !full && k + 1 < olen; k++)
 		if (orig[k] == '\n' && (orig[k + 1] == '\n' ||
 					(k + 2 < olen && orig[k + 1] == '\r' && orig[k + 2] == '\n'))) {
 			hlen = k + 1;
@@ -243,11 +243,13 @@ char *relay_bounce_build(const char *hostname, const char *qid,
 			sb_printf(&b, "\r\n");
 		}
 	}
+	/* RFC 3461 §4.3: RET=FULL asks for the whole message back. */
 	sb_printf(&b,
 		  "\r\n--%s\r\n"
-		  "Content-Description: Undelivered Message Headers\r\n"
-		  "Content-Type: text/rfc822-headers\r\n"
-		  "\r\n", boundary);
+		  "Content-Description: %s\r\n"
+		  "Content-Type: %s\r\n"
+		  "\r\n", boundary, full ? "Undelivered Message" : "Undelivered Message Headers",
+		  full ? "message/rfc822" : "text/rfc822-headers");
 	sb_put(&b, orig, hlen);
 	if (hlen > 0 && orig[hlen - 1] != '\n')
 		sb_printf(&b, "\r\n");

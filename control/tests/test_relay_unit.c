@@ -119,7 +119,7 @@ static void test_bounce(void **state)
 	size_t len = 0;
 	char *b = relay_bounce_build("edge.test", "15aBqdjn3fU", "list@example.org",
 				     1764410772000000ULL, r, 2, (const unsigned char *)orig,
-				     strlen(orig), 1764410800, &len);
+				     strlen(orig), false, 1764410800, &len);
 
 	assert_non_null(b);
 	assert_int_equal(strlen(b), len);
@@ -142,6 +142,16 @@ static void test_bounce(void **state)
 				  "Subject: hello\r\nMessage-ID: <m1@example.org>\r\n"));
 	assert_null(strstr(b, "secret body"));
 	assert_non_null(strstr(b, "--\r\n"));
+	free(b);
+	/* RET=FULL: the whole message comes back. */
+	b = relay_bounce_build("edge.test", "15aBqdjn3fU", "list@example.org",
+			       1764410772000000ULL, r, 1, (const unsigned char *)orig,
+			       strlen(orig), true, 1764410800, &len);
+	assert_non_null(b);
+	assert_non_null(strstr(b, "Content-Type: message/rfc822\r\n\r\n"
+				  "Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\n"
+				  "secret body\r\n"));
+	assert_null(strstr(b, "text/rfc822-headers"));
 	free(b);
 }
 

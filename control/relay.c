@@ -671,9 +671,14 @@ static void job_end(struct relay *r, struct rjob *j, const char *relay, int code
 	for (unsigned k = 0; k < j->n; k++) {
 		if (m->rcpt[j->idx[k]].st != R_INFLIGHT)
 			continue;
-		relay_dsn_of(code, why, dsn);
-		if (code == 421 || code == 0)
-			snprintf(dsn, sizeof(dsn), "4.4.1"); /* RFC 3463: no answer */
+		const char *said = strstr(why, " said: ");
+
+		/* The next hop's own enhanced code when it gave one; 4.4.1
+		 * (RFC 3463: no answer from host) when it gave none. */
+		if (said && strlen(said) > 11)
+			relay_dsn_of(code, said + 11, dsn);
+		else
+			snprintf(dsn, sizeof(dsn), "4.4.1");
 		rcpt_result(r, m, j->idx[k], relay, j, code ? code : 451, dsn, why, NULL,
 			    t_conn, t_ready, now_us());
 	}

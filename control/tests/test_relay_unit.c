@@ -158,6 +158,7 @@ static void test_bounce(void **state)
 /* ---- the ESMTP client against a scripted server ---- */
 
 struct script {
+	const char *greeting;      /* NULL: "220 fake.test ESMTP" */
 	const char *ehlo;          /* reply to EHLO */
 	const char *mail;
 	const char *rcpt[4];
@@ -205,7 +206,7 @@ static void *server_main(void *arg)
 		unsigned ri = 0;
 
 		sc->connections++;
-		say(fd, "220 fake.test ESMTP\r\n");
+		say(fd, sc->greeting ? sc->greeting : "220 fake.test ESMTP\r\n");
 		while (read_line(fd, line, sizeof(line))) {
 			char peek;
 			const char *reply = "250 ok\r\n";
@@ -450,6 +451,51 @@ static void test_client_connection_lost(void **state)
 	free(sc);
 }
 
+/* What the next hop says is untrusted input: garbage, an endless line or
+ * a refusal never crash the relay; the mail is deferred, not lost. */
+static void test_client_bad_replies(void **state)
+{
+	static const struct {
+		const char *greeting, *ehlo, *want;
+	} cases[] = {
+		{ "hello there\r\n", NULL, "status=deferred (malformed reply from the next hop)" },
+		{ "220-ok\r\n2x0 bad continuation\r\n", NULL, "malformed reply" },
+		{ "554 5.7.1 go away\r\n", NULL,
+		  "status=deferred (host 127.0.0.1[127.0.0.1]:" },
+		{ "220 ok\r\n", "250-x\r\n250-PIPELINING\r\n25\r\n", "malformed reply" },
+		{ NULL, "421 4.3.2 shutting down\r\n",
+		  "dsn=4.3.2, status=deferred (host 127.0.0.1[127.0.0.1]:" },
+		{ NULL, NULL, "reply line too long" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct script *sc = calloc(1, sizeof(*sc));
+		char *log, *big = NULL;
+
+		sc->greeting = cases[i].greeting;
+		sc->ehlo = cases[i].ehlo ? cases[i].ehlo : "250 fake.test\r\n";
+		if (i == 5) { /* 8 KB without a line end */
+			big = malloc(8200);
+			memset(big, 'x', 8199);
+			memcpy(big, "220-", 4);
+			big[8199] = '\0';
+			sc->greeting = big;
+		}
+		sc->mail = sc->rcpt[0] = sc->dot = "250 ok\r\n";
+		sc->data = "354 go\r\n";
+		spool_one("a@customer.test");
+		log = run_relay(sc, cases[i].want, 1);
+		if (strstr(log, cases[i].want) == NULL)
+			fail_msg("case %zu: \"%s\" not in the log:\n%s", i, cases[i].want, log);
+		assert_null(strstr(log, "status=sent"));
+		free(log);
+		free(big);
+		free(sc);
+		teardown_dir(state);
+		setup_dir(state);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -459,6 +505,7 @@ int main(void)
 		cmocka_unit_test(test_bounce),
 		cmocka_unit_test_setup_teardown(test_client_per_recipient, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_connection_lost, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_client_bad_replies, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -138,14 +138,15 @@ static int get_choice(struct walk *w, const yaml_node_t *n, const char *key,
 }
 
 /* host:port, [v6]:port */
-static int get_listen(struct walk *w, const yaml_node_t *n, char *dst, size_t cap)
+static int get_listen(struct walk *w, const yaml_node_t *n, const char *key, char *dst,
+		      size_t cap)
 {
 	const char *s = scalar(n), *colon;
 	char *end;
 	unsigned long port;
 
 	if (s == NULL)
-		return fail_at(w, n, "listen: expected \"ADDRESS:PORT\" strings");
+		return fail_at(w, n, "%s: expected \"ADDRESS:PORT\" strings", key);
 	colon = s[0] == '[' ? strstr(s, "]:") : strrchr(s, ':');
 	if (colon == NULL || colon == s)
 		goto bad;
@@ -160,8 +161,8 @@ static int get_listen(struct walk *w, const yaml_node_t *n, char *dst, size_t ca
 	strcpy(dst, s);
 	return 0;
 bad:
-	return fail_at(w, n, "listen: \"%s\" is not ADDRESS:PORT "
-		       "(198.18.0.1:25, [2001:db8::1]:25)", s);
+	return fail_at(w, n, "%s: \"%s\" is not ADDRESS:PORT "
+		       "(198.18.0.1:25, [2001:db8::1]:25)", key, s);
 }
 
 static int get_entries(struct walk *w, const yaml_node_t *n, const char *key,
@@ -224,6 +225,75 @@ static int check_repeat(struct walk *w, const yaml_node_t *map,
 	return 0;
 }
 
+/* route: { host: 198.18.0.2, port: 25, tls: none|opportunistic|required } */
+static int get_route(struct walk *w, const yaml_node_t *map, struct cfg_domain *d)
+{
+	static const char *const tls[] = { "none", "opportunistic", "required", NULL };
+	yaml_node_t *k, *v;
+	int choice;
+
+	if (expect_map(w, map, "route"))
+		return w->rc;
+	d->route.port = 25;
+	d->route.tls = CFG_TLS_OPPORTUNISTIC;
+	FOREACH_PAIR(w, map, p, k, v) {
+		const char *key = scalar(k);
+
+		if (check_repeat(w, map, p, k))
+			return w->rc;
+		if (key && strcmp(key, "host") == 0) {
+			if (get_str(w, v, "route.host", d->route.host, sizeof(d->route.host)))
+				return w->rc;
+			if (!d->route.host[0] || strpbrk(d->route.host, " \t[]/"))
+				return fail_at(w, v, "route.host: expected a host name or IP address");
+		} else if (key && strcmp(key, "port") == 0) {
+			if (get_uint(w, v, "route.port", 1, 65535, &d->route.port))
+				return w->rc;
+		} else if (key && strcmp(key, "tls") == 0) {
+			if (get_choice(w, v, "route.tls", tls, &choice))
+				return w->rc;
+			d->route.tls = (enum cfg_tls)choice;
+		} else {
+			return fail_at(w, k, "unknown key \"%s\" in route of %s "
+				       "(expected: host, port, tls)", key ? key : "?", d->name);
+		}
+	}
+	if (!d->route.host[0])
+		return fail_at(w, map, "route of %s: host is missing", d->name);
+	return 0;
+}
+
+/* A duration: a whole number with an optional unit s, m, h or d. */
+static int get_duration(struct walk *w, const yaml_node_t *n, const char *key,
+			uint64_t min, uint64_t max, uint64_t *out)
+{
+	const char *s = scalar(n);
+	unsigned long long v, mul = 1;
+	char *end;
+
+	if (s == NULL || !isdigit((unsigned char)s[0]))
+		goto bad;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end && end[1] == '\0') {
+		switch (*end) {
+		case 's': mul = 1; break;
+		case 'm': mul = 60; break;
+		case 'h': mul = 3600; break;
+		case 'd': mul = 86400; break;
+		default: goto bad;
+		}
+		end++;
+	}
+	if (errno || *end || __builtin_mul_overflow(v, mul, &v) || v < min || v > max)
+		goto bad;
+	*out = v;
+	return 0;
+bad:
+	return fail_at(w, n, "%s: expected a duration %llus..%llus (e.g. 300s, 5m, 15d)",
+		       key, (unsigned long long)min, (unsigned long long)max);
+}
+
 static int walk_domains(struct walk *w, const yaml_node_t *map)
 {
 	yaml_node_t *k, *v, *k2, *v2;
@@ -258,9 +328,12 @@ static int walk_domains(struct walk *w, const yaml_node_t *map)
 				if (key && strcmp(key, "max_size") == 0) {
 					if (get_u64(w, v2, "max_size", 0, 1ULL << 40, &d->max_size))
 						return w->rc;
+				} else if (key && strcmp(key, "route") == 0) {
+					if (get_route(w, v2, d))
+						return w->rc;
 				} else {
 					return fail_at(w, k2, "unknown key \"%s\" in domain %s "
-						       "(expected: max_size)", key ? key : "?", d->name);
+						       "(expected: max_size, route)", key ? key : "?", d->name);
 				}
 			}
 		}
@@ -299,7 +372,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			for (it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
 				if (c->nlisten == CFG_MAX_LISTEN)
 					return fail_at(w, v, "listen: at most %d addresses", CFG_MAX_LISTEN);
-				if (get_listen(w, yaml_document_get_node(w->doc, *it),
+				if (get_listen(w, yaml_document_get_node(w->doc, *it), "listen",
 					       c->listen[c->nlisten], sizeof(c->listen[0])))
 					return w->rc;
 				c->nlisten++;
@@ -308,7 +381,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		}
 		if (!strcmp(key, "spool") || !strcmp(key, "limits") ||
 		    !strcmp(key, "timeouts") || !strcmp(key, "control") ||
-		    !strcmp(key, "smtp"))
+		    !strcmp(key, "smtp") || !strcmp(key, "relay"))
 			return walk_section(w, v, key);
 		if (!strcmp(key, "domains"))
 			return walk_domains(w, v);
@@ -318,7 +391,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			return get_entries(w, v, key, &c->allowlist, &c->nallowlist);
 		return fail_at(w, k, "unknown key \"%s\" (expected: hostname, io, port, "
 			       "queues, listen, spool, limits, timeouts, control, smtp, "
-			       "domains, blocklist, allowlist)", key);
+			       "relay, domains, blocklist, allowlist)", key);
 	}
 	if (!strcmp(sect, "spool")) {
 		if (!strcmp(key, "dir"))
@@ -371,6 +444,59 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		return fail_at(w, k, "unknown key \"%s\" in smtp (expected: bare_lf, chunking, "
 			       "smtputf8)", key);
 	}
+	if (!strcmp(sect, "relay")) {
+		struct cfg_relay *r = &c->relay;
+
+		if (!strcmp(key, "state_dir"))
+			return get_str(w, v, "relay.state_dir", r->state_dir, sizeof(r->state_dir));
+		if (!strcmp(key, "log_file"))
+			return get_str(w, v, "relay.log_file", r->log_file, sizeof(r->log_file));
+		if (!strcmp(key, "socket")) {
+			if (get_str(w, v, "relay.socket", r->socket, sizeof(r->socket)))
+				return w->rc;
+			if (r->socket[0] != '/')
+				return fail_at(w, v, "relay.socket: expected an absolute path");
+			return 0;
+		}
+		if (!strcmp(key, "metrics")) {
+			/* Metrics are for the local scraper only: loopback. */
+			if (get_listen(w, v, "relay.metrics", r->metrics, sizeof(r->metrics)))
+				return w->rc;
+			if (strncmp(r->metrics, "127.", 4) && strncmp(r->metrics, "[::1]:", 6))
+				return fail_at(w, v, "relay.metrics: expected a loopback "
+					       "ADDRESS:PORT (127.0.0.1:9187, [::1]:9187)");
+			return 0;
+		}
+		if (!strcmp(key, "min_backoff"))
+			return get_duration(w, v, "relay.min_backoff", 1, 86400, &r->min_backoff_s);
+		if (!strcmp(key, "max_backoff"))
+			return get_duration(w, v, "relay.max_backoff", 1, 7 * 86400, &r->max_backoff_s);
+		if (!strcmp(key, "lifetime"))
+			return get_duration(w, v, "relay.lifetime", 1, 100 * 86400, &r->lifetime_s);
+		if (!strcmp(key, "timeout"))
+			return get_duration(w, v, "relay.timeout", 1, 3600, &r->timeout_s);
+		if (!strcmp(key, "concurrency"))
+			return get_uint(w, v, "relay.concurrency", 1, 1000, &r->concurrency);
+		if (!strcmp(key, "max_msgs_per_conn"))
+			return get_uint(w, v, "relay.max_msgs_per_conn", 1, 100000,
+					&r->max_msgs_per_conn);
+		if (!strcmp(key, "time_scale")) {
+			const char *s = scalar(v);
+			char *end;
+			double d;
+
+			errno = 0;
+			d = s ? strtod(s, &end) : 0;
+			if (s == NULL || errno || end == s || *end || !(d > 0 && d <= 1))
+				return fail_at(w, v, "relay.time_scale: expected a number "
+					       "above 0 and at most 1 (e.g. 0.001)");
+			r->time_scale = d;
+			return 0;
+		}
+		return fail_at(w, k, "unknown key \"%s\" in relay (expected: state_dir, "
+			       "log_file, socket, metrics, min_backoff, max_backoff, lifetime, timeout, "
+			       "concurrency, max_msgs_per_conn, time_scale)", key);
+	}
 	return fail_at(w, k, "unknown section");
 }
 
@@ -411,6 +537,15 @@ void cfg_defaults(struct cfg *c)
 	c->data_timeout_s = 180;    /* RFC 5321 §4.5.3.2.6 */
 	c->chunking = true;
 	c->smtputf8 = true;
+	strcpy(c->relay.state_dir, "/var/lib/mxedge/relay");
+	strcpy(c->relay.socket, "/run/mxedge/relay.sock");
+	c->relay.min_backoff_s = 300;     /* Postfix minimal_backoff_time */
+	c->relay.max_backoff_s = 4000;    /* Postfix maximal_backoff_time */
+	c->relay.lifetime_s = 15 * 86400; /* 15 days (PRODUCT.md) */
+	c->relay.timeout_s = 300;         /* RFC 5321 §4.5.3.2 minimums are 2-10 min */
+	c->relay.time_scale = 1.0;
+	c->relay.concurrency = 20;        /* Postfix default_destination_concurrency_limit */
+	c->relay.max_msgs_per_conn = 100;
 }
 
 int cfg_load(const char *source, const char *text, size_t len, struct cfg *c,
@@ -500,6 +635,14 @@ int cfg_load_file(const char *path, struct cfg *c, char *err, size_t errlen)
 	free(buf);
 	fclose(f);
 	return rc;
+}
+
+const struct cfg_domain *cfg_domain_find(const struct cfg *c, const char *name)
+{
+	for (size_t i = 0; i < c->ndomains; i++)
+		if (strcasecmp(c->domains[i].name, name) == 0)
+			return &c->domains[i];
+	return NULL;
 }
 
 void cfg_free(struct cfg *c)

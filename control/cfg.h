@@ -23,10 +23,40 @@ struct cfg_entry {
 	unsigned line;
 };
 
+/* TLS policy of a relay route. Parsed and kept; the relay does not speak
+ * STARTTLS yet (control/README.md), so it refuses "required" routes' mail
+ * with a deferral rather than ever sending it in clear. */
+enum cfg_tls { CFG_TLS_NONE = 0, CFG_TLS_OPPORTUNISTIC = 1, CFG_TLS_REQUIRED = 2 };
+
+/* Where the relay sends a domain's mail: the customer's own server. */
+struct cfg_route {
+	char host[254];      /* IP address or host name; "" = no route */
+	unsigned port;       /* default 25 */
+	enum cfg_tls tls;    /* default opportunistic */
+};
+
 struct cfg_domain {
 	char name[254];
 	uint64_t max_size;   /* 0 = the global limit */
+	struct cfg_route route;
 	unsigned line;
+};
+
+/* mxedge-control's relay settings (section "relay:"). Durations are in
+ * seconds of configured time; time_scale multiplies all of them (backoff,
+ * lifetime) so tests can run the 15-day schedule in seconds. */
+struct cfg_relay {
+	char state_dir[256];     /* delivery state log and bounce spool */
+	char log_file[256];      /* Postfix-format mail log; "" = stderr */
+	char socket[108];        /* mxedge-control's control socket */
+	char metrics[64];        /* Prometheus listener "ADDR:PORT"; "" = off */
+	uint64_t min_backoff_s;  /* default 300 (Postfix minimal_backoff_time) */
+	uint64_t max_backoff_s;  /* default 4000 (Postfix maximal_backoff_time) */
+	uint64_t lifetime_s;     /* default 15 days */
+	uint64_t timeout_s;      /* per SMTP reply/connect, default 300 */
+	double time_scale;       /* 0 < x <= 1, default 1 */
+	unsigned concurrency;    /* connections per destination, default 20 */
+	unsigned max_msgs_per_conn; /* messages per connection before QUIT, default 100 */
 };
 
 struct cfg {
@@ -55,7 +85,12 @@ struct cfg {
 	size_t nblocklist;
 	struct cfg_entry *allowlist;
 	size_t nallowlist;
+	struct cfg_relay relay;
 };
+
+/* cfg_domain_find - the entry for domain @name (case-insensitive), or
+ * NULL. Borrowed from @c. */
+const struct cfg_domain *cfg_domain_find(const struct cfg *c, const char *name);
 
 /* cfg_defaults - the embedded default configuration (docs/CONFIG.md). */
 void cfg_defaults(struct cfg *c);

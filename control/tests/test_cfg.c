@@ -42,7 +42,23 @@ static const char full[] =
 	"domains:\n"
 	"  customer.test:\n"
 	"    max_size: 1048576\n"
+	"    route: { host: 198.19.0.25, port: 2525, tls: required }\n"
 	"  other.test:\n"
+	"  third.test:\n"
+	"    route:\n"
+	"      host: mx.third.test\n"
+	"relay:\n"
+	"  state_dir: /var/lib/mx/relay\n"
+	"  log_file: /var/log/mx/mail.log\n"
+	"  socket: /tmp/relay.sock\n"
+	"  metrics: 127.0.0.1:9187\n"
+	"  min_backoff: 5m\n"
+	"  max_backoff: 1h\n"
+	"  lifetime: 5d\n"
+	"  timeout: 60s\n"
+	"  concurrency: 4\n"
+	"  max_msgs_per_conn: 7\n"
+	"  time_scale: 0.001\n"
 	"blocklist: [198.18.99.0/24, \"2001:db8:bad::/48\"]\n"
 	"allowlist:\n"
 	"  - 198.18.0.2\n";
@@ -72,16 +88,37 @@ static void test_full(void **state)
 	assert_true(c.bare_lf_normalise);
 	assert_false(c.chunking);
 	assert_false(c.smtputf8);
-	assert_int_equal(c.ndomains, 2);
+	assert_int_equal(c.ndomains, 3);
 	assert_string_equal(c.domains[0].name, "customer.test");
 	assert_int_equal(c.domains[0].max_size, 1048576);
 	assert_int_equal(c.domains[0].line, 25);
+	assert_string_equal(c.domains[0].route.host, "198.19.0.25");
+	assert_int_equal(c.domains[0].route.port, 2525);
+	assert_int_equal(c.domains[0].route.tls, CFG_TLS_REQUIRED);
 	assert_int_equal(c.domains[1].max_size, 0);
+	assert_string_equal(c.domains[1].route.host, ""); /* no route */
+	/* a route with only a host: port 25, opportunistic TLS */
+	assert_string_equal(c.domains[2].route.host, "mx.third.test");
+	assert_int_equal(c.domains[2].route.port, 25);
+	assert_int_equal(c.domains[2].route.tls, CFG_TLS_OPPORTUNISTIC);
+	assert_ptr_equal(cfg_domain_find(&c, "THIRD.test"), &c.domains[2]);
+	assert_null(cfg_domain_find(&c, "nowhere.test"));
+	assert_string_equal(c.relay.state_dir, "/var/lib/mx/relay");
+	assert_string_equal(c.relay.log_file, "/var/log/mx/mail.log");
+	assert_string_equal(c.relay.socket, "/tmp/relay.sock");
+	assert_string_equal(c.relay.metrics, "127.0.0.1:9187");
+	assert_int_equal(c.relay.min_backoff_s, 300);
+	assert_int_equal(c.relay.max_backoff_s, 3600);
+	assert_int_equal(c.relay.lifetime_s, 5 * 86400);
+	assert_int_equal(c.relay.timeout_s, 60);
+	assert_int_equal(c.relay.concurrency, 4);
+	assert_int_equal(c.relay.max_msgs_per_conn, 7);
+	assert_true(c.relay.time_scale > 0.00099 && c.relay.time_scale < 0.00101);
 	assert_int_equal(c.nblocklist, 2);
 	assert_string_equal(c.blocklist[1].text, "2001:db8:bad::/48");
-	assert_int_equal(c.blocklist[1].line, 28);
+	assert_int_equal(c.blocklist[1].line, 44);
 	assert_int_equal(c.nallowlist, 1);
-	assert_int_equal(c.allowlist[0].line, 30);
+	assert_int_equal(c.allowlist[0].line, 46);
 	cfg_free(&c);
 }
 
@@ -98,6 +135,11 @@ static void test_defaults_and_empty(void **state)
 	assert_int_equal(c.data_timeout_s, 180);
 	assert_true(c.chunking && c.smtputf8 && !c.bare_lf_normalise);
 	assert_string_equal(c.control_socket, "/run/mxedge/control.sock");
+	/* relay defaults are Postfix's and the product's 15 days */
+	assert_int_equal(c.relay.min_backoff_s, 300);
+	assert_int_equal(c.relay.max_backoff_s, 4000);
+	assert_int_equal(c.relay.lifetime_s, 15 * 86400);
+	assert_true(c.relay.time_scale == 1.0);
 	assert_int_equal(cfg_load("c.yaml", "# only a comment\n", 17, &c, err, sizeof(err)), 0);
 	cfg_free(&c);
 }
@@ -137,6 +179,28 @@ static void test_errors(void **state)
 		{ "domains:\n  a.test:\n    max_size: 1\n    max_size: 2\n", "c.yaml:4:5: \"max_size\" is given twice" },
 		{ "domains:\n  a.test:\n  A.Test:\n", "c.yaml:3:3: \"A.Test\" is given twice" },
 		{ "listen: [\"[]:25\"]\n", "is not ADDRESS:PORT" },
+		{ "domains:\n  a.test:\n    route: 198.18.0.2\n",
+		  "c.yaml:3:12: route: expected a mapping" },
+		{ "domains:\n  a.test:\n    route: { port: 25 }\n",
+		  "c.yaml:3:12: route of a.test: host is missing" },
+		{ "domains:\n  a.test:\n    route: { host: \"[198.18.0.2]\" }\n",
+		  "route.host: expected a host name or IP address" },
+		{ "domains:\n  a.test:\n    route: { host: h, port: 0 }\n",
+		  "route.port: expected a whole number 1..65535" },
+		{ "domains:\n  a.test:\n    route: { host: h, tls: maybe }\n",
+		  "route.tls: expected one of none, opportunistic, required" },
+		{ "domains:\n  a.test:\n    route: { host: h, hots: x }\n",
+		  "c.yaml:3:23: unknown key \"hots\" in route of a.test" },
+		{ "relay:\n  lifetime: 15 days\n", "c.yaml:2:13: relay.lifetime: expected a duration" },
+		{ "relay:\n  min_backoff: 0s\n", "relay.min_backoff: expected a duration 1s..86400s" },
+		{ "relay:\n  time_scale: 2\n", "c.yaml:2:15: relay.time_scale: expected a number" },
+		{ "relay:\n  time_scale: 0\n", "relay.time_scale: expected a number" },
+		{ "relay:\n  time_scale: fast\n", "relay.time_scale: expected a number" },
+		{ "relay:\n  concurrency: 0\n", "relay.concurrency: expected a whole number 1..1000" },
+		{ "relay:\n  socket: run/x\n", "relay.socket: expected an absolute path" },
+		{ "relay:\n  metrics: 198.18.0.1:9187\n", "c.yaml:2:12: relay.metrics: expected a loopback" },
+		{ "relay:\n  metrics: 9187\n", "relay.metrics" },
+		{ "relay:\n  retries: 3\n", "c.yaml:2:3: unknown key \"retries\" in relay" },
 		{ "control:\n  socket: \"\"\n", "c.yaml:2:11: control.socket: expected an absolute path" },
 		{ "control:\n  socket: /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
 		  "control.socket: longer than 107 bytes" },

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,10 +76,32 @@ struct spool_writer {
 	_Atomic uint64_t syncs;
 	_Atomic uint64_t sync_ns_max;
 
+	/* Published durable offset, shared with reader processes (see
+	 * struct spool_durfile); NULL until spool_open() maps it. */
+	struct spool_durfile *pub;
+
 	/* Sync-thread state. */
 	_Alignas(64) int fd;
 	uint64_t seg_start;     /* stream offset of the current segment's byte 0 */
 };
+
+/*
+ * DIR/w<writer>.durable: one page, mmap()ed shared by the spool owner and
+ * by reader processes (the control plane). The sync thread stores the
+ * writer's durable stream offset after each completed fdatasync; readers
+ * parse only records that end at or below it, so they never relay bytes
+ * that a crash could still take back. The file itself is never synced: the
+ * kernel can only write back a value that was stored after the data it
+ * covers was synced, so whatever a reader finds, even after a power loss,
+ * is at most what is really on disk.
+ */
+#define DURFILE_MAGIC 0x3144584dU /* "MXD1" */
+struct spool_durfile {
+	uint32_t magic;
+	uint32_t version;
+	_Atomic uint64_t durable;
+};
+#define DURFILE_SIZE 4096
 
 struct spool {
 	char *dir;
@@ -499,6 +522,8 @@ static void writer_sync(struct spool_writer *w)
 	if (dt > atomic_load_explicit(&w->sync_ns_max, memory_order_relaxed))
 		atomic_store_explicit(&w->sync_ns_max, dt, memory_order_relaxed);
 	atomic_store_explicit(&w->durable, upto, memory_order_release);
+	if (w->pub)
+		atomic_store_explicit(&w->pub->durable, upto, memory_order_release);
 }
 
 static void *sync_main(void *arg)
@@ -606,6 +631,7 @@ struct pend {
 	unsigned char *data;
 	uint64_t len, cap;
 	uint32_t chunks;
+	uint64_t begin_off;    /* stream offset of the BEGIN record */
 };
 
 struct scan {
@@ -615,6 +641,7 @@ struct scan {
 	void *arg;
 	struct spool_recovery rep;
 	uint64_t max_qid;
+	uint64_t cur_off;      /* stream offset of the record being applied */
 	/* open addressing on qid, linear probing, power-of-two size */
 	struct pend *tab;
 	size_t tab_size, tab_used;
@@ -769,6 +796,7 @@ static int deliver(struct scan *s, struct pend *p, unsigned writer)
 	if (rc == 0) {
 		msg.qid = p->qid;
 		msg.writer = writer;
+		msg.off = p->begin_off;
 		msg.data = p->data ? p->data : (const unsigned char *)"";
 		msg.len = p->len;
 		rc = s->cb(&msg, s->arg);
@@ -806,6 +834,7 @@ static int apply(struct scan *s, const struct rec_hdr *h,
 			return -ENOMEM;
 		memcpy(p->env, pl, h->len);
 		p->env_len = h->len;
+		p->begin_off = s->cur_off;
 		break;
 	case REC_DATA:
 		p = pend_find(s, h->qid, false);
@@ -896,6 +925,12 @@ static int scan_segment(struct scan *s, const struct seg *sg, off_t *size,
 
 	*mid = *tail = 0;
 	fd = openat(s->dirfd, sg->name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* Deleted since the listing: the control plane released it
+		 * (nothing in it was pending). */
+		*size = 0;
+		return 0;
+	}
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {
@@ -928,6 +963,7 @@ static int scan_segment(struct scan *s, const struct seg *sg, off_t *size,
 				*mid += pos - bad_from;
 				bad_from = -1;
 			}
+			s->cur_off = sg->start + (uint64_t)pos;
 			rc = apply(s, &h, buf + pos + sizeof(h), sg->writer);
 			if (rc)
 				goto out;
@@ -1062,6 +1098,312 @@ int spool_scan(const char *dir,
 	return rc;
 }
 
+/* ---- incremental reader (control plane) -------------------------------- */
+
+struct rwriter {
+	struct spool_durfile *pub;  /* NULL: not (yet) mapped */
+	bool started;
+	uint64_t pos;               /* stream offset of the next unparsed byte */
+	struct scan s;              /* messages begun but not ended */
+};
+
+struct spool_reader {
+	int dirfd;
+	unsigned char *buf;
+	size_t cap;
+	struct spool_recovery rep;
+	struct rwriter w[SPOOL_MAX_WRITERS];
+};
+
+static int durfile_map(int dirfd, unsigned idx, bool create,
+		       struct spool_durfile **out);
+
+struct spool_reader *spool_reader_open(const char *dir)
+{
+	struct spool_reader *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->dirfd < 0) {
+		int err = errno;
+
+		free(r);
+		errno = err;
+		return NULL;
+	}
+	return r;
+}
+
+void spool_reader_close(struct spool_reader *r)
+{
+	unsigned i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < SPOOL_MAX_WRITERS; i++) {
+		struct scan *s = &r->w[i].s;
+
+		for (size_t j = 0; j < s->tab_size; j++)
+			pend_free(&s->tab[j]);
+		free(s->tab);
+		if (r->w[i].pub)
+			munmap(r->w[i].pub, DURFILE_SIZE);
+	}
+	close(r->dirfd);
+	free(r->buf);
+	free(r);
+}
+
+void spool_reader_report(const struct spool_reader *r, struct spool_recovery *rep)
+{
+	*rep = r->rep;
+}
+
+/* Reads [from, to) of segment @name into r->buf. Returns 0 or -errno. */
+static int reader_load(struct spool_reader *r, const char *name, uint64_t from,
+		       uint64_t *to)
+{
+	struct stat st;
+	size_t n, got = 0;
+	int fd, rc = 0;
+
+	fd = openat(r->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 1 : -errno; /* deleted meanwhile */
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((uint64_t)st.st_size < *to)
+		*to = (uint64_t)st.st_size;
+	if (*to <= from) {
+		*to = from;
+		goto out;
+	}
+	n = (size_t)(*to - from);
+	if (n > r->cap) {
+		unsigned char *nb = realloc(r->buf, n);
+
+		if (nb == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		r->buf = nb;
+		r->cap = n;
+	}
+	while (got < n) {
+		ssize_t k = pread(fd, r->buf + got, n - got, (off_t)(from + got));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			rc = k < 0 ? -errno : -EIO;
+			goto out;
+		}
+		got += (size_t)k;
+	}
+out:
+	close(fd);
+	return rc;
+}
+
+int spool_reader_poll(struct spool_reader *r,
+		      int (*cb)(const struct spool_message *msg, void *arg),
+		      void *arg)
+{
+	static const uint32_t magic = REC_MAGIC;
+	uint64_t bound[SPOOL_MAX_WRITERS];
+	struct seg *segs = NULL;
+	size_t nseg = 0, i;
+	uint64_t before = r->rep.messages;
+	int rc;
+
+	/* Listing first, bounds second: a listed segment's predecessor was
+	 * synced whole before it was created, so its bytes lie below any
+	 * bound read afterwards; a segment created after the listing is
+	 * simply read at the next poll. Only writers with segments are
+	 * looked at (no per-poll probing of absent .durable files). */
+	rc = list_segments(r->dirfd, &segs, &nseg);
+	if (rc)
+		return rc;
+	for (i = 0; i < nseg; i++) {
+		struct rwriter *rw = &r->w[segs[i].writer];
+
+		if (rw->pub == NULL)
+			(void)durfile_map(r->dirfd, segs[i].writer, false, &rw->pub);
+		bound[segs[i].writer] = rw->pub ?
+			atomic_load_explicit(&rw->pub->durable, memory_order_acquire) : 0;
+	}
+	for (i = 0; i < nseg; i++) {
+		const struct seg *sg = &segs[i];
+		struct rwriter *rw = &r->w[sg->writer];
+		bool last = i + 1 == nseg || segs[i + 1].writer != sg->writer;
+		uint64_t next = last ? UINT64_MAX : segs[i + 1].start;
+		/* The writer moved to the next segment only after this one
+		 * was written and synced whole. */
+		bool complete = !last && bound[sg->writer] >= next;
+		uint64_t from, to, at = 0, n;
+
+		if (rw->pub == NULL)
+			continue; /* no published offset: nothing is known durable */
+		if (!rw->started || rw->pos < sg->start) {
+			rw->pos = sg->start;
+			rw->started = true;
+		}
+		if (rw->pos >= next)
+			continue;
+		from = rw->pos - sg->start;
+		to = bound[sg->writer] > sg->start ? bound[sg->writer] - sg->start : 0;
+		rc = reader_load(r, sg->name, from, &to);
+		if (rc > 0) { /* the segment was deleted: nothing left to read */
+			rc = 0;
+			continue;
+		}
+		if (rc)
+			break;
+		n = to - from;
+		rw->s.keep_data = true;
+		rw->s.cb = cb;
+		rw->s.arg = arg;
+		while (at < n) {
+			struct rec_hdr h;
+			const unsigned char *nx;
+
+			if (rec_at(r->buf, (off_t)n, (off_t)at, &h)) {
+				rw->s.rep.records = 0;
+				rw->s.cur_off = sg->start + from + at;
+				rc = apply(&rw->s, &h, r->buf + at + sizeof(h), sg->writer);
+				r->rep.records++;
+				if (rw->s.rep.messages) {
+					r->rep.messages += rw->s.rep.messages;
+					rw->s.rep.messages = 0;
+				}
+				at += sizeof(h) + h.len;
+				if (rc)
+					break;
+				continue;
+			}
+			/* Below the bound every byte is synced, so an unreadable
+			 * record there is damage, unless it simply is not whole
+			 * yet in the newest segment: then wait for more. */
+			if (!complete) {
+				if (n - at < sizeof(h))
+					break;
+				memcpy(&h, r->buf + at, sizeof(h));
+				if ((h.magic == REC_MAGIC && h.len <= REC_MAX_PAYLOAD &&
+				     h.type >= REC_BEGIN && h.type <= REC_ABORT &&
+				     n - at - sizeof(h) < h.len))
+					break;
+			}
+			nx = memmem(r->buf + at + 1, (size_t)(n - at - 1), &magic, sizeof(magic));
+			r->rep.damaged_bytes += (nx ? (uint64_t)(nx - r->buf) : n) - at;
+			at = nx ? (uint64_t)(nx - r->buf) : n;
+			if (nx == NULL && complete) {
+				/* A torn tail: the writer crashed here, so
+				 * nothing still open can ever end. */
+				scan_reset_pending(&rw->s);
+				r->rep.incomplete += rw->s.rep.incomplete;
+				rw->s.rep.incomplete = 0;
+			}
+		}
+		rw->pos = sg->start + from + at;
+		if (rc)
+			break;
+		if (complete && rw->pos >= sg->start + from + n)
+			rw->pos = next;
+	}
+	free(segs);
+	if (rc)
+		return rc;
+	return (int)(r->rep.messages - before > INT32_MAX ? INT32_MAX :
+		     r->rep.messages - before);
+}
+
+int spool_reader_release(struct spool_reader *r, const uint64_t *keep)
+{
+	struct seg *segs = NULL;
+	size_t n = 0, i;
+	int rc, deleted = 0;
+
+	rc = list_segments(r->dirfd, &segs, &n);
+	if (rc)
+		return rc;
+	for (i = 0; i + 1 < n; i++) {
+		const struct seg *sg = &segs[i];
+		const struct rwriter *rw = &r->w[sg->writer];
+		uint64_t limit = keep[sg->writer], end = segs[i + 1].start;
+		char marker[80];
+
+		/* Never the newest segment of a writer (the spool owner may
+		 * be writing it), never what the reader has not finished. */
+		if (segs[i + 1].writer != sg->writer || !rw->started)
+			continue;
+		if (rw->pos < limit)
+			limit = rw->pos;
+		for (size_t j = 0; j < rw->s.tab_size; j++)
+			if (rw->s.tab[j].qid && rw->s.tab[j].begin_off < limit)
+				limit = rw->s.tab[j].begin_off;
+		if (end > limit)
+			continue;
+		if (unlinkat(r->dirfd, sg->name, 0) < 0 && errno != ENOENT) {
+			rc = -errno;
+			break;
+		}
+		snprintf(marker, sizeof(marker), "%s.torn", sg->name);
+		(void)unlinkat(r->dirfd, marker, 0);
+		deleted++;
+	}
+	free(segs);
+	return rc ? rc : deleted;
+}
+
+/* Maps DIR/w<idx>.durable; @create (the owner) creates and sizes it.
+ * Returns 0, -ENOENT (reader, no file yet) or -errno. */
+static int durfile_map(int dirfd, unsigned idx, bool create,
+		       struct spool_durfile **out)
+{
+	struct spool_durfile *m;
+	struct stat st;
+	char name[32];
+	int fd, rc = 0;
+
+	snprintf(name, sizeof(name), "w%03u.durable", idx);
+	fd = openat(dirfd, name, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (create && ftruncate(fd, DURFILE_SIZE) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (st.st_size < DURFILE_SIZE) {
+		rc = -EINVAL;
+		goto out;
+	}
+	m = mmap(NULL, DURFILE_SIZE, create ? PROT_READ | PROT_WRITE : PROT_READ,
+		 MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		rc = -errno;
+		goto out;
+	}
+	if (create) {
+		m->magic = DURFILE_MAGIC;
+		m->version = 1;
+	} else if (m->magic != DURFILE_MAGIC || m->version != 1) {
+		munmap(m, DURFILE_SIZE);
+		rc = -EINVAL;
+		goto out;
+	}
+	*out = m;
+out:
+	close(fd);
+	return rc;
+}
+
 /* ---- open / close ----------------------------------------------------- */
 
 static void writer_free(struct spool_writer *w)
@@ -1070,6 +1412,8 @@ static void writer_free(struct spool_writer *w)
 		return;
 	if (w->fd >= 0)
 		close(w->fd);
+	if (w->pub)
+		munmap(w->pub, DURFILE_SIZE);
 	free(w->ring);
 	free(w->scratch);
 	free(w);
@@ -1185,6 +1529,14 @@ struct spool *spool_open(const struct spool_config *cfg,
 			errno = -rc;
 			goto fail;
 		}
+		rc = durfile_map(sp->dirfd, i, true, &w->pub);
+		if (rc) {
+			errno = -rc;
+			goto fail;
+		}
+		/* Everything recovery found is on disk (torn bytes included,
+		 * which a reader skips like recovery does). */
+		atomic_store_explicit(&w->pub->durable, w->wpos, memory_order_release);
 	}
 	rc = pthread_create(&sp->sync_thread, NULL, sync_main, sp);
 	if (rc) {

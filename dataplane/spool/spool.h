@@ -175,6 +175,7 @@ struct spool_message {
 	struct spool_envelope env;
 	const unsigned char *data; /* all message bytes */
 	uint64_t len;
+	uint64_t off;              /* writer stream offset of its BEGIN record */
 };
 
 /*
@@ -188,5 +189,52 @@ struct spool_message {
 int spool_scan(const char *dir,
 	       int (*cb)(const struct spool_message *msg, void *arg),
 	       void *arg, struct spool_recovery *rep);
+
+/* --- Tailing a live spool from another process (the control plane) ------
+ *
+ * The spool owner publishes each writer's durable stream offset in
+ * DIR/w<writer>.durable (one shared page, updated by the sync thread after
+ * every completed fdatasync). A reader parses only records that end at or
+ * below it: everything it hands out is on stable storage and was (or is
+ * about to be) acknowledged with 250. The reader never writes to DIR and
+ * takes no lock, so the dataplane keeps accepting mail while it runs.
+ * Segments of a writer without a .durable file (a spool never opened by
+ * this version) are not read.
+ */
+struct spool_reader;
+
+/* spool_reader_open - a reader of DIR positioned at the start of every
+ * writer's oldest segment. Returns it (caller frees with
+ * spool_reader_close) or NULL with errno set. */
+struct spool_reader *spool_reader_open(const char *dir);
+
+/*
+ * spool_reader_poll - call @cb once for every message committed (END
+ * record durable) since the previous poll, per writer in commit order.
+ * Cheap when nothing changed (one directory listing). Damaged bytes are
+ * skipped as in recovery and counted (spool_reader_report). A non-zero
+ * return from @cb stops the poll and is returned; that message is not
+ * offered again. Returns the number of messages delivered, or -errno.
+ */
+int spool_reader_poll(struct spool_reader *r,
+		      int (*cb)(const struct spool_message *msg, void *arg),
+		      void *arg);
+
+/*
+ * spool_reader_release - delete the segments nobody needs any more: for
+ * each writer w, those that end at or below @keep[w] (SPOOL_MAX_WRITERS
+ * entries: the lowest spool_message.off the caller still needs, or
+ * UINT64_MAX), that the reader has read completely (no message in it is
+ * still being reassembled), and that are not the writer's newest. This is
+ * how the control plane frees disk once every recipient of the messages
+ * in a segment is final. Returns the number deleted, or -errno.
+ */
+int spool_reader_release(struct spool_reader *r, const uint64_t *keep);
+
+/* spool_reader_report - records/messages read and bytes skipped so far. */
+void spool_reader_report(const struct spool_reader *r, struct spool_recovery *rep);
+
+/* spool_reader_close - free @r. NULL is a no-op. */
+void spool_reader_close(struct spool_reader *r);
 
 #endif /* MXEDGE_SPOOL_H */

@@ -661,6 +661,214 @@ static void test_disk_full_stops_acks(void **state)
 	assert_int_equal(umount(dir), 0);
 }
 
+
+/* ---- tailing reader ---- */
+
+static int reader_poll(struct spool_reader *r)
+{
+	return spool_reader_poll(r, collect, NULL);
+}
+
+/* The control plane tails a live spool: each committed message once, in
+ * order, whole, across segment rotation; an unfinished one never. */
+static void test_reader_tails_live_spool(void **state)
+{
+	struct spool *sp = open_spool(2, 0, 256 * 1024, NULL);
+	struct spool_writer *w = spool_writer(sp, 0), *w1 = spool_writer(sp, 1);
+	struct spool_reader *r = spool_reader_open(dir);
+	unsigned char *body = random_body(100000, 7);
+	struct spool_envelope e = env_for("a@example.org");
+	struct spool_msg open_msg;
+	uint64_t qids[20], off = 0;
+	int total = 0, rc;
+
+	assert_non_null(r);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(reader_poll(r), 0);
+	/* A message still being received is never offered. */
+	assert_int_equal(spool_begin(w1, &open_msg, spool_qid_new(w1, now_ms()), &e), 0);
+	assert_int_equal(spool_data(w1, &open_msg, "partial", 7), 0);
+	for (int i = 0; i < 20; i++) {
+		off = put_message(w, "a@example.org", body, 5000 + (size_t)i * 4000, 3000,
+				  &qids[i]);
+		if (i % 5 == 4) { /* poll while the writer is busy */
+			assert_true(wait_durable(w, off));
+			rc = reader_poll(r);
+			assert_true(rc >= 0);
+			total += rc;
+		}
+	}
+	assert_true(wait_durable(w, off));
+	rc = reader_poll(r);
+	assert_true(rc >= 0);
+	total += rc;
+	assert_int_equal(total, 20);
+	assert_int_equal(got.n, 20);
+	for (int i = 0; i < 20; i++) {
+		assert_true(got.qid[i] == qids[i]);
+		assert_int_equal(got.len[i], 5000 + i * 4000);
+		assert_int_equal(got.sum[i], sum32(body, 5000 + (size_t)i * 4000));
+	}
+	/* Nothing new: nothing offered again. */
+	assert_int_equal(reader_poll(r), 0);
+	assert_int_equal(spool_end(w1, &open_msg, &off), 0);
+	assert_true(wait_durable(w1, off));
+	assert_int_equal(reader_poll(r), 1);
+	assert_int_equal(got.len[20], 7);
+	spool_close(sp);
+	spool_reader_close(r);
+	free(body);
+}
+
+/* Bytes above the published durable offset are never read, even when they
+ * sit complete in the file: a crash could still take them back. */
+static void test_reader_respects_durable_offset(void **state)
+{
+	struct spool *sp = open_spool(1, 0, 0, NULL);
+	struct spool_writer *w = spool_writer(sp, 0);
+	struct spool_reader *r;
+	uint64_t off1, off2, v;
+	char path[128];
+	int fd;
+
+	off1 = put_message(w, "a@example.org", (const unsigned char *)"one\r\n", 5, 64, NULL);
+	off2 = put_message(w, "b@example.org", (const unsigned char *)"two\r\n", 5, 64, NULL);
+	assert_true(wait_durable(w, off2));
+	spool_close(sp);
+	/* Pretend the sync thread had only covered the first message. */
+	snprintf(path, sizeof(path), "%s/w000.durable", dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	v = off1;
+	assert_int_equal(pwrite(fd, &v, 8, 8), 8);
+	r = spool_reader_open(dir);
+	assert_non_null(r);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(reader_poll(r), 1);
+	assert_string_equal(got.from[0], "a@example.org");
+	assert_int_equal(reader_poll(r), 0);
+	v = off2;
+	assert_int_equal(pwrite(fd, &v, 8, 8), 8);
+	assert_int_equal(reader_poll(r), 1);
+	assert_string_equal(got.from[1], "b@example.org");
+	close(fd);
+	spool_reader_close(r);
+	assert_null(spool_reader_open("/nonexistent/mxedge-spool"));
+}
+
+/* After a crash the reader skips the torn tail and continues with the
+ * messages of the next run. */
+static void test_reader_after_torn_tail(void **state)
+{
+	struct spool *sp = open_spool(1, 0, 0, NULL);
+	struct spool_writer *w = spool_writer(sp, 0);
+	struct spool_reader *r;
+	struct spool_recovery rep;
+	char path[128];
+	uint64_t off;
+	int fd;
+
+	off = put_message(w, "a@example.org", (const unsigned char *)"one\r\n", 5, 64, NULL);
+	assert_true(wait_durable(w, off));
+	spool_close(sp);
+	/* A torn record at the end of the only segment. */
+	snprintf(path, sizeof(path), "%s/w000-0000000000000000.seg", dir);
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "MXR1torn-record-bytes", 21), 21);
+	close(fd);
+	sp = open_spool(1, 0, 0, NULL);
+	w = spool_writer(sp, 0);
+	off = put_message(w, "b@example.org", (const unsigned char *)"two\r\n", 5, 64, NULL);
+	assert_true(wait_durable(w, off));
+	r = spool_reader_open(dir);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(reader_poll(r), 2);
+	assert_string_equal(got.from[0], "a@example.org");
+	assert_string_equal(got.from[1], "b@example.org");
+	spool_reader_report(r, &rep);
+	assert_int_equal(rep.damaged_bytes, 21);
+	spool_close(sp);
+	spool_reader_close(r);
+}
+
+static unsigned count_segments(void)
+{
+	char cmd[160];
+	FILE *f;
+	unsigned n = 0;
+
+	snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c '\\.seg$'", dir);
+	f = popen(cmd, "r");
+	if (f == NULL || fscanf(f, "%u", &n) != 1)
+		n = 0;
+	if (f)
+		pclose(f);
+	return n;
+}
+
+static uint64_t got_off[MAXMSG];
+
+static int collect_off(const struct spool_message *m, void *arg)
+{
+	got_off[got.n] = m->off;
+	return collect(m, arg);
+}
+
+/* Segments are deleted once the reader's user no longer needs them, never
+ * the newest, never one holding a needed message; the spool still opens
+ * and recovers afterwards. */
+static void test_reader_release(void **state)
+{
+	struct spool *sp = open_spool(1, 0, 64 * 1024, NULL);
+	struct spool_writer *w = spool_writer(sp, 0);
+	unsigned char *body = random_body(30000, 3);
+	uint64_t keep[SPOOL_MAX_WRITERS], off = 0, qids[12];
+	struct spool_reader *r;
+	struct spool_recovery rep;
+	unsigned before;
+
+	for (int i = 0; i < 12; i++) {
+		off = put_message(w, "a@example.org", body, 30000, 8192, &qids[i]);
+		assert_true(wait_durable(w, off));
+	}
+	r = spool_reader_open(dir);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(spool_reader_poll(r, collect_off, NULL), 12);
+	before = count_segments();
+	assert_true(before >= 4);
+	for (int i = 0; i < SPOOL_MAX_WRITERS; i++)
+		keep[i] = UINT64_MAX;
+	/* Message 6 is still needed: its segment and later ones stay. */
+	keep[0] = got_off[6];
+	assert_true(spool_reader_release(r, keep) > 0);
+	spool_reader_close(r);
+	spool_close(sp);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(scan(&rep), 0);
+	assert_true(got.n >= 6 && got.n < 12);
+	assert_true(got.qid[got.n - 6] == qids[6]); /* 6..11 all there */
+	assert_true(got.qid[got.n - 1] == qids[11]);
+	assert_int_equal(rep.damaged_bytes, 0);
+	/* Nothing needed any more: only the newest segment stays. */
+	sp = open_spool(1, 0, 64 * 1024, &rep);
+	assert_int_equal(rep.damaged_bytes, 0);
+	r = spool_reader_open(dir);
+	memset(&got, 0, sizeof(got));
+	assert_true(spool_reader_poll(r, collect_off, NULL) >= 6);
+	keep[0] = UINT64_MAX;
+	assert_true(spool_reader_release(r, keep) > 0);
+	assert_int_equal(count_segments(), 1);
+	/* and the spool keeps working */
+	w = spool_writer(sp, 0);
+	off = put_message(w, "b@example.org", body, 100, 8192, NULL);
+	assert_true(wait_durable(w, off));
+	assert_int_equal(spool_reader_poll(r, collect, NULL), 1);
+	spool_reader_close(r);
+	spool_close(sp);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -678,6 +886,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_middle_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full_stops_acks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_tails_live_spool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_respects_durable_offset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_after_torn_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_release, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1947 @@
+/*
+ * relay.c - mxedge-control's relay engine (see relay.h).
+ *
+ * One libevent loop drives everything: a tick timer tails the spools,
+ * starts due retries, commits bounces that became durable and syncs the
+ * state log; bufferevents carry the ESMTP client connections.
+ *
+ * Objects: a message (rmsg) holds its envelope, bytes and per-recipient
+ * state; a destination (rdest, one per route host:port) holds a FIFO of
+ * jobs (one message's recipients for that route) and at most
+ * relay.concurrency connections; a connection (rconn) takes jobs from its
+ * destination's FIFO one after another (connection reuse) until the FIFO
+ * is empty or relay.max_msgs_per_conn is reached.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "relay.h"
+#include "spool.h"
+
+#define TICK_US 10000          /* spool tail / retry scan period */
+#define SRC_MAIN 0             /* the dataplane's spool */
+#define SRC_BOUNCE 1           /* our own bounce spool */
+#define REPLY_MAX 4096         /* a longer reply line is a protocol error */
+
+enum rst {
+	R_PENDING,   /* waiting for an attempt (next_try_us) */
+	R_INFLIGHT,  /* in a job */
+	R_SENT,      /* final: accepted by the next hop */
+	R_BOUNCE,    /* failed permanently; bounce not yet written */
+	R_BWAIT,     /* bounce written, waiting until it is durable */
+	R_FAILED,    /* final: failed, bounce durable (or none owed) */
+};
+
+struct rrcpt {
+	char *addr, *notify, *orcpt;
+	enum rst st;
+	char dsn[16];
+	char *diag;     /* last reply or reason, for logs and the bounce */
+	char *remote;   /* next hop that gave it, or NULL */
+};
+
+struct rmsg {
+	struct rmsg *next, *prev;
+	unsigned src, writer;
+	uint64_t qid;
+	uint64_t off;              /* BEGIN offset in its writer's stream */
+	char id[SPOOL_QID_LEN + 1];
+	char *from, *params;
+	uint64_t arrival_us, pickup_us;
+	unsigned nrcpt, attempts, jobs;
+	struct rrcpt *rcpt;
+	unsigned char *data;
+	size_t len;
+	uint64_t next_try_us;      /* 0 = no retry scheduled */
+	uint64_t bounce_off;       /* bounce commit offset while R_BWAIT */
+	bool gone;                 /* removed; freed by the next tick */
+	bool hold;                 /* on hold (queue.hold): never tried */
+	char bounce_id[SPOOL_QID_LEN + 1];
+};
+
+struct rjob {
+	struct rjob *next;
+	struct rmsg *m;
+	struct rdest *d;
+	unsigned n;
+	unsigned *idx;   /* recipient indices in m */
+	int *code;       /* RCPT reply per recipient (0 = none yet) */
+	char **text;
+	uint64_t queued_us, start_us; /* for delays */
+};
+
+struct rdest {
+	struct rdest *next;
+	char host[254];
+	unsigned port;
+	enum cfg_tls tls;
+	struct rjob *head, *tail;
+	size_t queued;
+	unsigned nconn, nwait;   /* connections; of them not yet ready */
+};
+
+enum cst { C_CONNECT, C_GREET, C_EHLO, C_HELO, C_MAIL, C_RCPT, C_DATA, C_DOT,
+	   C_RSET, C_QUIT };
+
+struct rconn {
+	struct rconn *next, *prev;
+	struct relay *r;
+	struct rdest *d;
+	struct bufferevent *bev;
+	enum cst st;
+	bool ready, pipelining, has_size, eightbit, utf8, dsn;
+	uint64_t size_max;
+	char peer[340];          /* "host[ip]:port" for logs */
+	char remote[260];        /* host name for DSN Remote-MTA */
+	struct rjob *job;
+	unsigned ri, accepted;   /* next RCPT reply expected; 2xx RCPTs */
+	int mail_code;
+	char *mail_text;
+	unsigned nmsgs;
+	uint64_t t_start, t_ready;
+	/* reply being read (multi-line replies, RFC 5321 §4.2.1) */
+	int code;
+	char text[1024];
+	size_t tlen;
+	char ext[512];           /* EHLO keywords seen, space separated */
+};
+
+/* (src, qid, recipient) that reached a final state, from the state log. */
+struct fkey {
+	uint64_t qid;
+	uint32_t idx;
+	uint8_t src, used;
+};
+
+struct relay {
+	struct event_base *base;
+	const struct cfg *cfg;
+	struct cfg_relay rc;
+	char hostname[254];
+	struct spool_reader *rd[2];
+	struct spool *bsp;           /* bounce spool (we are its writer) */
+	struct spool_writer *bw;
+	int statefd;
+	int auditfd;                 /* append-only audit log of admin changes */
+	bool state_dirty;
+	char *sbuf;                  /* final-state lines not yet written */
+	size_t slen, scap;
+	FILE *log;
+	struct event *tick;
+	struct evhttp *http;
+	struct rmsg *msgs;           /* all messages in the queue */
+	size_t nmsgs;
+	struct rdest *dests;
+	struct rconn *conns;
+	unsigned ticks;
+	struct fkey *fin;
+	size_t fin_size, fin_used;
+	struct fkey *held;           /* messages on hold (idx unused); few */
+	size_t nheld;
+	uint64_t stat_sent, stat_bounced, stat_deferred, stat_picked, stat_conns;
+	unsigned pid;
+};
+
+/* ---- time, logs ---------------------------------------------------------- */
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Configured seconds to real microseconds (relay.time_scale). */
+static uint64_t scaled_us(const struct relay *r, uint64_t s)
+{
+	double us = (double)s * 1e6 * r->rc.time_scale;
+
+	return us < 1 ? 1 : (uint64_t)us;
+}
+
+/*
+ * One mail-log line in the layout log tools parse (PRODUCT.md):
+ * "2026-11-29T10:06:12+00:00 HOST mxedge/PROG[PID]: QID: TEXT". The
+ * offset carries a colon: that is RFC 3339 (§5.6), and pflogsumm's
+ * RFC 3339 pattern requires it.
+ */
+__attribute__((format(printf, 4, 5)))
+static void mlog(struct relay *r, const char *prog, const char *qid, const char *fmt, ...)
+{
+	char ts[48], z[8], line[2048];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+	int n;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	localtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	strftime(z, sizeof(z), "%z", &tm);
+	n = snprintf(line, sizeof(line), "%s.%06ld%.3s:%s %s mxedge/%s[%u]: %s: ", ts,
+		     now.tv_nsec / 1000, z, z + 3, r->hostname, prog, r->pid, qid);
+	va_start(ap, fmt);
+	if (n > 0 && (size_t)n < sizeof(line))
+		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	line[sizeof(line) - 2] = '\0';
+	/* Buffered; flushed once per tick (one write for many lines). */
+	fprintf(r->log, "%s\n", line);
+}
+
+/* Postfix-style delay: enough digits to be useful, "0" for nothing. */
+static void fmt_delay(double s, char *out, size_t cap)
+{
+	if (s < 0.005)
+		snprintf(out, cap, "0");
+	else if (s < 0.1)
+		snprintf(out, cap, "%.2f", s);
+	else if (s < 10)
+		snprintf(out, cap, "%.1f", s);
+	else
+		snprintf(out, cap, "%.0f", s);
+}
+
+/* ---- state log ------------------------------------------------------------ */
+
+static uint64_t fkey_hash(unsigned src, uint64_t qid, uint32_t idx)
+{
+	return (qid ^ ((uint64_t)idx << 40) ^ ((uint64_t)src << 63)) * 0x9E3779B97F4A7C15ULL;
+}
+
+static bool fin_has(const struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
+{
+	size_t mask, i;
+
+	if (r->fin_size == 0)
+		return false;
+	mask = r->fin_size - 1;
+	for (i = fkey_hash(src, qid, idx) & mask; r->fin[i].used; i = (i + 1) & mask)
+		if (r->fin[i].qid == qid && r->fin[i].idx == idx && r->fin[i].src == src)
+			return true;
+	return false;
+}
+
+static int fin_add(struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
+{
+	size_t mask, i;
+
+	if (fin_has(r, src, qid, idx))
+		return 0;
+	if ((r->fin_used + 1) * 2 > r->fin_size) {
+		size_t ns = r->fin_size ? r->fin_size * 2 : 1024;
+		struct fkey *nt = calloc(ns, sizeof(*nt));
+
+		if (nt == NULL)
+			return -ENOMEM;
+		for (size_t j = 0; j < r->fin_size; j++) {
+			if (!r->fin[j].used)
+				continue;
+			i = fkey_hash(r->fin[j].src, r->fin[j].qid, r->fin[j].idx) & (ns - 1);
+			while (nt[i].used)
+				i = (i + 1) & (ns - 1);
+			nt[i] = r->fin[j];
+		}
+		free(r->fin);
+		r->fin = nt;
+		r->fin_size = ns;
+	}
+	mask = r->fin_size - 1;
+	for (i = fkey_hash(src, qid, idx) & mask; r->fin[i].used; i = (i + 1) & mask)
+		;
+	r->fin[i] = (struct fkey){ qid, idx, (uint8_t)src, 1 };
+	r->fin_used++;
+	return 0;
+}
+
+static bool held_has(const struct relay *r, unsigned src, uint64_t qid)
+{
+	for (size_t i = 0; i < r->nheld; i++)
+		if (r->held[i].qid == qid && r->held[i].src == src)
+			return true;
+	return false;
+}
+
+static void held_set(struct relay *r, unsigned src, uint64_t qid, bool on)
+{
+	for (size_t i = 0; i < r->nheld; i++)
+		if (r->held[i].qid == qid && r->held[i].src == src) {
+			if (!on)
+				r->held[i] = r->held[--r->nheld];
+			return;
+		}
+	if (on) {
+		struct fkey *n = realloc(r->held, (r->nheld + 1) * sizeof(*n));
+
+		if (n == NULL)
+			return;
+		r->held = n;
+		r->held[r->nheld++] = (struct fkey){ qid, 0, (uint8_t)src, 1 };
+	}
+}
+
+/* Reads the state log: lines "S|F SRC QID IDX"; a torn last line (no
+ * newline, from a crash mid-write) and unreadable lines are skipped. */
+static int state_load(struct relay *r)
+{
+	char line[128];
+	FILE *f;
+	int fd = dup(r->statefd);
+
+	if (fd < 0)
+		return -errno;
+	f = fdopen(fd, "r");
+	if (f == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char kind, id[SPOOL_QID_LEN + 2];
+		unsigned src, idx;
+		uint64_t qid;
+
+		if (strchr(line, '\n') == NULL)
+			continue;
+		/* "H|R SRC QID": put on hold, released (queue.hold/release). */
+		if ((line[0] == 'H' || line[0] == 'R') &&
+		    sscanf(line, "%c %u %12s", &kind, &src, id) == 3 && src <= SRC_BOUNCE &&
+		    spool_qid_parse(id, &qid) == 0) {
+			held_set(r, src, qid, kind == 'H');
+			continue;
+		}
+		if (sscanf(line, "%c %u %12s %u", &kind, &src, id, &idx) != 4 ||
+		    (kind != 'S' && kind != 'F') || src > SRC_BOUNCE ||
+		    spool_qid_parse(id, &qid) < 0)
+			continue;
+		if (fin_add(r, src, qid, idx) < 0) {
+			fclose(f);
+			return -ENOMEM;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+/* Writes and syncs the final states gathered since the last call: one
+ * write and one fdatasync per tick (group commit). */
+static void state_flush(struct relay *r)
+{
+	size_t done = 0;
+
+	while (done < r->slen) {
+		ssize_t n = write(r->statefd, r->sbuf + done, r->slen - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "mxedge-control: state log write: %s\n", strerror(errno));
+			break;
+		}
+		done += (size_t)n;
+	}
+	r->slen = 0;
+	if (r->state_dirty && fdatasync(r->statefd) < 0)
+		fprintf(stderr, "mxedge-control: state log sync: %s\n", strerror(errno));
+	r->state_dirty = false;
+}
+
+static void state_line(struct relay *r, const char *line, int n);
+
+/* Records a final state (written by the next tick). */
+static void state_final(struct relay *r, struct rmsg *m, unsigned idx, bool sent)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "%c %u %s %u\n", sent ? 'S' : 'F', m->src,
+			 m->id, idx);
+
+	state_line(r, line, n);
+	(void)fin_add(r, m->src, m->qid, idx);
+}
+
+/* Appends one line to the state log buffer (written by the next tick). */
+static void state_line(struct relay *r, const char *line, int n)
+{
+	if (r->slen + (size_t)n > r->scap) {
+		size_t nc = r->scap ? r->scap * 2 : 65536;
+		char *nb = realloc(r->sbuf, nc);
+
+		if (nb == NULL) {
+			state_flush(r); /* write what we have, then retry */
+			nb = r->sbuf;
+			nc = r->scap;
+		}
+		r->sbuf = nb;
+		r->scap = nc;
+	}
+	if (r->slen + (size_t)n <= r->scap) {
+		memcpy(r->sbuf + r->slen, line, (size_t)n);
+		r->slen += (size_t)n;
+	}
+	r->state_dirty = true;
+}
+
+/* ---- messages ------------------------------------------------------------- */
+
+static void msg_free(struct relay *r, struct rmsg *m)
+{
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		r->msgs = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	r->nmsgs--;
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		free(m->rcpt[i].addr);
+		free(m->rcpt[i].notify);
+		free(m->rcpt[i].orcpt);
+		free(m->rcpt[i].diag);
+		free(m->rcpt[i].remote);
+	}
+	free(m->rcpt);
+	free(m->from);
+	free(m->params);
+	free(m->data);
+	free(m);
+}
+
+static void rcpt_set(struct rrcpt *rc, const char *dsn, const char *diag, const char *remote)
+{
+	snprintf(rc->dsn, sizeof(rc->dsn), "%s", dsn);
+	free(rc->diag);
+	rc->diag = strdup(diag ? diag : "");
+	free(rc->remote);
+	rc->remote = remote ? strdup(remote) : NULL;
+}
+
+/* Does the sender want a failure notice for @rc? RFC 3461 §4.1: NOTIFY
+ * without FAILURE (or NEVER) means no. */
+static bool wants_failure_dsn(const struct rmsg *m, const struct rrcpt *rc)
+{
+	if (m->from[0] == '\0')
+		return false; /* RFC 5321 §4.5.5: never bounce a bounce */
+	return rc->notify == NULL || strcasestr(rc->notify, "FAILURE") != NULL;
+}
+
+/* A MAIL FROM parameter of the message (case-insensitive KEY=), or NULL;
+ * copies the value into @out. */
+static const char *mail_param(const struct rmsg *m, const char *key, char *out, size_t cap)
+{
+	size_t kl = strlen(key);
+	const char *p = m->params;
+
+	while (p && *p) {
+		const char *e;
+
+		p += strspn(p, " ");
+		e = p + strcspn(p, " ");
+		if ((size_t)(e - p) >= kl && strncasecmp(p, key, kl) == 0 &&
+		    (p[kl] == '=' || p + kl == e)) {
+			const char *v = p[kl] == '=' ? p + kl + 1 : e;
+
+			snprintf(out, cap, "%.*s", (int)(e - v), v);
+			return out;
+		}
+		p = e;
+	}
+	return NULL;
+}
+
+static void msg_settle(struct relay *r, struct rmsg *m);
+static void dest_kick(struct relay *r, struct rdest *d);
+
+/* Writes one bounce for every R_BOUNCE recipient of @m that is owed one
+ * (others become R_FAILED at once). */
+static void msg_bounce(struct relay *r, struct rmsg *m)
+{
+	struct relay_dsn_rcpt *dr = calloc(m->nrcpt, sizeof(*dr));
+	struct spool_envelope env;
+	struct spool_rcpt to;
+	struct spool_msg sm;
+	unsigned n = 0, i;
+	uint64_t qid, off;
+	size_t blen = 0;
+	char *body = NULL, ret[16];
+	int rc;
+
+	for (i = 0; i < m->nrcpt; i++) {
+		struct rrcpt *rr = &m->rcpt[i];
+
+		if (rr->st != R_BOUNCE)
+			continue;
+		if (!wants_failure_dsn(m, rr)) {
+			rr->st = R_FAILED;
+			state_final(r, m, i, false);
+			continue;
+		}
+		if (dr)
+			dr[n++] = (struct relay_dsn_rcpt){ rr->addr, rr->orcpt, rr->dsn,
+							   rr->remote, rr->diag };
+	}
+	if (n == 0 || dr == NULL)
+		goto out;
+	qid = spool_qid_new(r->bw, now_us() / 1000);
+	spool_qid_format(qid, m->bounce_id);
+	body = relay_bounce_build(r->hostname, m->id, m->from, m->arrival_us, dr, n,
+				  m->data, m->len,
+				  mail_param(m, "RET", ret, sizeof(ret)) && !strcasecmp(ret, "FULL"),
+				  time(NULL), &blen);
+	if (body == NULL)
+		goto out; /* retried at the next settle */
+	memset(&env, 0, sizeof(env));
+	env.arrival_us = now_us();
+	env.client_addr = "127.0.0.1";
+	env.helo = r->hostname;
+	env.mail_from = "";       /* RFC 3464 §2: notices go from <> */
+	env.mail_params = "";
+	to = (struct spool_rcpt){ m->from, NULL, NULL };
+	env.nrcpt = 1;
+	env.rcpts = &to;
+	rc = spool_begin(r->bw, &sm, qid, &env);
+	if (rc == 0)
+		rc = spool_data(r->bw, &sm, body, blen);
+	if (rc == 0)
+		rc = spool_end(r->bw, &sm, &off);
+	if (rc) {
+		if (rc != -EAGAIN)
+			fprintf(stderr, "mxedge-control: bounce spool: %s\n", strerror(-rc));
+		goto out; /* the recipients stay R_BOUNCE: tried again */
+	}
+	for (i = 0; i < m->nrcpt; i++)
+		if (m->rcpt[i].st == R_BOUNCE)
+			m->rcpt[i].st = R_BWAIT;
+	m->bounce_off = off;
+out:
+	free(body);
+	free(dr);
+}
+
+/* Called when @m has no job left: expiry, bounces, retry or removal. */
+static void msg_settle(struct relay *r, struct rmsg *m)
+{
+	uint64_t now = now_us();
+	bool pending = false, waiting = false;
+	unsigned i;
+
+	if (m->jobs)
+		return;
+	for (i = 0; i < m->nrcpt; i++)
+		pending |= m->rcpt[i].st == R_PENDING;
+	/* RFC 5321 §4.5.4.1: give up after the queue lifetime. */
+	if (pending && now >= m->arrival_us + scaled_us(r, r->rc.lifetime_s)) {
+		mlog(r, "qmgr", m->id, "from=<%s>, status=expired, returned to sender", m->from);
+		for (i = 0; i < m->nrcpt; i++) {
+			struct rrcpt *rr = &m->rcpt[i];
+
+			if (rr->st != R_PENDING)
+				continue;
+			/* RFC 3463: 4.4.7 delivery time expired */
+			snprintf(rr->dsn, sizeof(rr->dsn), "4.4.7");
+			if (rr->diag == NULL || !rr->diag[0])
+				rcpt_set(rr, "4.4.7", "delivery time expired", NULL);
+			rr->st = R_BOUNCE;
+		}
+		pending = false;
+	}
+	for (i = 0; i < m->nrcpt; i++)
+		if (m->rcpt[i].st == R_BOUNCE) {
+			msg_bounce(r, m);
+			break;
+		}
+	for (i = 0; i < m->nrcpt; i++)
+		waiting |= m->rcpt[i].st == R_BOUNCE || m->rcpt[i].st == R_BWAIT;
+	if (pending) {
+		uint64_t s = relay_backoff_s(&r->rc, m->attempts ? m->attempts : 1,
+					     (uint32_t)random());
+
+		m->next_try_us = now + scaled_us(r, s);
+	} else {
+		m->next_try_us = 0;
+	}
+	if (!pending && !waiting) {
+		/* Freed by the tick: callers up the stack may still hold
+		 * @m (a connection failure settles many messages at once). */
+		mlog(r, "qmgr", m->id, "removed");
+		m->gone = true;
+	}
+}
+
+/* ---- destinations and jobs ------------------------------------------------ */
+
+static struct rdest *dest_get(struct relay *r, const struct cfg_route *rt)
+{
+	struct rdest *d;
+
+	for (d = r->dests; d; d = d->next)
+		if (d->port == rt->port && strcasecmp(d->host, rt->host) == 0)
+			return d;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	snprintf(d->host, sizeof(d->host), "%s", rt->host);
+	d->port = rt->port;
+	d->tls = rt->tls;
+	d->next = r->dests;
+	r->dests = d;
+	return d;
+}
+
+static void job_free(struct rjob *j)
+{
+	if (j == NULL)
+		return;
+	for (unsigned i = 0; i < j->n; i++)
+		free(j->text[i]);
+	free(j->text);
+	free(j->code);
+	free(j->idx);
+	free(j);
+}
+
+/* Logs and applies one recipient's outcome: class of @code decides. */
+static void rcpt_result(struct relay *r, struct rmsg *m, unsigned idx, const char *relay,
+			const struct rjob *j, int code, const char *dsn, const char *why,
+			const char *remote, uint64_t t_conn, uint64_t t_ready, uint64_t t_end)
+{
+	struct rrcpt *rr = &m->rcpt[idx];
+	char dl[16], a[16], b[16], c[16], d[16];
+	const char *status;
+	double total, da, dc = 0, dd = 0, db;
+
+	/* delays=a/b/c/d (Postfix): before the queue manager, in it
+	 * (including time deferred), connection setup (0 on a reused
+	 * connection), transmission; they add up to delay. */
+	total = t_end > m->arrival_us ? (double)(t_end - m->arrival_us) / 1e6 : 0;
+	da = m->pickup_us > m->arrival_us ? (double)(m->pickup_us - m->arrival_us) / 1e6 : 0;
+	if (j && t_conn && t_ready > t_conn && t_conn >= j->queued_us)
+		dc = (double)(t_ready - t_conn) / 1e6;
+	if (j && j->start_us && t_end > j->start_us)
+		dd = (double)(t_end - j->start_us) / 1e6;
+	db = total - da - dc - dd;
+	fmt_delay(total, dl, sizeof(dl));
+	fmt_delay(da, a, sizeof(a));
+	fmt_delay(db > 0 ? db : 0, b, sizeof(b));
+	fmt_delay(dc, c, sizeof(c));
+	fmt_delay(dd, d, sizeof(d));
+	rcpt_set(rr, dsn, why, remote);
+	if (code / 100 == 2) {
+		rr->st = R_SENT;
+		status = "sent";
+		r->stat_sent++;
+		state_final(r, m, idx, true);
+	} else if (code / 100 == 5) {
+		rr->st = R_BOUNCE;
+		status = "bounced";
+		r->stat_bounced++;
+	} else {
+		rr->st = R_PENDING;
+		status = "deferred";
+		r->stat_deferred++;
+	}
+	mlog(r, "smtp", m->id, "to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, "
+	     "status=%s (%s)", rr->addr, relay, dl, a, b, c, d, rr->dsn, status, why);
+}
+
+/* A job ends: every recipient still in flight gets @code/@why (used for
+ * connection failures; normal results were applied one by one). */
+static void job_end(struct relay *r, struct rjob *j, const char *relay, int code,
+		    const char *why, uint64_t t_conn, uint64_t t_ready)
+{
+	struct rmsg *m = j->m;
+	char dsn[16];
+
+	for (unsigned k = 0; k < j->n; k++) {
+		if (m->rcpt[j->idx[k]].st != R_INFLIGHT)
+			continue;
+		const char *said = strstr(why, " said: ");
+
+		/* The next hop's own enhanced code when it gave one; 4.4.1
+		 * (RFC 3463: no answer from host) when it gave none. */
+		if (said && strlen(said) > 11)
+			relay_dsn_of(code, said + 11, dsn);
+		else
+			snprintf(dsn, sizeof(dsn), "4.4.1");
+		rcpt_result(r, m, j->idx[k], relay, j, code ? code : 451, dsn, why, NULL,
+			    t_conn, t_ready, now_us());
+	}
+	m->jobs--;
+	job_free(j);
+	msg_settle(r, m);
+}
+
+/* Creates the jobs of @m's pending recipients, grouped by route. */
+static void msg_dispatch(struct relay *r, struct rmsg *m)
+{
+	uint64_t now = now_us();
+	struct rjob **mine = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*mine));
+	unsigned i, nmine = 0;
+
+	if (mine == NULL)
+		return; /* stays as it is; retried at the next scan */
+	m->next_try_us = 0;
+	m->attempts++;
+	for (i = 0; i < m->nrcpt; i++) {
+		struct rrcpt *rr = &m->rcpt[i];
+		const char *at = strrchr(rr->addr, '@');
+		const struct cfg_domain *dom;
+		struct rdest *d;
+		struct rjob *j;
+
+		if (rr->st != R_PENDING)
+			continue;
+		dom = at ? cfg_domain_find(r->cfg, at + 1) : NULL;
+		if (dom == NULL || !dom->route.host[0]) {
+			/* Mail to a domain without a route cannot go anywhere
+			 * until one is configured; a bounce (from <>) that
+			 * cannot be routed is dropped, never re-bounced. */
+			rr->st = R_INFLIGHT;
+			rcpt_result(r, m, i, "none", NULL, m->from[0] ? 451 : 550,
+				    m->from[0] ? "4.4.4" : "5.4.4",
+				    "no relay route for the recipient's domain", NULL, 0, 0, now);
+			continue;
+		}
+		if (dom->route.tls == CFG_TLS_REQUIRED) {
+			/* Never send in clear what the customer wants
+			 * encrypted: wait (and eventually expire) instead. */
+			rr->st = R_INFLIGHT;
+			rcpt_result(r, m, i, "none", NULL, 451, "4.7.4",
+				    "route requires TLS, which this relay does not offer yet",
+				    NULL, 0, 0, now);
+			continue;
+		}
+		d = dest_get(r, &dom->route);
+		if (d == NULL)
+			continue; /* out of memory: stays pending, retried */
+		j = NULL;
+		for (unsigned k = 0; k < nmine; k++)
+			if (mine[k]->d == d)
+				j = mine[k];
+		if (j == NULL) {
+			j = calloc(1, sizeof(*j));
+			if (j == NULL)
+				continue;
+			j->idx = calloc(m->nrcpt, sizeof(*j->idx));
+			j->code = calloc(m->nrcpt, sizeof(*j->code));
+			j->text = calloc(m->nrcpt, sizeof(*j->text));
+			if (!j->idx || !j->code || !j->text) {
+				job_free(j);
+				continue;
+			}
+			j->m = m;
+			j->d = d;
+			j->queued_us = now;
+			if (d->tail)
+				d->tail->next = j;
+			else
+				d->head = j;
+			d->tail = j;
+			d->queued++;
+			m->jobs++;
+			mine[nmine++] = j;
+		}
+		j->idx[j->n++] = i;
+		rr->st = R_INFLIGHT;
+	}
+	m->jobs++; /* hold @m while kicking: a failure can settle it */
+	for (i = 0; i < nmine; i++)
+		dest_kick(r, mine[i]->d);
+	free(mine);
+	m->jobs--;
+	if (m->jobs == 0)
+		msg_settle(r, m);
+}
+
+/* ---- the ESMTP client ----------------------------------------------------- */
+
+static void conn_send(struct rconn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conn_send(struct rconn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	va_end(ap);
+}
+
+static void conn_free(struct rconn *c)
+{
+	struct relay *r = c->r;
+	struct rdest *d = c->d;
+
+	if (!c->ready)
+		d->nwait--;
+	d->nconn--;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		r->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	bufferevent_free(c->bev);
+	free(c->mail_text);
+	free(c);
+	dest_kick(r, d);
+}
+
+/* The connection failed (or was refused by its greeting): the job in hand
+ * is deferred, and if the next hop never became ready on any connection,
+ * so is every job queued for it (the destination is down; Postfix's
+ * queue manager does the same), which keeps a dead destination from
+ * costing one connect per queued message. */
+static void conn_fail(struct rconn *c, int code, const char *why)
+{
+	struct relay *r = c->r;
+	struct rdest *d = c->d;
+	uint64_t t = now_us();
+	const char *relay = c->ready || c->st > C_CONNECT ? c->peer : "none";
+
+	if (c->job) {
+		job_end(r, c->job, relay, code, why, c->t_start, c->t_ready);
+		c->job = NULL;
+	}
+	/* Only when no other connection to it works: one failed connect
+	 * (a per-client limit, say) must not hold up a working destination. */
+	if (!c->ready && d->nconn == d->nwait) {
+		while (d->head) {
+			struct rjob *j = d->head;
+
+			d->head = j->next;
+			d->queued--;
+			job_end(r, j, relay, code, why, c->t_start, t);
+		}
+		d->tail = NULL;
+	}
+	conn_free(c);
+}
+
+static void conn_next(struct rconn *c);
+
+/* Appends the message with dot-stuffing (RFC 5321 §4.5.2). */
+static int conn_send_body(struct rconn *c, const struct rmsg *m)
+{
+	size_t need = relay_dot_stuff(m->data, m->len, NULL, 0);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer_iovec v;
+
+	if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1 || v.iov_len < need)
+		return -ENOMEM;
+	relay_dot_stuff(m->data, m->len, v.iov_base, need);
+	v.iov_len = need;
+	return evbuffer_commit_space(out, &v, 1) == 0 ? 0 : -ENOMEM;
+}
+
+static void send_rcpt(struct rconn *c, unsigned k)
+{
+	struct rrcpt *rr = &c->job->m->rcpt[c->job->idx[k]];
+
+	/* RFC 3461 §4: NOTIFY and ORCPT pass through when DSN is offered. */
+	conn_send(c, "RCPT TO:<%s>%s%s%s%s\r\n", rr->addr,
+		  c->dsn && rr->notify ? " NOTIFY=" : "", c->dsn && rr->notify ? rr->notify : "",
+		  c->dsn && rr->orcpt ? " ORCPT=" : "", c->dsn && rr->orcpt ? rr->orcpt : "");
+}
+
+/* Starts the transaction for c->job. */
+static void conn_start(struct rconn *c)
+{
+	struct rmsg *m = c->job->m;
+	char v[256], ret[32] = "", envid[160] = "", body[32] = "";
+	bool utf8 = mail_param(m, "SMTPUTF8", v, sizeof(v)) != NULL;
+
+	c->job->start_us = now_us();
+	if (utf8 && !c->utf8) {
+		/* RFC 6531 §3.2: an SMTPUTF8 message cannot go to a server
+		 * that does not offer it. */
+		for (unsigned k = 0; k < c->job->n; k++)
+			rcpt_result(c->r, m, c->job->idx[k], c->peer, c->job, 550, "5.6.7",
+				    "SMTPUTF8 is required, but was not offered by the host",
+				    c->remote, c->t_start, c->t_ready, now_us());
+		goto done;
+	}
+	if (c->has_size && c->size_max && m->len > c->size_max) {
+		/* RFC 1870 §6: do not send what the server declared too big. */
+		for (unsigned k = 0; k < c->job->n; k++)
+			rcpt_result(c->r, m, c->job->idx[k], c->peer, c->job, 552, "5.3.4",
+				    "message size exceeds the limit of the next hop",
+				    c->remote, c->t_start, c->t_ready, now_us());
+		goto done;
+	}
+	if (c->dsn) {
+		if (mail_param(m, "RET", v, sizeof(v)))
+			snprintf(ret, sizeof(ret), " RET=%.20s", v);
+		if (mail_param(m, "ENVID", v, sizeof(v)))
+			snprintf(envid, sizeof(envid), " ENVID=%.140s", v);
+	}
+	if (c->eightbit && mail_param(m, "BODY", v, sizeof(v)))
+		snprintf(body, sizeof(body), " BODY=%.12s", v);
+	c->ri = c->accepted = 0;
+	c->mail_code = 0;
+	if (c->has_size)
+		conn_send(c, "MAIL FROM:<%s> SIZE=%zu%s%s%s%s\r\n", m->from, m->len, body,
+			  utf8 ? " SMTPUTF8" : "", ret, envid);
+	else
+		conn_send(c, "MAIL FROM:<%s>%s%s%s%s\r\n", m->from, body,
+			  utf8 ? " SMTPUTF8" : "", ret, envid);
+	c->st = C_MAIL;
+	if (c->pipelining) {
+		/* RFC 2920 §3.1: MAIL, RCPTs and DATA in one group. */
+		for (unsigned k = 0; k < c->job->n; k++)
+			send_rcpt(c, k);
+		conn_send(c, "DATA\r\n");
+	}
+	return;
+done:
+	c->job->m->jobs--;
+	{
+		struct rmsg *mm = c->job->m;
+
+		job_free(c->job);
+		c->job = NULL;
+		msg_settle(c->r, mm);
+	}
+	conn_next(c);
+}
+
+/* Takes the next job of the destination, or says goodbye. */
+static void conn_next(struct rconn *c)
+{
+	struct rdest *d = c->d;
+
+	if (d->head == NULL || c->nmsgs >= c->r->rc.max_msgs_per_conn) {
+		conn_send(c, "QUIT\r\n");
+		c->st = C_QUIT;
+		return;
+	}
+	c->job = d->head;
+	d->head = c->job->next;
+	if (d->head == NULL)
+		d->tail = NULL;
+	d->queued--;
+	c->job->next = NULL;
+	c->nmsgs++;
+	conn_start(c);
+}
+
+/* Applies the transaction's outcome per recipient; @code/@text is the
+ * reply to the end of data (or to DATA when it failed). */
+static void conn_txn_done(struct rconn *c, int code, const char *text)
+{
+	struct rjob *j = c->job;
+	struct rmsg *m = j->m;
+	uint64_t t = now_us();
+	char dsn[16], why[1400];
+
+	for (unsigned k = 0; k < j->n; k++) {
+		int rc = c->mail_code / 100 != 2 ? c->mail_code : j->code[k];
+		const char *rt = c->mail_code / 100 != 2 ? c->mail_text : j->text[k];
+		const char *cmd = c->mail_code / 100 != 2 ? "MAIL FROM" : "RCPT TO";
+
+		if (rc / 100 == 2) {
+			rc = code;
+			rt = text;
+			cmd = "end of DATA";
+		}
+		if (rc == 0) {
+			rc = 451;
+			rt = "451 4.4.2 no reply";
+		}
+		relay_dsn_of(rc, rt + (strlen(rt) > 4 ? 4 : strlen(rt)), dsn);
+		if (rc / 100 == 2)
+			snprintf(why, sizeof(why), "%s", rt);
+		else
+			snprintf(why, sizeof(why), "host %s said: %s (in reply to %s command)",
+				 c->remote, rt, cmd);
+		rcpt_result(c->r, m, j->idx[k], c->peer, j, rc, dsn, why, c->remote,
+			    c->t_start, c->t_ready, t);
+		/* The bounce's Diagnostic-Code is the reply itself. */
+		free(m->rcpt[j->idx[k]].diag);
+		m->rcpt[j->idx[k]].diag = strdup(rt);
+	}
+	m->jobs--;
+	job_free(j);
+	c->job = NULL;
+	msg_settle(c->r, m);
+}
+
+static void ehlo_parse(struct rconn *c, const char *line)
+{
+	char kw[64];
+	size_t n = strcspn(line, " ");
+
+	if (n == 0 || n >= sizeof(kw))
+		return;
+	memcpy(kw, line, n);
+	kw[n] = '\0';
+	if (!strcasecmp(kw, "PIPELINING"))
+		c->pipelining = true;
+	else if (!strcasecmp(kw, "8BITMIME"))
+		c->eightbit = true;
+	else if (!strcasecmp(kw, "SMTPUTF8"))
+		c->utf8 = true;
+	else if (!strcasecmp(kw, "DSN"))
+		c->dsn = true;
+	else if (!strcasecmp(kw, "SIZE")) {
+		c->has_size = true;
+		c->size_max = strtoull(line + n, NULL, 10);
+	} else
+		return;
+	if (strlen(c->ext) + n + 2 < sizeof(c->ext)) {
+		strcat(c->ext, c->ext[0] ? " " : "");
+		strcat(c->ext, kw);
+	}
+}
+
+/* One complete reply: @code and its text (lines joined by spaces).
+ * Returns false when the connection is gone. */
+static bool conn_reply(struct rconn *c, int code, const char *text)
+{
+	char full[1100];
+	bool ok = code / 100 == 2;
+
+	snprintf(full, sizeof(full), "%d %s", code, text);
+	switch (c->st) {
+	case C_CONNECT:
+	case C_GREET:
+		if (code != 220) {
+			char why[1600];
+
+			snprintf(why, sizeof(why), "host %s refused to talk to me: %s",
+				 c->peer, full);
+			conn_fail(c, code / 100 == 5 ? 451 : code, why);
+			return false;
+		}
+		conn_send(c, "EHLO %s\r\n", c->r->hostname);
+		c->st = C_EHLO;
+		return true;
+	case C_EHLO:
+	case C_HELO:
+		if (!ok) {
+			if (c->st == C_EHLO && code / 100 == 5) {
+				/* RFC 5321 §3.2: fall back to HELO. */
+				conn_send(c, "HELO %s\r\n", c->r->hostname);
+				c->st = C_HELO;
+				return true;
+			}
+			char why[1600];
+
+			snprintf(why, sizeof(why), "host %s said: %s (in reply to %s command)",
+				 c->peer, full, c->st == C_EHLO ? "EHLO" : "HELO");
+			conn_fail(c, code / 100 == 5 ? 451 : code, why);
+			return false;
+		}
+		c->ready = true;
+		c->d->nwait--;
+		c->t_ready = now_us();
+		conn_next(c);
+		return true;
+	case C_MAIL:
+		c->mail_code = code;
+		free(c->mail_text);
+		c->mail_text = strdup(full);
+		if (c->pipelining) {
+			c->st = c->job->n ? C_RCPT : C_DATA;
+			return true;
+		}
+		if (!ok) {
+			conn_txn_done(c, code, full);
+			conn_send(c, "RSET\r\n");
+			c->st = C_RSET;
+			return true;
+		}
+		send_rcpt(c, 0);
+		c->st = C_RCPT;
+		return true;
+	case C_RCPT:
+		c->job->code[c->ri] = code;
+		free(c->job->text[c->ri]);
+		c->job->text[c->ri] = strdup(full);
+		if (ok && c->mail_code / 100 == 2)
+			c->accepted++;
+		c->ri++;
+		if (c->ri < c->job->n) {
+			if (!c->pipelining)
+				send_rcpt(c, c->ri);
+			return true;
+		}
+		if (c->pipelining) {
+			c->st = C_DATA;
+		} else if (c->accepted) {
+			conn_send(c, "DATA\r\n");
+			c->st = C_DATA;
+		} else {
+			conn_txn_done(c, code, full);
+			conn_send(c, "RSET\r\n");
+			c->st = C_RSET;
+		}
+		return true;
+	case C_DATA:
+		if (code == 354 && c->accepted && c->mail_code / 100 == 2) {
+			if (conn_send_body(c, c->job->m) < 0) {
+				conn_fail(c, 451, "out of memory sending the message");
+				return false;
+			}
+			c->st = C_DOT;
+			return true;
+		}
+		if (code == 354) {
+			/* RFC 2920 §3.1 says a server rejects DATA when no
+			 * RCPT succeeded; this one did not. Ending the data
+			 * now would send an empty message: hang up. */
+			conn_fail(c, 451, "354 to DATA without an accepted recipient");
+			return false;
+		}
+		conn_txn_done(c, code, full);
+		if (c->pipelining) {
+			conn_next(c);
+		} else {
+			conn_send(c, "RSET\r\n");
+			c->st = C_RSET;
+		}
+		return true;
+	case C_DOT:
+		conn_txn_done(c, code, full);
+		conn_next(c);
+		return true;
+	case C_RSET:
+		conn_next(c);
+		return true;
+	case C_QUIT:
+		conn_free(c);
+		return false;
+	}
+	return true;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct rconn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char *line;
+	size_t n;
+
+	while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) != NULL) {
+		int code;
+		bool last;
+
+		/* RFC 5321 §4.2: three digits, then '-' (more) or SP/end. */
+		if (n < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+		    line[2] < '0' || line[2] > '9' || (n > 3 && line[3] != ' ' && line[3] != '-')) {
+			free(line);
+			conn_fail(c, 451, "malformed reply from the next hop");
+			return;
+		}
+		code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+		last = n == 3 || line[3] == ' ';
+		if (c->tlen == 0)
+			c->code = code;
+		if (c->st == C_EHLO && c->tlen > 0 && n > 4)
+			ehlo_parse(c, line + 4);
+		if (n > 4 && c->tlen + n < sizeof(c->text) - 2) {
+			if (c->tlen)
+				c->text[c->tlen++] = ' ';
+			memcpy(c->text + c->tlen, line + 4, n - 4);
+			c->tlen += n - 4;
+		}
+		c->text[c->tlen] = '\0';
+		if (c->tlen == 0 && !last) {
+			c->text[0] = ' ';  /* an empty first line still starts a reply */
+			c->tlen = 1;
+		}
+		free(line);
+		if (last) {
+			char text[sizeof(c->text)];
+
+			snprintf(text, sizeof(text), "%s", c->text);
+			c->tlen = 0;
+			c->text[0] = '\0';
+			if (!conn_reply(c, c->code, text))
+				return; /* the connection is gone */
+		}
+	}
+	if (evbuffer_get_length(in) > REPLY_MAX)
+		conn_fail(c, 451, "reply line too long from the next hop");
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct rconn *c = arg;
+	char why[512];
+	static const char *const names[] = { "connect", "greeting", "EHLO", "HELO",
+		"MAIL FROM", "RCPT TO", "DATA", "end of DATA", "RSET", "QUIT" };
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		c->st = C_GREET;
+		return;
+	}
+	if (c->st == C_QUIT) {
+		conn_free(c);
+		return;
+	}
+	if (c->st == C_CONNECT)
+		snprintf(why, sizeof(why), "connect to %s: %s", c->peer,
+			 what & BEV_EVENT_TIMEOUT ? "Connection timed out" :
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else
+		snprintf(why, sizeof(why), "%s with %s while waiting for the reply to %s",
+			 what & BEV_EVENT_TIMEOUT ? "conversation timed out" : "lost connection",
+			 c->peer, names[c->st]);
+	conn_fail(c, what & BEV_EVENT_TIMEOUT ? 451 : 0, why);
+}
+
+static void conn_open(struct relay *r, struct rdest *d)
+{
+	struct addrinfo hints, *ai = NULL;
+	struct rconn *c;
+	char port[8], ip[64];
+	struct timeval tv = { (time_t)r->rc.timeout_s, 0 };
+	int rc;
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return;
+	c->r = r;
+	c->d = d;
+	c->t_start = now_us();
+	r->stat_conns++;
+	c->next = r->conns;
+	if (r->conns)
+		r->conns->prev = c;
+	r->conns = c;
+	snprintf(port, sizeof(port), "%u", d->port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	/* Routes are normally IP addresses; a name is resolved here, once
+	 * per connection (blocking, but only the control plane waits). */
+	rc = getaddrinfo(d->host, port, &hints, &ai);
+	d->nconn++;
+	d->nwait++;
+	c->bev = bufferevent_socket_new(r->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		d->nconn--;
+		d->nwait--;
+		r->conns = c->next;
+		if (r->conns)
+			r->conns->prev = NULL;
+		free(c);
+		if (ai)
+			freeaddrinfo(ai);
+		return;
+	}
+	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (rc != 0) {
+		char why[400];
+
+		snprintf(c->peer, sizeof(c->peer), "%s:%u", d->host, d->port);
+		snprintf(why, sizeof(why), "Host or domain name not found. Name service error "
+			 "for name=%s: %s", d->host, gai_strerror(rc));
+		conn_fail(c, 451, why);
+		return;
+	}
+	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof(ip), NULL, 0, NI_NUMERICHOST))
+		snprintf(ip, sizeof(ip), "?");
+	snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", d->host, ip, d->port);
+	snprintf(c->remote, sizeof(c->remote), "%s", d->host);
+	if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen) < 0) {
+		char why[400];
+
+		snprintf(why, sizeof(why), "connect to %s: %s", c->peer, strerror(errno));
+		freeaddrinfo(ai);
+		conn_fail(c, 0, why);
+		return;
+	}
+	freeaddrinfo(ai);
+}
+
+/* Opens connections while jobs wait and the concurrency limit allows. */
+static void dest_kick(struct relay *r, struct rdest *d)
+{
+	while (d->head && d->nwait < d->queued && d->nconn < r->rc.concurrency) {
+		unsigned before = d->nconn;
+
+		conn_open(r, d);
+		if (d->nconn == before)
+			break; /* failed at once (and deferred what was queued) */
+	}
+}
+
+/* ---- spool tailing, the tick ---------------------------------------------- */
+
+struct pick_ctx {
+	struct relay *r;
+	unsigned src;
+};
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static int on_spooled(const struct spool_message *sm, void *arg)
+{
+	struct pick_ctx *pc = arg;
+	struct relay *r = pc->r;
+	struct rmsg *m;
+	unsigned i, final = 0;
+
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	m->src = pc->src;
+	m->writer = sm->writer;
+	m->off = sm->off;
+	m->qid = sm->qid;
+	spool_qid_format(sm->qid, m->id);
+	m->from = strdup(sm->env.mail_from);
+	m->params = strdup(sm->env.mail_params ? sm->env.mail_params : "");
+	m->arrival_us = sm->env.arrival_us;
+	m->pickup_us = now_us();
+	m->nrcpt = sm->env.nrcpt;
+	m->rcpt = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->rcpt));
+	m->data = malloc(sm->len ? sm->len : 1);
+	m->len = sm->len;
+	if (!m->from || !m->params || !m->rcpt || !m->data)
+		goto nomem;
+	memcpy(m->data, sm->data, sm->len);
+	for (i = 0; i < m->nrcpt; i++) {
+		struct rrcpt *rr = &m->rcpt[i];
+
+		rr->addr = strdup(sm->env.rcpts[i].addr);
+		rr->notify = dup_or_null(sm->env.rcpts[i].notify);
+		rr->orcpt = dup_or_null(sm->env.rcpts[i].orcpt);
+		if (rr->addr == NULL)
+			goto nomem;
+		/* Recipients finished before a restart are not tried again. */
+		if (fin_has(r, m->src, m->qid, i)) {
+			rr->st = R_SENT;
+			final++;
+		}
+	}
+	m->next = r->msgs;
+	if (r->msgs)
+		r->msgs->prev = m;
+	r->msgs = m;
+	r->nmsgs++;
+	if (final == m->nrcpt) {
+		msg_free(r, m);
+		return 0;
+	}
+	r->stat_picked++;
+	if (held_has(r, m->src, m->qid)) {
+		m->hold = true; /* held before a restart: stays held */
+		mlog(r, "qmgr", m->id, "from=<%s>, size=%zu, nrcpt=%u (queue hold)", m->from,
+		     m->len, m->nrcpt);
+		return 0;
+	}
+	mlog(r, "qmgr", m->id, "from=<%s>, size=%zu, nrcpt=%u (queue active)", m->from,
+	     m->len, m->nrcpt);
+	msg_dispatch(r, m);
+	return 0;
+nomem:
+	for (i = 0; m->rcpt && i < m->nrcpt; i++) {
+		free(m->rcpt[i].addr);
+		free(m->rcpt[i].notify);
+		free(m->rcpt[i].orcpt);
+	}
+	free(m->rcpt);
+	free(m->from);
+	free(m->params);
+	free(m->data);
+	free(m);
+	return -ENOMEM;
+}
+
+/* Deletes spool segments that hold nothing pending any more (once a
+ * second): the lowest BEGIN offset of every queued message pins its
+ * segment and all later ones of that writer. */
+static void release_segments(struct relay *r)
+{
+	static uint64_t keep[2][SPOOL_MAX_WRITERS];
+
+	for (unsigned s = 0; s < 2; s++)
+		for (unsigned w = 0; w < SPOOL_MAX_WRITERS; w++)
+			keep[s][w] = UINT64_MAX;
+	for (struct rmsg *m = r->msgs; m; m = m->next)
+		if (!m->gone && m->writer < SPOOL_MAX_WRITERS && m->off < keep[m->src][m->writer])
+			keep[m->src][m->writer] = m->off;
+	for (unsigned s = 0; s < 2; s++) {
+		int n = spool_reader_release(r->rd[s], keep[s]);
+
+		if (n < 0)
+			fprintf(stderr, "mxedge-control: releasing spool segments: %s\n",
+				strerror(-n));
+	}
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	uint64_t now = now_us();
+	struct rmsg *m, *next;
+	struct timeval tv = { 0, TICK_US };
+
+	(void)fd;
+	(void)what;
+	for (unsigned s = 0; s < 2; s++) {
+		struct pick_ctx pc = { r, s };
+
+		int n = r->rd[s] ? spool_reader_poll(r->rd[s], on_spooled, &pc) : 0;
+
+		if (n < 0)
+			fprintf(stderr, "mxedge-control: reading spool %u: %s\n", s,
+				strerror(-n));
+	}
+	for (m = r->msgs; m; m = next) {
+		next = m->next;
+		if (m->gone) {
+			msg_free(r, m);
+			continue;
+		}
+		if (m->bounce_off && spool_durable(r->bw, m->bounce_off)) {
+			/* Only now is the failure final: the sender will hear. */
+			mlog(r, "bounce", m->id, "sender non-delivery notification: %s",
+			     m->bounce_id);
+			m->bounce_off = 0;
+			for (unsigned i = 0; i < m->nrcpt; i++)
+				if (m->rcpt[i].st == R_BWAIT) {
+					m->rcpt[i].st = R_FAILED;
+					state_final(r, m, i, false);
+				}
+			if (m->jobs == 0 && m->next_try_us == 0) {
+				msg_settle(r, m);
+				continue;
+			}
+		}
+		/* The retry scan is linear in the queue: every 10th tick. */
+		if (r->ticks % 10 || m->hold)
+			continue;
+		if (m->jobs == 0 && m->next_try_us && m->next_try_us <= now) {
+			msg_dispatch(r, m);
+		} else if (m->jobs == 0 && m->bounce_off == 0) {
+			for (unsigned i = 0; i < m->nrcpt; i++)
+				if (m->rcpt[i].st == R_BOUNCE) { /* spool was full */
+					msg_settle(r, m);
+					break;
+				}
+		}
+	}
+	r->ticks++;
+	if (r->ticks % 100 == 1)
+		release_segments(r);
+	if (r->state_dirty)
+		state_flush(r);
+	fflush(r->log);
+	evtimer_add(r->tick, &tv);
+}
+
+/* ---- audit log ------------------------------------------------------------ */
+
+/* Appends one change made through the control socket: when, who (peer
+ * uid/pid from SO_PEERCRED), what, old and new value; synced at once
+ * (changes are rare, and an audit trail that loses the last entry on a
+ * crash is no audit trail). One JSON object per line. */
+static void audit(struct relay *r, const struct ctl_peer *peer, const char *cmd,
+		  const char *qid, const char *old, const char *new)
+{
+	char ts[40];
+	struct timespec now;
+	struct tm tm;
+	json_t *o;
+	char *line;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	o = json_pack("{s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "time", ts, "uid",
+		      peer ? (int)peer->uid : -1, "pid", peer ? (int)peer->pid : -1, "cmd", cmd,
+		      "qid", qid, "old", old, "new", new);
+	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	if (line) {
+		size_t n = strlen(line);
+
+		line[n] = '\n'; /* json_dumps' NUL becomes the line end */
+		if (write(r->auditfd, line, n + 1) != (ssize_t)(n + 1) || fdatasync(r->auditfd) < 0)
+			fprintf(stderr, "mxedge-control: audit log: %s\n", strerror(errno));
+	}
+	free(line);
+	json_decref(o);
+}
+
+static int h_audit(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		   const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	json_int_t limit = 50;
+	json_t *a, *lim = json_object_get(args, "limit");
+	char path[512], line[4096];
+	FILE *f;
+
+	(void)peer;
+	if (lim && (!json_is_integer(lim) || json_integer_value(lim) < 1)) {
+		*code = "bad_args";
+		*msg = strdup("limit must be a positive integer");
+		return -1;
+	}
+	if (lim)
+		limit = json_integer_value(lim);
+	snprintf(path, sizeof(path), "%s/audit.log", r->rc.state_dir);
+	f = fopen(path, "re");
+	a = json_array();
+	while (f && a && fgets(line, sizeof(line), f)) {
+		json_t *e = json_loads(line, 0, NULL);
+
+		if (e == NULL)
+			continue; /* a torn last line after a crash */
+		json_array_append_new(a, e);
+		if ((json_int_t)json_array_size(a) > limit)
+			json_array_remove(a, 0); /* keep the newest @limit */
+	}
+	if (f)
+		fclose(f);
+	*res = a;
+	return 0;
+}
+
+/* ---- control commands ----------------------------------------------------- */
+
+static const char *st_name(enum rst s)
+{
+	static const char *const n[] = { "deferred", "active", "sent", "bouncing",
+					 "bouncing", "failed" };
+	return n[s];
+}
+
+static json_t *msg_json(const struct rmsg *m, bool detail)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:I, s:i, s:b}", "qid", m->id,
+			      "from", m->from, "size", (json_int_t)m->len, "nrcpt", (int)m->nrcpt,
+			      "age_s", (json_int_t)((now_us() - m->arrival_us) / 1000000),
+			      "attempts", (int)m->attempts, "hold", m->hold);
+
+	if (o && detail) {
+		json_t *a = json_array();
+
+		for (unsigned i = 0; a && i < m->nrcpt; i++)
+			json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}",
+				"to", m->rcpt[i].addr, "state", st_name(m->rcpt[i].st),
+				"dsn", m->rcpt[i].dsn, "reason",
+				m->rcpt[i].diag ? m->rcpt[i].diag : ""));
+		json_object_set_new(o, "recipients", a);
+	}
+	return o;
+}
+
+static struct rmsg *msg_by_id(struct relay *r, json_t *args, const char **code, char **msg)
+{
+	const char *id = json_string_value(json_object_get(args, "qid"));
+	uint64_t q;
+
+	if (id == NULL || spool_qid_parse(id, &q) < 0) {
+		*code = "bad_args";
+		*msg = strdup("qid=QUEUEID (11 characters) is required");
+		return NULL;
+	}
+	for (struct rmsg *m = r->msgs; m; m = m->next)
+		if (m->qid == q && !m->gone)
+			return m;
+	*code = "not_found";
+	*msg = strdup("no such message in the queue");
+	return NULL;
+}
+
+static int h_list(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		  const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	json_t *a = json_array();
+
+	(void)peer, (void)args, (void)code, (void)msg;
+	for (struct rmsg *m = r->msgs; a && m; m = m->next)
+		if (!m->gone)
+			json_array_append_new(a, msg_json(m, false));
+	*res = a;
+	return 0;
+}
+
+static int h_show(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		  const char **code, char **msg)
+{
+	struct rmsg *m = msg_by_id(ctx, args, code, msg);
+
+	(void)peer;
+	if (m == NULL)
+		return -1;
+	*res = msg_json(m, true);
+	return 0;
+}
+
+static int h_flush(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		   const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	int n = 0;
+
+	(void)args, (void)code, (void)msg;
+	/* Deferred mail is tried at the next tick, whatever its backoff. */
+	for (struct rmsg *m = r->msgs; m; m = m->next)
+		if (m->next_try_us && !m->gone) {
+			m->next_try_us = 1;
+			n++;
+		}
+	{
+		char old[32];
+
+		snprintf(old, sizeof(old), "%d deferred", n);
+		audit(r, peer, "queue.flush", NULL, old, "retry now");
+	}
+	*res = json_pack("{s:i}", "flushed", n);
+	return 0;
+}
+
+static int h_delete(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		    const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	struct rmsg *m = msg_by_id(r, args, code, msg);
+
+	if (m == NULL)
+		return -1;
+	if (m->jobs || m->bounce_off) {
+		*code = "busy";
+		*msg = strdup("the message is being delivered or bounced; try again");
+		return -1;
+	}
+	/* Deleted by the operator: final without a bounce. */
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		if (m->rcpt[i].st == R_PENDING) {
+			m->rcpt[i].st = R_FAILED;
+			state_final(r, m, i, false);
+		}
+	mlog(r, "postsuper", m->id, "removed");
+	audit(r, peer, "queue.delete", m->id, m->hold ? "held" : "queued", "deleted");
+	msg_free(r, m);
+	*res = json_pack("{s:i}", "deleted", 1);
+	return 0;
+}
+
+static int hold_release(void *ctx, const struct ctl_peer *peer, json_t *args,
+			json_t **res, const char **code, char **msg, bool on)
+{
+	struct relay *r = ctx;
+	struct rmsg *m = msg_by_id(r, args, code, msg);
+	char line[64];
+	int n;
+
+	if (m == NULL)
+		return -1;
+	if (m->hold != on) {
+		/* Persisted: a held message stays held across restarts. */
+		n = snprintf(line, sizeof(line), "%c %u %s\n", on ? 'H' : 'R', m->src, m->id);
+		state_line(r, line, n);
+		held_set(r, m->src, m->qid, on);
+		m->hold = on;
+		mlog(r, "postsuper", m->id, on ? "placed on hold" : "released from hold");
+		audit(r, peer, on ? "queue.hold" : "queue.release", m->id,
+		      on ? "active" : "held", on ? "held" : "active");
+		if (!on && m->jobs == 0)
+			m->next_try_us = 1; /* try at the next scan */
+	}
+	*res = json_pack("{s:s, s:b}", "qid", m->id, "hold", on);
+	return 0;
+}
+
+static int h_hold(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		  const char **code, char **msg)
+{
+	return hold_release(ctx, peer, args, res, code, msg, true);
+}
+
+static int h_release(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		     const char **code, char **msg)
+{
+	return hold_release(ctx, peer, args, res, code, msg, false);
+}
+
+static int h_status(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		    const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	size_t deferred = 0;
+
+	(void)peer, (void)args, (void)code, (void)msg;
+	for (struct rmsg *m = r->msgs; m; m = m->next)
+		deferred += m->next_try_us != 0;
+	*res = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t)r->nmsgs,
+			 "deferred", (json_int_t)deferred, "picked_up", (json_int_t)r->stat_picked,
+			 "sent", (json_int_t)r->stat_sent, "bounced", (json_int_t)r->stat_bounced,
+			 "deferrals", (json_int_t)r->stat_deferred);
+	return 0;
+}
+
+static const struct ctl_command relay_cmds[] = {
+	{ "status", false, h_status, "relay queue summary and counters" },
+	{ "queue.list", false, h_list, "messages in the relay queue" },
+	{ "queue.show", false, h_show, "one message and its recipients: qid=QUEUEID" },
+	{ "queue.flush", true, h_flush, "retry every deferred message now" },
+	{ "queue.delete", true, h_delete, "drop a message without a bounce: qid=QUEUEID" },
+	{ "audit", false, h_audit, "changes made through this socket, newest last: [limit=N]" },
+	{ "queue.hold", true, h_hold, "never try a message until released: qid=QUEUEID" },
+	{ "queue.release", true, h_release, "release a held message (tried now): qid=QUEUEID" },
+};
+
+const struct ctl_command *relay_commands(size_t *n)
+{
+	*n = sizeof(relay_cmds) / sizeof(relay_cmds[0]);
+	return relay_cmds;
+}
+
+/* ---- Prometheus metrics ------------------------------------------------- */
+
+static void metrics_cb(struct evhttp_request *req, void *arg)
+{
+	struct relay *r = arg;
+	struct evbuffer *b = evbuffer_new();
+	struct spool_recovery rep;
+	uint64_t oldest = 0, now = now_us();
+	size_t queued = 0, held = 0, conns = 0;
+
+	if (b == NULL) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	for (struct rmsg *m = r->msgs; m; m = m->next) {
+		if (m->gone)
+			continue;
+		queued++;
+		held += m->hold;
+		if (now > m->arrival_us && now - m->arrival_us > oldest)
+			oldest = now - m->arrival_us;
+	}
+	for (struct rconn *c = r->conns; c; c = c->next)
+		conns++;
+	spool_reader_report(r->rd[SRC_MAIN], &rep);
+	evbuffer_add_printf(b,
+		"# HELP mxedge_relay_messages_total Messages read from the spool by the relay.\n"
+		"# TYPE mxedge_relay_messages_total counter\n"
+		"mxedge_relay_messages_total %" PRIu64 "\n"
+		"# HELP mxedge_relay_recipients_total Delivery attempts per recipient by outcome.\n"
+		"# TYPE mxedge_relay_recipients_total counter\n"
+		"mxedge_relay_recipients_total{status=\"sent\"} %" PRIu64 "\n"
+		"mxedge_relay_recipients_total{status=\"deferred\"} %" PRIu64 "\n"
+		"mxedge_relay_recipients_total{status=\"bounced\"} %" PRIu64 "\n"
+		"# HELP mxedge_relay_queue_messages Messages in the relay queue.\n"
+		"# TYPE mxedge_relay_queue_messages gauge\n"
+		"mxedge_relay_queue_messages %zu\n"
+		"# HELP mxedge_relay_queue_held_messages Messages on hold.\n"
+		"# TYPE mxedge_relay_queue_held_messages gauge\n"
+		"mxedge_relay_queue_held_messages %zu\n"
+		"# HELP mxedge_relay_queue_oldest_seconds Age of the oldest queued message.\n"
+		"# TYPE mxedge_relay_queue_oldest_seconds gauge\n"
+		"mxedge_relay_queue_oldest_seconds %.3f\n"
+		"# HELP mxedge_relay_connections Open connections to next hops.\n"
+		"# TYPE mxedge_relay_connections gauge\n"
+		"mxedge_relay_connections %zu\n"
+		"# HELP mxedge_relay_connections_total Connections opened to next hops.\n"
+		"# TYPE mxedge_relay_connections_total counter\n"
+		"mxedge_relay_connections_total %" PRIu64 "\n"
+		"# HELP mxedge_spool_damaged_bytes_total Spool bytes skipped as damaged by the relay.\n"
+		"# TYPE mxedge_spool_damaged_bytes_total counter\n"
+		"mxedge_spool_damaged_bytes_total %" PRIu64 "\n",
+		r->stat_picked, r->stat_sent, r->stat_deferred, r->stat_bounced, queued, held,
+		(double)oldest / 1e6, conns, r->stat_conns, rep.damaged_bytes);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
+/* Listens on relay.metrics ("127.0.0.1:9187", "[::1]:9187"). */
+static int metrics_open(struct relay *r, char *err, size_t errlen)
+{
+	char host[64];
+	const char *colon = strrchr(r->rc.metrics, ':');
+	unsigned port;
+
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - r->rc.metrics), r->rc.metrics);
+	if (host[0] == '[') { /* evhttp wants the bare IPv6 address */
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	port = (unsigned)strtoul(colon + 1, NULL, 10);
+	r->http = evhttp_new(r->base);
+	if (r->http == NULL || evhttp_bind_socket(r->http, host, (ev_uint16_t)port) < 0) {
+		snprintf(err, errlen, "relay.metrics %s: cannot listen", r->rc.metrics);
+		return -EADDRINUSE;
+	}
+	evhttp_set_allowed_methods(r->http, EVHTTP_REQ_GET);
+	evhttp_set_cb(r->http, "/metrics", metrics_cb, r);
+	return 0;
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+struct relay *relay_new(struct event_base *base, const struct cfg *c,
+			const char *spool_dir, char *err, size_t errlen)
+{
+	struct spool_config sc;
+	struct relay *r;
+	char path[512];
+	struct timeval tv = { 0, 0 };
+	int e;
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	r->statefd = -1;
+	r->auditfd = -1;
+	r->base = base;
+	r->cfg = c;
+	r->rc = c->relay;
+	r->pid = (unsigned)getpid();
+	snprintf(r->hostname, sizeof(r->hostname), "%s", c->hostname);
+	if (mkdir(r->rc.state_dir, 0750) < 0 && errno != EEXIST) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", r->rc.state_dir, strerror(e));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/state.log", r->rc.state_dir);
+	r->statefd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (r->statefd < 0) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/audit.log", r->rc.state_dir);
+	r->auditfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (r->auditfd < 0) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		goto fail;
+	}
+	if ((e = -state_load(r)) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		goto fail;
+	}
+	/* The bounce spool is ours; its lock also keeps a second
+	 * mxedge-control off the same state directory. */
+	snprintf(path, sizeof(path), "%s/bounces", r->rc.state_dir);
+	memset(&sc, 0, sizeof(sc));
+	sc.dir = path;
+	sc.writers = 1;
+	sc.ring_bytes = 1u << 20;
+	sc.idle_poll_us = 10000; /* bounces are not latency-critical */
+	r->bsp = spool_open(&sc, NULL);
+	if (r->bsp == NULL) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, e == EWOULDBLOCK ?
+			 "in use by another mxedge-control" : strerror(e));
+		goto fail;
+	}
+	r->bw = spool_writer(r->bsp, 0);
+	r->rd[SRC_BOUNCE] = spool_reader_open(path);
+	r->rd[SRC_MAIN] = spool_reader_open(spool_dir);
+	if (r->rd[SRC_MAIN] == NULL || r->rd[SRC_BOUNCE] == NULL) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", r->rd[SRC_MAIN] ? path : spool_dir, strerror(e));
+		goto fail;
+	}
+	if (r->rc.log_file[0]) {
+		r->log = fopen(r->rc.log_file, "ae");
+		if (r->log == NULL) {
+			e = errno;
+			snprintf(err, errlen, "%s: %s", r->rc.log_file, strerror(e));
+			goto fail;
+		}
+	} else {
+		r->log = stderr;
+	}
+	if (r->rc.metrics[0] && (e = -metrics_open(r, err, errlen)) != 0)
+		goto fail;
+	r->tick = evtimer_new(base, tick_cb, r);
+	if (r->tick == NULL || evtimer_add(r->tick, &tv) < 0) {
+		e = ENOMEM;
+		snprintf(err, errlen, "cannot arm the relay timer");
+		goto fail;
+	}
+	srandom((unsigned)(now_us() ^ getpid()));
+	return r;
+fail:
+	relay_free(r);
+	errno = e;
+	return NULL;
+}
+
+void relay_free(struct relay *r)
+{
+	if (r == NULL)
+		return;
+	/* In-flight recipients have no final line in the state log, so
+	 * the next start tries them again: nothing to record here. */
+	while (r->conns) {
+		struct rconn *c = r->conns;
+
+		r->conns = c->next;
+		job_free(c->job);
+		bufferevent_free(c->bev);
+		free(c->mail_text);
+		free(c);
+	}
+	for (struct rdest *d = r->dests; d; d = d->next)
+		while (d->head) {
+			struct rjob *j = d->head;
+
+			d->head = j->next;
+			job_free(j);
+		}
+	while (r->msgs)
+		msg_free(r, r->msgs);
+	if (r->tick)
+		event_free(r->tick);
+	if (r->http)
+		evhttp_free(r->http);
+	if (r->statefd >= 0) {
+		state_flush(r);
+		close(r->statefd);
+	}
+	if (r->auditfd >= 0)
+		close(r->auditfd);
+	free(r->sbuf);
+	spool_reader_close(r->rd[0]);
+	spool_reader_close(r->rd[1]);
+	spool_close(r->bsp);
+	while (r->dests) {
+		struct rdest *d = r->dests;
+
+		r->dests = d->next;
+		free(d);
+	}
+	if (r->log && r->log != stderr)
+		fclose(r->log);
+	else if (r->log)
+		fflush(r->log);
+	free(r->fin);
+	free(r->held);
+	free(r);
+}

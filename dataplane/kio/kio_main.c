@@ -218,7 +218,9 @@ int kio_main(struct dp_config *cfg)
 	if (k == NULL)
 		goto out;
 	pi = (struct proc_info){ cfg, spool, stats, threads, mono_ms() };
-	adm = (struct dp_admin){ tables, NULL, mono_ms, admin_status, admin_stats, &pi };
+	adm = (struct dp_admin){ .tables = tables, .now_ms = mono_ms,
+				.status = admin_status, .stats = admin_stats,
+				.arg = &pi };
 	if (cfg->control[0] && (cs = control_open(cfg->control, &adm)) == NULL)
 		goto out;
 

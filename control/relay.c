@@ -1013,7 +1013,7 @@ static void ehlo_parse(struct rconn *c, const char *line)
 static bool conn_reply(struct rconn *c, int code, const char *text)
 {
 	char full[1100];
-	bool ok = code / 100 == 2;
+	bool ok = code / 100 == 2, mail_ok;
 
 	snprintf(full, sizeof(full), "%d %s", code, text);
 	switch (c->st) {
@@ -1107,12 +1107,16 @@ static bool conn_reply(struct rconn *c, int code, const char *text)
 			conn_fail(c, 451, "354 to DATA without an accepted recipient");
 			return false;
 		}
+		/* DATA refused: a transaction whose MAIL was accepted is
+		 * still open (RFC 5321 §4.1.1.5), so RSET before the next
+		 * MAIL, or it would get 503. */
+		mail_ok = c->mail_code / 100 == 2;
 		conn_txn_done(c, code, full);
-		if (c->pipelining) {
-			conn_next(c);
-		} else {
+		if (mail_ok) {
 			conn_send(c, "RSET\r\n");
 			c->st = C_RSET;
+		} else {
+			conn_next(c);
 		}
 		return true;
 	case C_DOT:

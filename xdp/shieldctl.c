@@ -319,8 +319,13 @@ int main(int argc, char **argv)
 			n = (size_t)argc;
 		}
 		err = shield_own_set(s, own, n);
-		if (err)
+		if (err == -E2BIG) {
+			fprintf(stderr, "mxedge-shield: own: at most %d addresses per family\n",
+				SHIELD_MAX_OWN);
+			rc = 1;
+		} else if (err) {
 			rc = die("own", err);
+		}
 	} else if (!strcmp(cmd, "expire")) {
 		size_t removed = 0;
 

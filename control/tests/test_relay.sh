@@ -218,7 +218,9 @@ summ() { awk -v k="$1" '$2 == k && $1 ~ /^[0-9]+$/ { print $1; exit }' "$work/pf
 [ "$(summ bounced)" = 1 ] || fail "pflogsumm bounced=$(summ bounced), expected 1"
 [ "$(summ deferred)" = 3 ] || fail "pflogsumm deferred=$(summ deferred), expected 3"
 # Prometheus metrics on the edge's loopback say the same.
-netns_exec edge curl -sf http://127.0.0.1:9187/metrics >"$work/metrics.txt" || fail "no metrics"
+netns_exec edge /usr/bin/python3 -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:9187/metrics", timeout=5).read().decode())' \
+  >"$work/metrics.txt" || fail "no metrics"
 for want in 'mxedge_relay_recipients_total{status="sent"} 4' \
     'mxedge_relay_recipients_total{status="bounced"} 1' \
     'mxedge_relay_recipients_total{status="deferred"} 3' \

@@ -496,6 +496,31 @@ static void test_client_bad_replies(void **state)
 	}
 }
 
+/* Every recipient refused under PIPELINING: the server rejects DATA too;
+ * the open transaction is reset before the next message's MAIL on the
+ * same connection. */
+static void test_client_all_rcpts_refused(void **state)
+{
+	struct script *sc = calloc(1, sizeof(*sc));
+	char *log;
+
+	sc->ehlo = "250-fake.test\r\n250 PIPELINING\r\n";
+	sc->mail = "250 ok\r\n";
+	sc->rcpt[0] = "550 5.1.1 no such user\r\n";
+	sc->data = "554 5.5.1 no valid recipients\r\n";
+	sc->dot = "250 ok\r\n";
+	spool_one("x@customer.test");
+	spool_one("y@customer.test");
+	log = run_relay(sc, "status=bounced", 2);
+	assert_non_null(strstr(log, "to=<x@customer.test>"));
+	assert_non_null(strstr(log, "to=<y@customer.test>"));
+	/* RSET then the next MAIL on the same connection (a new one would
+	 * start with EHLO) */
+	assert_non_null(strstr(sc->got, "DATA\r\nRSET\r\nMAIL FROM:<alice@sender.test>\r\n"));
+	free(log);
+	free(sc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -506,6 +531,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_per_recipient, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_connection_lost, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_bad_replies, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_client_all_rcpts_refused, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

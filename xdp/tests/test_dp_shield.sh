@@ -63,7 +63,14 @@ grep -q "XDP shield active" "$log" || fail "shield not active"
 grep -q "telling the shield" "$log" && fail "dataplane could not set its addresses"
 own=$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf own | tr '\n' ' ')
 [ "$own" = "198.18.0.1/32 2001:db8::1/128 " ] || fail "shield's own addresses: '$own'"
-echo "ok: the dataplane told the shield its addresses: $own"
+# A bad address set is refused with a clear message and changes nothing.
+err=$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf own 198.18.0.0/24 2>&1) && fail "own accepted a prefix"
+echo "$err" | grep -q "not a host address" || fail "own error message: $err"
+err=$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf own 198.18.0.5 198.18.0.6 198.18.0.7 198.18.0.8 198.18.0.9 2>&1) \
+  && fail "own accepted five IPv4 addresses"
+echo "$err" | grep -q "at most 4 addresses per family" || fail "own error message: $err"
+[ "$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf own | tr '\n' ' ')" = "$own" ] || fail "a refused set changed the addresses"
+echo "ok: the dataplane told the shield its addresses: $own (bad sets refused)"
 
 # A kernel TCP service on the management address of the same veth.
 netns_spawn edge $py -c '

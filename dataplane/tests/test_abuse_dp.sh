@@ -31,7 +31,8 @@ pool=32 cmd_s=8 data_s=6
 fail() { echo "FAIL: $*" >&2; [ -f "$log" ] && tail -30 "$log" >&2; exit 1; }
 c() { "$ctl" --socket "$sock" "$@"; }
 # counter NAME: the worker's counter from mxedgectl stats --json
-counter() { c --json stats | $py -c "import json,sys; print(sum(l['$1'] for l in json.load(sys.stdin)['result']))"; }
+# Sums the per-lcore rows of "stats" (the reply also carries a "total" row).
+counter() { c --json stats | $py -c "import json,sys; print(sum(l['$1'] for l in json.load(sys.stdin)['result'] if l.get('lcore') != 'total'))"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 # wait_file FILE SECONDS
 wait_file() { for _ in $(seq $(($2 * 10))); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }

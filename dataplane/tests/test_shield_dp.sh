@@ -13,7 +13,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 work=$(mktemp -d /tmp/mxt-shdp.XXXXXX)
 sock="$work/control.sock"
 c() { "$ctl" --socket "$sock" "$@"; }
-rx() { c --json stats | /usr/bin/python3 -c 'import json,sys; print(sum(l["rx_packets"] for l in json.load(sys.stdin)["result"]))'; }
+rx() { c --json stats | /usr/bin/python3 -c 'import json,sys; print(sum(l["rx_packets"] for l in json.load(sys.stdin)["result"] if l.get("lcore") != "total"))'; }
 shield_count() { c --json shield | /usr/bin/python3 -c "import json,sys; print(sum(r['packets'] for r in json.load(sys.stdin)['result'] if r['reason'] == '$1'))"; }
 # Three SMTP connection attempts from the client (SYNs, bounded by timeout).
 attempts() { for _ in 1 2 3; do netns_exec client timeout 0.5 bash -c 'exec 3<>/dev/tcp/198.18.0.1/25' 2>/dev/null || true; done; }

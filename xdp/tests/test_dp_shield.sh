@@ -33,7 +33,7 @@ trap 'cleanup_all; exit 130' INT
 
 # A generous reply timeout: ASan builds on a crowded machine are slow.
 c() { "$ctl" --socket "$sock" --timeout 30 "$@"; }
-rx() { c --json stats | $py -c 'import json,sys; print(sum(l["rx_packets"] for l in json.load(sys.stdin)["result"]))'; }
+rx() { c --json stats | $py -c 'import json,sys; print(sum(l["rx_packets"] for l in json.load(sys.stdin)["result"] if l.get("lcore") != "total"))'; }
 xdp_count() { c --json shield | $py -c "import json,sys; print(sum(r['packets'] for r in json.load(sys.stdin)['result'] if r['reason'] == '$1'))"; }
 
 netns_host edge

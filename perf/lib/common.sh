@@ -117,6 +117,9 @@ perf_record() {
 import json, sys
 out, sysname, case, run = sys.argv[1:5]
 rec = {"system": sysname, "case": case, "run": int(run), "metrics": {}}
+# The shared machine's load when the run ended, beside every measurement.
+with open("/proc/loadavg") as f:
+    rec["metrics"]["loadavg"] = float(f.read().split()[0])
 for kv in sys.argv[5:]:
     k, v = kv.split("=", 1)
     if k == "raw":
@@ -158,6 +161,14 @@ for _d in "$PERF_LIB"/drivers/*.sh; do
   source "$_d"
 done
 unset _d
+
+# The systems a scenario compares, minus those --systems leaves out.
+perf_systems() {  # perf_systems SYSTEM... -> the selected ones, in order
+  local s
+  for s in "$@"; do
+    case ",${PERF_SYSTEMS:-$s}," in *",$s,"*) echo "$s" ;; esac
+  done
+}
 
 perf_sys_fn() { echo "${1//-/_}_$2"; }
 sut() {  # sut SYSTEM ACTION args...

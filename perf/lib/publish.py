@@ -12,7 +12,7 @@ import re
 import shutil
 import sys
 
-ORDER = ["accept", "sessions", "drain", "idle", "cpu", "shield", "validate"]
+ORDER = ["accept", "sessions", "drain", "idle", "cpu", "shield", "profile", "validate"]
 
 
 def main():
@@ -28,7 +28,8 @@ def main():
             continue
         for name in os.listdir(src):
             if name.startswith(sc) and name.endswith((".json", ".md", ".png")) \
-                    and not name.endswith(".jsonl") and re.match(rf"{sc}(-latency)?\.", name):
+                    and not name.endswith(".jsonl") and re.match(rf"{sc}(-latency)?\.", name) \
+                    or re.match(rf"{sc}-[a-z-]+\.txt$", name):
                 shutil.copy(os.path.join(src, name), os.path.join(dst, name))
         text = open(md).read()
         # Image links relative to perf/README.md.

@@ -76,6 +76,16 @@ def load(out, sc):
                 case["median"][k] = statistics.median(vals)
                 case["min"][k] = min(vals)
                 case["max"][k] = max(vals)
+    # Ratios of medians against one system, case by case (meta ratio_to):
+    # "how many times Postfix" is the comparison the issue asks for.
+    ref = systems.get(meta.get("ratio_to", ""), {}).get("cases", {})
+    metric = meta.get("metric", "")
+    for s in systems.values():
+        for cname, case in s["cases"].items():
+            base = ref.get(cname, {}).get("median", {}).get(metric)
+            mine = case["median"].get(metric)
+            if base and mine is not None:
+                case["ratio"] = mine / base
     return meta, systems, order
 
 
@@ -114,22 +124,26 @@ def markdown(sc, meta, systems, order, mach):
     lines.append(f"Each value is the median of {meta.get('runs', '?')} runs (min–max in brackets).")
     lines.append("")
     cols = columns(meta)
-    head = ["System", "Case", f"{metric} ({unit})"] + [label for _, label in cols] + ["runs"]
+    ratio = meta.get("ratio_to")
+    rcol = [f"× {ratio}"] if ratio else []
+    head = ["System", "Case", f"{metric} ({unit})"] + rcol + [label for _, label in cols] + ["runs"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * len(head)) + "|")
     for name in order:
         s = systems[name]
         if s["status"] != "ok" and not s["cases"]:
-            lines.append(f"| {name} | – | {s['status']} |" + " |" * (len(cols) + 1))
+            lines.append(f"| {name} | – | {s['status']} |" + " |" * (len(cols) + len(rcol) + 1))
             continue
         for cname, case in s["cases"].items():
             if not case["runs"]:
-                lines.append(f"| {name} | {cname} | {case['skipped']} |" + " |" * (len(cols) + 1))
+                lines.append(f"| {name} | {cname} | {case['skipped']} |" + " |" * (len(cols) + len(rcol) + 1))
                 continue
             med, lo, hi = case["median"], case["min"], case["max"]
             cell = (f"**{fmt(med.get(metric))}** [{fmt(lo.get(metric))}–{fmt(hi.get(metric))}]"
                     if metric in med else "–")
-            row = [name, cname, cell] + [fmt(med.get(k)) for k, _ in cols] + [str(len(case["runs"]))]
+            rcell = ([f"{case['ratio']:.2f}" if "ratio" in case else "–"] if ratio else [])
+            row = ([name, cname, cell] + rcell + [fmt(med.get(k)) for k, _ in cols]
+                   + [str(len(case["runs"]))])
             lines.append("| " + " | ".join(row) + " |")
     if meta.get("note"):
         lines += ["", meta["note"]]
@@ -176,6 +190,11 @@ def bar_plot(out, sc, meta, systems, order):
     if missing:
         title += "\\n(no data: " + ", ".join(missing) + ")"
     png = os.path.join(out, f"{sc}.png")
+    # Systems an order of magnitude apart: a log axis keeps every bar visible.
+    meds = [systems[n]["cases"][c]["median"][metric] for n in measured
+            for c in cases if metric in systems[n]["cases"].get(c, {}).get("median", {})]
+    logy = min(meds) > 0 and max(meds) / min(meds) > 20
+    yaxis = "set logscale y\nset yrange [1:*]" if logy else "set yrange [0:*]"
     xtics = ", ".join(f'"{c}" {i}' for i, c in enumerate(cases))
     plots = []
     for k, (n, dat) in enumerate(dats):
@@ -185,12 +204,12 @@ def bar_plot(out, sc, meta, systems, order):
 set terminal pngcairo size 640,400 font ',9' noenhanced
 set output '{png}'
 set title "{title}"
-set ylabel "{metric} ({meta.get('unit', '')}), median, bars min-max"
+set ylabel "{metric} ({meta.get('unit', '')}), median, bars min-max{', log scale' if logy else ''}"
 set boxwidth {width * 0.9}
 set style fill solid 0.6 border -1
 set xtics ({xtics}) rotate by -20
 set xrange [-0.6:{len(cases) - 0.4}]
-set yrange [0:*]
+{yaxis}
 set key top right
 set grid ytics
 plot {', '.join(plots)}

@@ -18,7 +18,7 @@ perf_ns_cpu_ticks() {  # "user sys" clock ticks of a namespace's processes
 }
 
 run_cpu() {
-  local sc=cpu dur=10 n=20 sys r hz
+  local sc=cpu dur=5 n=20 sys r hz
   hz=$(getconf CLK_TCK)
   [ -n "$PERF_QUICK" ] && dur=3
   local counters="no (linux-perf not installed)"
@@ -28,11 +28,11 @@ run_cpu() {
   fi
   perf_meta $sc title="CPU time per accepted message (all processes)" metric=cpu_ms_per_msg \
     unit="CPU ms/message" hw_counters="$counters" \
-    columns="user_ms_per_msg:user ms,sys_ms_per_msg:system ms,accepted:messages,sys_share:kernel share" \
+    columns="user_ms_per_msg:user ms,sys_ms_per_msg:system ms,accepted:messages,sys_share:kernel share,loadavg:load avg,instr_per_msg:user-space instructions/msg (callgrind)" ratio_to=postfix \
     load="mxedge-bench --sessions $n --size 4096 --duration $dur, then until relayed" \
-    note="Hardware instruction counters available: $counters (perf stat -e instructions). CPU time is read from /proc for every process in the SUT namespace (clock tick $((1000 / hz)) ms)."
+    note="Hardware instruction counters available: $counters (perf stat -e instructions). CPU time is read from /proc for every process in the SUT namespace (clock tick $((1000 / hz)) ms). mxedge-dpdk busy-polls: its worker lcore spins whether or not frames arrive, so its CPU time is about wall time per lcore and its figure is an upper bound that falls as the offered load rises, not the work a message costs."
   perf_sink_start
-  for sys in mxedge-dpdk mxedge-kernel postfix; do
+  for sys in $(perf_systems mxedge-dpdk mxedge-kernel postfix); do
     perf_sut_up $sc $sys accept || continue
     perf_bench "$PERF_WORK/warm.json" --target "$(sut $sys addr)" --sessions $n --duration 1 --quiet || true
     sut_hook $sys wait_empty 60 || true
@@ -56,5 +56,102 @@ run_cpu() {
     done
     sut $sys stop
   done
+  run_cpu_callgrind
   perf_sink_stop
+}
+
+# Instructions per accepted message in user space, counted by callgrind
+# (no hardware counters here); N is small because everything runs ~50
+# times slower under valgrind.
+#  - mxedge (kernel sockets): after a warm-up its counters are zeroed
+#    (callgrind_control -z), N messages are accepted, the counters dumped.
+#  - Postfix is not measured this way: its daemons drop privileges and
+#    become non-dumpable, so callgrind_control cannot reach them while they
+#    sleep (vgdb then needs ptrace, which this container does not allow),
+#    and whole-process totals of two runs with different message counts
+#    (start-up cancelled out by the difference) gave implausible counts
+#    here (about 2 k instructions per relayed message). Its CPU time is in
+#    the /proc rows.
+# Kernel work (system calls, TCP, the file system) is not counted: it is
+# what the /proc rows add.
+cpu_cg_sum() {  # cpu_cg_sum DIR GLOB [NEWER_THAN] -> summed Ir of the callgrind files
+  local total=0 f v
+  for f in "$1"/$2; do
+    [ -e "$f" ] || continue
+    [ -z "${3:-}" ] || [ "$f" -nt "$3" ] || continue
+    v=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$f" | head -1)
+    total=$(( total + ${v:-0} ))
+  done
+  echo "$total"
+}
+cpu_cg_pids() {  # the processes of the sut namespace that run under callgrind
+  local p
+  for p in $(ip netns pids "$(netns_name sut)" 2>/dev/null); do
+    case $(readlink "/proc/$p/exe" 2>/dev/null) in *callgrind*) echo "$p" ;; esac
+  done
+}
+cpu_cg_annotate() {  # cpu_cg_annotate SYS DIR [NEWER_THAN]: flat profile of one file per program
+  local f prog seen=""
+  for f in $(find "$2" -type f ${3:+-newer "$3"} | sort); do
+    prog=$(basename "$f"); prog=${prog%%.*}
+    case " $seen " in *" $prog "*) continue ;; esac
+    seen="$seen $prog"
+    { echo "## $1: $prog ($(basename "$f")), callgrind_annotate, inclusive cost"
+      callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n '/PROGRAM TOTALS/,$p' | head -40 || true
+    } >>"$PERF_OUT/cpu-callgrind-$1.txt"
+  done
+}
+cpu_cg_send() {  # cpu_cg_send SYS COUNT RAW -> messages accepted
+  perf_bench "$3" --target "$(sut "$1" addr)" --sessions 2 --count "$2" --size 4096 \
+    --duration 300 --timeout 120 --quiet || { echo 0; return 0; }
+  sut_hook "$1" wait_empty 120 || perf_log "$1: queue not empty after 120 s"
+  perf_json "$3" 'd["messages_accepted"]'
+}
+cpu_cg_mxedge() {
+  local sys=mxedge-kernel n=$1 case=$2 dir=$PERF_WORK/cg-mxedge marker=$PERF_WORK/cg-mxedge.zero
+  rm -rf "$dir"; mkdir -p "$dir"
+  MXEDGE_WRAP="valgrind -q --tool=callgrind --callgrind-out-file=$dir/mxedge.%p" \
+    perf_sut_up cpu $sys accept || return 0
+  perf_log "$sys: under callgrind: warm-up, then $n messages"
+  cpu_cg_send $sys 6 "$PERF_WORK/warm.json" >/dev/null
+  # shellcheck disable=SC2046
+  timeout 60 callgrind_control -z $(cpu_cg_pids) >/dev/null 2>&1 || perf_log "$sys: callgrind_control -z failed"
+  touch "$marker"
+  local raw=$PERF_OUT/raw/cpu-$sys-callgrind.json acc a
+  acc=$(cpu_cg_send $sys "$n" "$raw")
+  # shellcheck disable=SC2046
+  timeout 60 callgrind_control -d $(cpu_cg_pids) >/dev/null 2>&1 || perf_log "$sys: callgrind_control -d failed"
+  sleep 1
+  a=$(cpu_cg_sum "$dir" 'mxedge.*' "$marker")
+  if [ "$acc" -gt 0 ] && [ "$a" -gt 0 ]; then
+    perf_record cpu $sys "$case" 1 instr_per_msg="$(perf_calc "$a / $acc")" \
+      accepted="$acc" raw="${raw#"$PERF_OUT"/}"
+    perf_log "$sys: callgrind: $(( a / acc )) instructions per message"
+  else
+    perf_record_skip cpu $sys "$case" "failed: no callgrind counts ($acc messages accepted)"
+  fi
+  cpu_cg_annotate $sys "$dir" "$marker"
+  sut $sys stop
+}
+run_cpu_callgrind() {
+  local n=50 sys
+  [ -n "$PERF_QUICK" ] && n=10
+  if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+    perf_unavailable cpu "callgrind" "not installed: valgrind (Debian package valgrind)"
+    return 0
+  fi
+  perf_meta cpu cg_messages=$n \
+    cg_note="Instructions (callgrind, user space only), 4 KB messages over 2 sessions after a warm-up: counters zeroed before and dumped after $n messages."
+  for sys in $(perf_systems mxedge-dpdk mxedge-kernel postfix); do
+    local case="callgrind, $n messages"
+    rm -f "$PERF_OUT/cpu-callgrind-$sys.txt"
+    [ "$(sut $sys status)" = ok ] || continue
+    case $sys in
+      mxedge-dpdk) perf_record_skip cpu $sys "$case" \
+        "not measured: the DPDK worker busy-polls, so callgrind would count idle polls with the work, at ~50x slowdown of a TSC-timed loop" ;;
+      mxedge-kernel) cpu_cg_mxedge "$n" "$case" ;;
+      postfix) perf_record_skip cpu $sys "$case" \
+        "not measured: its daemons drop privileges (non-dumpable), so callgrind_control cannot zero or dump their counters here (no ptrace in this container); whole-process totals of two runs gave implausible counts (perf/scenarios/cpu.sh)" ;;
+    esac
+  done
 }

@@ -10,9 +10,9 @@ run_drain() {
     unit="messages/s" queued=$n \
     columns="drain_s:drain s,delivered:delivered (SUT log),sink_count:smtp-sink count,queued:queued" \
     load="mxedge-bench --count $n --sessions 20 --per-session 50 --pipelining (to fill the queue)"
-  for sys in mxedge-dpdk postfix; do
+  for sys in $(perf_systems mxedge-dpdk postfix); do
     if ! declare -F "$(perf_sys_fn $sys flush)" >/dev/null && [ "$(sut $sys status)" = ok ]; then
-      perf_unavailable $sc $sys "its driver has no way to hold and release the queue yet"
+      perf_unavailable $sc $sys "not built yet: mxedge has no relay to downstream servers (its driver has no way to hold and release a queue)"
       continue
     fi
     perf_sut_up $sc $sys drain || continue

@@ -3,14 +3,14 @@
 # Closed loop without messages: each session connects, waits for the 220
 # greeting, sends EHLO, then QUIT, and starts over once the server closed.
 run_sessions() {
-  local sc=sessions dur=10 sessions=(20 200) sys n r raw
+  local sc=sessions dur=4 sessions=(20 200) sys n r raw
   if [ -n "$PERF_QUICK" ]; then dur=3; sessions=(20); fi
-  perf_meta $sc title="connect, EHLO, QUIT sessions/s" metric=sessions_per_s unit="sessions/s" \
+  perf_meta $sc title="connect, EHLO, QUIT sessions/s" metric=sessions_per_s unit="sessions/s" ratio_to=postfix \
     latency=connect_220 duration_s=$dur sessions="${sessions[*]}" \
-    columns="connect_220_p50_ms:connect→220 p50 ms,connect_220_p99_ms:p99 ms,errors:errors,sessions:sessions" \
+    columns="connect_220_p50_ms:connect→220 p50 ms,connect_220_p99_ms:p99 ms,errors:errors,sessions:sessions,loadavg:load avg" \
     load="mxedge-bench --sessions N --per-session 0 --duration $dur (closed loop)"
   perf_sink_start
-  for sys in mxedge-dpdk mxedge-kernel postfix; do
+  for sys in $(perf_systems mxedge-dpdk mxedge-kernel postfix); do
     perf_sut_up $sc $sys accept || continue
     for n in "${sessions[@]}"; do
       perf_bench "$PERF_WORK/warm.json" --target "$(sut $sys addr)" --sessions "$n" \

@@ -3,9 +3,10 @@
 # Part 1 runs the xdp/ component's own harness (perf/xdp/bench_shield,
 # bpf_prog_test_run_opts on the same packets for every program) and takes
 # its medians into this scenario's table: one row per packet path, one
-# "system" per program. Part 2, the legitimate accept rate while a SYN flood
-# runs, needs the shield attached in front of a running mxedge; it is listed
-# as not built until that exists (the flood side is mxedge-bench --syn-flood).
+# "system" per program. Part 2 is the legitimate accept rate while a SYN
+# flood runs, for the DPDK dataplane (its own SYN cookies) and Postfix; with
+# the shield attached in front of a running mxedge it is listed as not built
+# until that exists (the flood side is mxedge-bench --syn-flood).
 run_shield() {
   local sc=shield prefixes=1000000 runs=$PERF_RUNS bs obj
   [ -n "$PERF_QUICK" ] && prefixes=20000
@@ -41,47 +42,48 @@ PY
 # Part 2: legitimate accept rate (20 sessions, 4 KB) without and with a SYN
 # flood from the client host (mxedge-bench --syn-flood, spoofed sources in
 # 198.18.0.0/15 the SUT cannot answer). Postfix relies on the kernel's SYN
-# cookies; mxedge needs the shield in front of it, which is not built yet.
+# cookies, the DPDK dataplane on its own TCP stack's; mxedge with the shield
+# in front of it is not built yet.
 shield_flood_part() {
-  local sc=shield dur=10 rate=20000 r
+  local sc=shield dur=5 rate=20000 r sys
   [ -n "$PERF_QUICK" ] && { dur=3; rate=5000; }
   perf_meta $sc flood_rate=$rate flood_duration_s=$dur \
     columns="accepted_per_s:legitimate accepted msg/s,syn_per_s:SYNs/s sent" \
-    note="Accept under a SYN flood: 20 closed-loop sessions (4 KB) as in the accept scenario, without and with mxedge-bench --syn-flood --rate $rate from the client host (spoofed 198.18.0.0/15 sources the SUT cannot answer)."
+    note="Accept under a SYN flood: 20 closed-loop sessions (4 KB) as in the accept scenario, without and with mxedge-bench --syn-flood --rate $rate from the client host (spoofed 198.18.0.0/15 sources the SUT cannot answer). mxedge-dpdk here is the dataplane alone (its TCP stack answers with SYN cookies), no shield in front; Postfix relies on the kernel's SYN cookies."
   perf_unavailable $sc "mxedge-dpdk + shield" \
     "not built yet: accept under a SYN flood needs the shield attached in front of a running mxedge (the flood side is mxedge-bench --syn-flood)"
-  local st; st=$(sut postfix status)
-  [ "$st" = ok ] || { perf_unavailable $sc postfix "$st"; return 0; }
   perf_sink_start
-  perf_sut_up $sc postfix accept || { perf_sink_stop; return 0; }
-  perf_bench "$PERF_WORK/warm.json" --target "$(sut postfix addr)" --sessions 20 --duration 1 --quiet || true
-  for r in $(seq "$PERF_RUNS"); do
-    local flood case raw
-    for flood in 0 "$rate"; do
-      raw=$PERF_OUT/raw/$sc-postfix-flood$flood-$r.json
-      sut_hook postfix wait_empty 60 || true
-      local fpid=""
-      if [ "$flood" != 0 ]; then
-        netns_spawn cli "$PERF_BENCH" --syn-flood --target "$(sut postfix addr)" --rate "$flood" \
-          --count $(( flood * (dur + 1) )) --duration $(( dur + 1 )) >"$PERF_WORK/flood.txt" 2>&1
-        fpid=$NETNS_LAST_PID
-        case="accept, SYN flood $flood/s"
-      else
-        case="accept, no flood"
-      fi
-      perf_log "postfix: $case, run $r/$PERF_RUNS (${dur}s)"
-      perf_bench "$raw" --target "$(sut postfix addr)" --sessions 20 --size 4096 \
-        --duration "$dur" --timeout 30 --quiet || continue
-      local sent_rate=0
-      if [ -n "$fpid" ]; then
-        wait "$fpid" || true
-        sent_rate=$(sed -n 's/.* (\([0-9]*\)\/s)$/\1/p' "$PERF_WORK/flood.txt")
-      fi
-      perf_record $sc postfix "$case" "$r" syn_per_s="${sent_rate:-0}" \
-        accepted_per_s="$(perf_json "$raw" 'd["accepted_per_s"]')" raw="${raw#"$PERF_OUT"/}"
-      perf_log "postfix: $case: $(sed -n 2p "$raw.txt" | sed 's/^ *//')"
+  for sys in $(perf_systems mxedge-dpdk postfix); do
+    perf_sut_up $sc $sys accept || continue
+    perf_bench "$PERF_WORK/warm.json" --target "$(sut $sys addr)" --sessions 20 --duration 1 --quiet || true
+    for r in $(seq "$PERF_RUNS"); do
+      local flood case raw
+      for flood in 0 "$rate"; do
+        raw=$PERF_OUT/raw/$sc-$sys-flood$flood-$r.json
+        sut_hook $sys wait_empty 60 || true
+        local fpid=""
+        if [ "$flood" != 0 ]; then
+          netns_spawn cli "$PERF_BENCH" --syn-flood --target "$(sut $sys addr)" --rate "$flood" \
+            --count $(( flood * (dur + 1) )) --duration $(( dur + 1 )) >"$PERF_WORK/flood.txt" 2>&1
+          fpid=$NETNS_LAST_PID
+          case="accept, SYN flood $flood/s"
+        else
+          case="accept, no flood"
+        fi
+        perf_log "$sys: $case, run $r/$PERF_RUNS (${dur}s)"
+        perf_bench "$raw" --target "$(sut $sys addr)" --sessions 20 --size 4096 \
+          --duration "$dur" --timeout 30 --quiet || continue
+        local sent_rate=0
+        if [ -n "$fpid" ]; then
+          wait "$fpid" || true
+          sent_rate=$(sed -n 's/.* (\([0-9]*\)\/s)$/\1/p' "$PERF_WORK/flood.txt")
+        fi
+        perf_record $sc $sys "$case" "$r" syn_per_s="${sent_rate:-0}" \
+          accepted_per_s="$(perf_json "$raw" 'd["accepted_per_s"]')" raw="${raw#"$PERF_OUT"/}"
+        perf_log "$sys: $case: $(sed -n 2p "$raw.txt" | sed 's/^ *//')"
+      done
     done
+    sut $sys stop
   done
-  sut postfix stop
   perf_sink_stop
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# unit: the mxedge driver picks what the benchmark tables claim to measure.
+# With fake build trees (PERF_MXEDGE_BUILD): `mxedge --io=kernel` is the
+# kernel-socket row once mxedge's --help lists --io, mxedge-kio before that,
+# "not built yet" with neither; the JSON metadata names the one chosen; the
+# DPDK command line is the af_xdp one of dataplane/tests/test_smtp_dp.sh; the
+# session limit that makes the idle scenario skip 10 k for DPDK is there.
+set -euo pipefail
+here=$(dirname "$(readlink -f "$0")")
+fail() { echo "FAIL: $*" >&2; exit 1; }
+t=$(mktemp -d /tmp/perf-drivers.XXXXXX)
+trap 'rm -rf "$t"' EXIT
+
+PERF_TOP=$(cd "$here/../.." && pwd)
+# Stand-ins for tests/lib/netns.sh (no namespaces are made here).
+netns_ifname() { echo "v1${1:0:3}${2:0:3}"; }
+export PERF_TOP
+# shellcheck source=drivers/mxedge.sh
+source "$here/drivers/mxedge.sh"
+PERF_SUT_ADDR=198.18.0.1 PERF_SINK_ADDR=198.18.1.2
+
+fake() {  # fake DIR PATH HELP_TEXT: an executable that prints HELP_TEXT for --help
+  mkdir -p "$(dirname "$1/$2")"
+  printf '#!/bin/sh\necho "%s"\n' "$3" >"$1/$2"
+  chmod 755 "$1/$2"
+}
+
+# Neither built: both rows say so, with no command.
+export PERF_MXEDGE_BUILD=$t/none
+mkdir -p "$t/none"
+PERF_TOP=$t/none   # no build/ under it either
+st=$(mxedge_kernel_status)
+[[ $st == "not built yet:"* ]] || fail "kernel row without binaries: '$st'"
+st=$(mxedge_dpdk_status)
+[[ $st == "not built yet:"* ]] || fail "dpdk row without binaries: '$st'"
+echo "ok: nothing built -> not built yet"
+
+# Only mxedge-kio, and an mxedge without --io: mxedge-kio is measured.
+PERF_MXEDGE_BUILD=$t/kio
+fake "$t/kio" dataplane/mxedge "usage: mxedge --port KIND:NAME [options]"
+fake "$t/kio" dataplane/kio/mxedge-kio "usage: mxedge-kio"
+[ "$(mxedge_kernel_impl)" = kio ] || fail "kio build: impl $(mxedge_kernel_impl)"
+[ "$(mxedge_kernel_status)" = ok ] || fail "kio build: status $(mxedge_kernel_status)"
+d=$(mxedge_describe); grep -qx "mxedge_kernel_impl=mxedge-kio (.*)" <<<"$d" || fail "describe: $d"
+echo "ok: mxedge without --io -> mxedge-kio, recorded in the metadata"
+
+# mxedge lists --io: it is measured, whether or not mxedge-kio exists.
+PERF_MXEDGE_BUILD=$t/io
+fake "$t/io" dataplane/mxedge "  --io kernel|dpdk     where connections come from"
+fake "$t/io" dataplane/kio/mxedge-kio "usage: mxedge-kio"
+[ "$(mxedge_kernel_impl)" = io ] || fail "io build: impl $(mxedge_kernel_impl)"
+d=$(mxedge_describe); grep -qx "mxedge_kernel_impl=mxedge --io=kernel" <<<"$d" || fail "describe: $d"
+MXEDGE_SPOOL=/x/spool
+cmd=$(mxedge_fill "$PERF_MXEDGE_IO_CMD" "$t/io/dataplane/mxedge")
+[[ $cmd == "$t/io/dataplane/mxedge --io=kernel "*"--spool /x/spool"* ]] || fail "io command: $cmd"
+echo "ok: mxedge with --io -> mxedge --io=kernel ($cmd)"
+
+# The DPDK row: af_xdp on the sut's veth, the sut address, the spool.
+cmd=$(mxedge_fill "$PERF_MXEDGE_DPDK_CMD" /b/mxedge)
+[ "$cmd" = "/b/mxedge --port af_xdp:v1sutcli --addr 198.18.0.1/24 --smtp-port 25 --spool /x/spool --hostname sut.bench.test --no-control" ] \
+  || fail "dpdk command: $cmd"
+[ "$(mxedge_dpdk_session_limit)" = 1024 ] || fail "session limit $(mxedge_dpdk_session_limit)"
+grep -q "^#define SESSIONS_PER_LCORE 1024$" "$here/../../dataplane/main.c" \
+  || fail "dataplane/main.c's SESSIONS_PER_LCORE is no longer 1024: update mxedge_dpdk_session_limit"
+echo "ok: DPDK command line and session limit"
+
+# Templates override one row without touching the other.
+PERF_MXEDGE_KIO_CMD="{bin} --listen {addr} --spool {spool} --threads 1"
+cmd=$(mxedge_fill "$PERF_MXEDGE_KIO_CMD" /k)
+[ "$cmd" = "/k --listen 198.18.0.1:25 --spool /x/spool --threads 1" ] || fail "kio override: $cmd"
+echo "ok: command templates"

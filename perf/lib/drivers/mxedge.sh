@@ -28,7 +28,7 @@ mxedge_find() {  # mxedge_find RELATIVE_PATH (PERF_MXEDGE_BUILD may name a build
 }
 
 : "${PERF_MXEDGE_DPDK_CMD:={bin\} --port {port\} --addr {ip\}/24 --smtp-port 25 --spool {spool\} --hostname sut.bench.test --no-control}"
-: "${PERF_MXEDGE_IO_CMD:={bin\} --io=kernel --addr {ip\}/24 --smtp-port 25 --spool {spool\} --hostname sut.bench.test --no-control}"
+: "${PERF_MXEDGE_IO_CMD:={bin\} --io=kernel --addr {ip\}/24 --smtp-port 25 --spool {spool\} --queues 2 --hostname sut.bench.test --no-control}"
 : "${PERF_MXEDGE_KIO_CMD:={bin\} --listen {addr\} --spool {spool\} --threads 2 --hostname sut.bench.test --quiet}"
 
 # The kernel-socket row, chosen in one place: `mxedge --io=kernel` (same

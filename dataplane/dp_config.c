@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 
 #include "dp.h"
 
@@ -466,6 +467,29 @@ long dp_hugepages_free(void)
 	return n;
 }
 
+/*
+ * A kernel interface without a device behind it (veth, the demo's and the
+ * tests' port). On such an interface the af_xdp socket works in copy mode
+ * and the kernel fills its RX ring in the sender's context, so the PMD never
+ * needs to kick RX. With a busy-poll budget (the PMD's default wherever the
+ * kernel has SO_PREFER_BUSY_POLL) it makes a recvfrom() on every empty poll
+ * anyway: 65 % of the worker's time in the accept benchmark (README,
+ * "Where the time goes"). busy_budget=0 leaves the kick to the ring's
+ * need-wakeup flag, which copy mode never raises. Physical NICs keep the
+ * PMD's default: zero-copy drivers rely on the kick or on busy polling.
+ */
+static bool iface_is_virtual(const char *ifname)
+{
+	char path[128];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s", ifname);
+	if (stat(path, &st) != 0)
+		return false;
+	snprintf(path, sizeof(path), "/sys/class/net/%s/device", ifname);
+	return stat(path, &st) != 0;
+}
+
 /* Appends one string to the vector, copying it into the caller's buffer. */
 static int push(char **argv, int *argc, int max, char **pos, char *end,
 		const char *s)
@@ -536,9 +560,10 @@ int dp_eal_argv(const struct dp_config *cfg, char **argv, int max,
 		break;
 	case DP_PORT_AF_XDP:
 		PUSH("--no-pci");
-		snprintf(tmp, sizeof(tmp), "net_af_xdp0,iface=%s,queue_count=%u%s%s",
+		snprintf(tmp, sizeof(tmp), "net_af_xdp0,iface=%s,queue_count=%u%s%s%s",
 			 cfg->port_name, cfg->queues,
-			 cfg->xdp_prog[0] ? ",xdp_prog=" : "", cfg->xdp_prog);
+			 cfg->xdp_prog[0] ? ",xdp_prog=" : "", cfg->xdp_prog,
+			 iface_is_virtual(cfg->port_name) ? ",busy_budget=0" : "");
 		PUSH("--vdev");
 		PUSH(tmp);
 		break;

@@ -24,6 +24,24 @@ static int find_arg(char **argv, int argc, const char *s)
 	return -1;
 }
 
+/* A virtual interface (no device behind it; lo is one everywhere) gets
+ * busy_budget=0 so the PMD does not make a syscall on every empty poll. */
+static void test_af_xdp_virtual_iface_no_rx_kick(void **state)
+{
+	struct dp_config cfg;
+	char *argv[64], buf[2048];
+	int argc, i;
+
+	assert_int_equal(PARSE(&cfg, "--port", "af_xdp:lo", "--no-huge"), 0);
+	argc = dp_eal_argv(&cfg, argv, 64, buf, sizeof(buf));
+	assert_true(argc > 0);
+	i = find_arg(argv, argc, "--vdev");
+	assert_true(i > 0);
+	assert_string_equal(argv[i + 1],
+		"net_af_xdp0,iface=lo,queue_count=1,busy_budget=0");
+	dp_config_free(&cfg);
+}
+
 static void test_af_xdp_port(void **state)
 {
 	struct dp_config cfg;
@@ -259,6 +277,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_af_xdp_port),
+		cmocka_unit_test(test_af_xdp_virtual_iface_no_rx_kick),
 		cmocka_unit_test(test_tap_and_packet_and_pci),
 		cmocka_unit_test(test_eal_extra_split),
 		cmocka_unit_test(test_rejects),

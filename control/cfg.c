@@ -406,12 +406,18 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 				       &c->max_message_size);
 		if (!strcmp(key, "max_sessions"))
 			return get_uint(w, v, "limits.max_sessions", 1, 100000000, &c->max_sessions);
+		if (!strcmp(key, "max_sessions_per_client"))
+			return get_uint(w, v, "limits.max_sessions_per_client", 0, 100000000,
+					&c->max_sessions_per_client);
+		if (!strcmp(key, "session_max_s"))
+			return get_uint(w, v, "limits.session_max_s", 0, 864000, &c->session_max_s);
 		if (!strcmp(key, "max_recipients"))
 			return get_uint(w, v, "limits.max_recipients", 1, 100000, &c->max_recipients);
 		if (!strcmp(key, "max_errors"))
 			return get_uint(w, v, "limits.max_errors", 1, 1000, &c->max_errors);
 		return fail_at(w, k, "unknown key \"%s\" in limits (expected: max_message_size, "
-			       "max_sessions, max_recipients, max_errors)", key);
+			       "max_sessions, max_sessions_per_client, session_max_s, max_recipients, "
+			       "max_errors)", key);
 	}
 	if (!strcmp(sect, "timeouts")) {
 		if (!strcmp(key, "command_s"))
@@ -531,6 +537,8 @@ void cfg_defaults(struct cfg *c)
 	strcpy(c->control_socket, "/run/mxedge/control.sock");
 	c->max_message_size = 50ULL * 1024 * 1024;
 	c->max_sessions = 100000;
+	c->max_sessions_per_client = 50; /* Postfix smtpd_client_connection_count_limit */
+	c->session_max_s = 600;     /* inactivity timeouts alone let a drip live forever */
 	c->max_recipients = 100;    /* RFC 5321 §4.5.3.1.8 minimum */
 	c->max_errors = 20;
 	c->command_timeout_s = 300; /* RFC 5321 §4.5.3.2.7 */

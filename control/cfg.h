@@ -72,6 +72,8 @@ struct cfg {
 	char control_socket[108];
 	uint64_t max_message_size;
 	unsigned max_sessions;
+	unsigned max_sessions_per_client; /* per address (IPv6: per /64); 0 = off */
+	unsigned session_max_s;      /* total session lifetime cap; 0 = off */
 	unsigned max_recipients;
 	unsigned max_errors;
 	unsigned command_timeout_s;

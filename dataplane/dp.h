@@ -80,6 +80,9 @@ struct dp_lcore_stats {
 	uint64_t rx_dropped;      /* multi-segment frames */
 	uint64_t sessions;        /* SMTP sessions started */
 	uint64_t sessions_busy;   /* refused with 421: session pool empty */
+	uint64_t sessions_client_limit; /* refused with 421 4.7.0: that client
+	                           * (IPv6: /64) holds max_sessions_per_client */
+	uint64_t sessions_expired; /* closed with 421 4.4.2 at session_max_s */
 	uint64_t clients_blocked; /* refused with 554: blocklist */
 	uint64_t messages;        /* 250 after the spool made them durable */
 	uint64_t store_errors;    /* 451/452: spool failure or full */

@@ -20,6 +20,7 @@
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <rte_random.h>
 #include <rte_ring.h>
 
 #include "dp.h"
@@ -77,6 +78,9 @@ struct dp_sess {
 	uint64_t qid;
 	uint64_t commit_off;
 	uint64_t arrival_us;
+	uint64_t start_ms;                /* accepted at (session_max_s) */
+	bool counted;                     /* holds a per-client slot: ckey */
+	uint8_t ckey[16];
 	struct spool_msg msg;
 	char qid_txt[SPOOL_QID_LEN + 1];
 	char peer[56];                    /* for Received: ("IPv6:..." form) */
@@ -88,8 +92,21 @@ struct dp_sess {
 	_Alignas(16) uint8_t smtp[SMTP_SESSION_MAX];
 };
 
+/* Sessions one client holds (limits.max_sessions_per_client): an open
+ * addressing table (linear probing) with room for twice the session pool,
+ * so it is never more than half full. n == 0: empty slot. */
+struct dp_client {
+	uint8_t key[16];
+	uint32_t n;
+};
+
 struct dp_worker {
 	struct dp_worker_params p;
+	struct dp_client *clients;
+	uint32_t cmask;
+	uint64_t cseed;                   /* random: addresses cannot aim at a chain */
+	unsigned per_client;              /* 0: no per-client limit */
+	uint64_t session_max_ms;          /* 0: no lifetime cap */
 	struct tcp_stack *tcp;
 	struct smtp_server *smtp;
 	struct dp_sess *sess;             /* the preallocated pool */
@@ -105,6 +122,7 @@ struct dp_worker {
 	unsigned ntx;
 	struct rte_mbuf *txq[TX_BURST];
 	char busy_reply[96];
+	char expired_reply[96];
 	/* Frames for other workers, collected per burst and handed over in
 	 * one ring operation per owner. */
 	unsigned nout[DP_MAX_WORKERS];
@@ -240,6 +258,65 @@ static void poll_del(struct dp_sess *s)
 	s->pprev = s->pnext = NULL;
 }
 
+/* The per-client key: an IPv4 address as ::ffff:a.b.c.d, an IPv6
+ * address cut to its /64 (one site or host usually holds a whole /64, so
+ * counting single IPv6 addresses would not limit anybody). */
+static void client_key(const struct tcp_addr *a, uint8_t key[16])
+{
+	memset(key, 0, 16);
+	if (a->family == 4) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, a->a, 4);
+	} else {
+		memcpy(key, a->a, 8);
+	}
+}
+
+static uint32_t client_hash(const struct dp_worker *w, const uint8_t key[16])
+{
+	uint64_t a, b, h;
+
+	memcpy(&a, key, 8);
+	memcpy(&b, key + 8, 8);
+	h = (a ^ w->cseed) * 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h = (h ^ b) * 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return (uint32_t)h & w->cmask;
+}
+
+/* The slot of @key, or the empty slot where it would go. */
+static struct dp_client *client_slot(struct dp_worker *w, const uint8_t key[16])
+{
+	uint32_t i = client_hash(w, key);
+
+	while (w->clients[i].n && memcmp(w->clients[i].key, key, 16))
+		i = (i + 1) & w->cmask;
+	return &w->clients[i];
+}
+
+/* A session of @key ended; frees the slot at zero (backward-shift deletion
+ * keeps every probe chain intact without tombstones). */
+static void client_put(struct dp_worker *w, const uint8_t key[16])
+{
+	struct dp_client *c = client_slot(w, key);
+	uint32_t i, j, k;
+
+	if (c->n == 0 || --c->n)
+		return;
+	i = (uint32_t)(c - w->clients);
+	for (j = (i + 1) & w->cmask; w->clients[j].n; j = (j + 1) & w->cmask) {
+		k = client_hash(w, w->clients[j].key);
+		/* Move j back into the hole at i unless its home k lies
+		 * cyclically in (i, j]. */
+		if (i <= j ? (k <= i || k > j) : (k <= i && k > j)) {
+			w->clients[i] = w->clients[j];
+			w->clients[j].n = 0;
+			i = j;
+		}
+	}
+}
+
 /* Ends the session and releases the connection: graceful close (queued
  * replies and a FIN go out) unless a reply overflowed. Unread input is
  * discarded first so tcp_close does not turn into a reset that could eat
@@ -250,6 +327,10 @@ static void sess_close(struct dp_sess *s)
 	struct tcp_conn *c = s->conn;
 
 	poll_del(s);
+	if (s->counted) {
+		client_put(w, s->ckey);
+		s->counted = false;
+	}
 	smtp_session_fini(sess_smtp(s)); /* raises ABORT for an open tx */
 	if (s->prev)
 		s->prev->next = s->next;
@@ -557,16 +638,36 @@ static void sess_drive(struct dp_sess *s)
 static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 {
 	struct dp_sess *s = w->free_list;
+	struct dp_client *cl = NULL;
 	struct tcp_conn_info ci;
 	const char *pfx = "";
+	uint8_t key[16];
+	char client[48];
 
 	if (s == NULL || *w->p.stop) {
 		/* RFC 5321 §3.8: 421 when the service is not available. */
 		w->p.stats->sessions_busy++;
 		(void)tcp_send(c, w->busy_reply, strlen(w->busy_reply));
-		tcp_recv_consume(c, tcp_recv_avail(c));
-		tcp_close(c);
-		return NULL;
+		goto refuse;
+	}
+	tcp_conn_get_info(c, &ci);
+	inet_ntop(ci.remote.family == 4 ? AF_INET : AF_INET6, ci.remote.a,
+		  client, sizeof(client));
+	if (w->per_client) {
+		client_key(&ci.remote, key);
+		cl = client_slot(w, key);
+		if (cl->n >= w->per_client) {
+			/* One address must not hold the whole pool; Postfix's
+			 * anvil answers the same (smtpd_client_connection_
+			 * count_limit), RFC 3463 X.7.0 security/policy. */
+			char r[160];
+
+			w->p.stats->sessions_client_limit++;
+			snprintf(r, sizeof(r), "421 4.7.0 %.60s Error: too many "
+				 "connections from %s\r\n", w->p.cfg->hostname, client);
+			(void)tcp_send(c, r, strlen(r));
+			goto refuse;
+		}
 	}
 	w->free_list = s->next;
 	memset(s, 0, offsetof(struct dp_sess, env));
@@ -577,9 +678,14 @@ static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 		w->active->prev = s;
 	w->active = s;
 	tcp_set_udata(c, s);
-	tcp_conn_get_info(c, &ci);
-	inet_ntop(ci.remote.family == 4 ? AF_INET : AF_INET6, ci.remote.a,
-		  s->client, sizeof(s->client));
+	if (cl) {
+		memcpy(cl->key, key, 16);
+		cl->n++;
+		memcpy(s->ckey, key, 16);
+		s->counted = true;
+	}
+	s->start_ms = now_ms(w);
+	memcpy(s->client, client, sizeof(s->client));
 	if (ci.remote.family == 6)
 		pfx = "IPv6:"; /* RFC 5321 §4.1.3 address literal */
 	snprintf(s->peer, sizeof(s->peer), "%s%s", pfx, s->client);
@@ -588,6 +694,10 @@ static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 	smtp_start(sess_smtp(s), now_ms(w));
 	sess_drive(s);
 	return s->conn == c ? s : NULL;
+refuse:
+	tcp_recv_consume(c, tcp_recv_avail(c));
+	tcp_close(c);
+	return NULL;
 }
 
 static void handle_events(struct dp_worker *w)
@@ -681,14 +791,30 @@ static void poll_pass(struct dp_worker *w)
 	}
 }
 
+/* Inactivity timeouts (the engine's), then the total lifetime cap: a
+ * client dripping one byte just inside data_s would otherwise keep its
+ * session forever. A session whose message is waiting on the spool is
+ * left to get its answer; any other open transaction is aborted, so
+ * nothing of it is kept (RFC 5321 §3.8: 421, then close). */
 static void timeouts(struct dp_worker *w)
 {
 	struct dp_sess *s, *next;
+	uint64_t now = now_ms(w);
 
 	for (s = w->active; s; s = next) {
 		next = s->next;
-		if (smtp_timeout(sess_smtp(s), now_ms(w)))
+		if (smtp_timeout(sess_smtp(s), now)) {
 			sess_drive(s);
+			continue;
+		}
+		if (w->session_max_ms == 0 || now - s->start_ms < w->session_max_ms ||
+		    s->pend != PEND_NONE)
+			continue;
+		w->p.stats->sessions_expired++;
+		if (smtp_wants(sess_smtp(s)) == SMTP_WANT_INPUT ||
+		    smtp_wants(sess_smtp(s)) == SMTP_WANT_ANSWER)
+			(void)tcp_send(s->conn, w->expired_reply, strlen(w->expired_reply));
+		sess_close(s);
 	}
 }
 
@@ -978,6 +1104,10 @@ struct dp_worker *dp_worker_create(const struct dp_worker_params *p)
 	w->wall_base_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	snprintf(w->busy_reply, sizeof(w->busy_reply),
 		 "421 4.3.2 %.40s Too many connections\r\n", cfg->hostname);
+	snprintf(w->expired_reply, sizeof(w->expired_reply),
+		 "421 4.4.2 %.40s Error: session time limit exceeded\r\n", cfg->hostname);
+	w->per_client = f->max_sessions_per_client;
+	w->session_max_ms = (uint64_t)f->session_max_s * 1000u;
 
 	memset(&tc, 0, sizeof(tc));
 	rte_eth_macaddr_get(p->port, &mac);
@@ -1028,7 +1158,12 @@ struct dp_worker *dp_worker_create(const struct dp_worker_params *p)
 	w->max_rcpts = f->max_recipients ? f->max_recipients : 100;
 	w->rcpts = calloc(w->max_rcpts, sizeof(*w->rcpts));
 	w->sess = calloc(p->max_sessions, sizeof(*w->sess));
-	if (w->rcpts == NULL || w->sess == NULL)
+	for (w->cmask = 1; w->cmask < 2 * p->max_sessions; w->cmask <<= 1)
+		;
+	w->clients = calloc(w->cmask, sizeof(*w->clients));
+	w->cmask--;
+	w->cseed = rte_rand();
+	if (w->rcpts == NULL || w->sess == NULL || w->clients == NULL)
 		goto fail;
 	for (i = p->max_sessions; i-- > 0;) {
 		w->sess[i].w = w;
@@ -1063,6 +1198,7 @@ void dp_worker_destroy(struct dp_worker *w)
 		sess_close(w->active);
 	tcp_destroy(w->tcp);
 	smtp_server_destroy(w->smtp);
+	free(w->clients);
 	free(w->sess);
 	free(w->rcpts);
 	free(w);

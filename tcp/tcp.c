@@ -245,6 +245,7 @@ struct neigh {
 	uint32_t next;           /* hash chain */
 	uint32_t pend_head;      /* pending frame list */
 	uint64_t expires, last_probe;
+	uint64_t born;           /* creation order: oldest unresolved goes first */
 };
 
 enum { NB_FREE, NB_INCOMPLETE, NB_REACHABLE, NB_STATIC };
@@ -278,6 +279,7 @@ struct tcp_stack {
 	/* neighbours */
 	struct neigh *nb;
 	uint32_t *nb_htab, nb_hmask;
+	uint64_t nb_births;
 	uint8_t *pend_mem;
 	uint32_t *pend_len, *pend_next, pend_free;
 	uint64_t next_housekeep;
@@ -755,24 +757,50 @@ static void nb_remove(struct tcp_stack *st, struct neigh *n)
 	n->state = NB_FREE;
 }
 
-static struct neigh *nb_create(struct tcp_stack *st, const uint8_t *a, int v6)
+/* Makes a table entry for a (the caller sets its state). resolved: the
+ * entry will hold a MAC we just learnt (ARP/NDP, static), else it is an
+ * unresolved (INCOMPLETE) next hop we are about to probe.
+ *
+ * Unresolved entries are what a spoofed on-link SYN flood creates: one per
+ * forged source, none ever answered. So they are capped at half the table,
+ * replace each other oldest first, and never push out a resolved peer:
+ * established connections keep their MAC however long the flood lasts, and
+ * a real host that ARPs for us always finds room (it may take the oldest
+ * unresolved entry). Resolved entries go only when the table holds nothing
+ * else, oldest expiry first. NULL: no entry may be taken. */
+static struct neigh *nb_create(struct tcp_stack *st, const uint8_t *a, int v6, int resolved)
 {
-	struct neigh *victim = NULL;
-	uint32_t n = st->cfg.neigh_size;
+	struct neigh *free_e = NULL, *old_inc = NULL, *old_res = NULL, *victim;
+	uint32_t n = st->cfg.neigh_size, ninc = 0, cap = n / 2 ? n / 2 : 1;
 	for (uint32_t i = 0; i < n; i++) {
 		struct neigh *e = &st->nb[i];
-		if (e->state == NB_FREE) { victim = e; break; }
-		if (e->state == NB_REACHABLE && (!victim || e->expires < victim->expires))
-			victim = e;
+		if (e->state == NB_FREE) {
+			if (!free_e)
+				free_e = e;
+		} else if (e->state == NB_INCOMPLETE) {
+			ninc++;
+			if (!old_inc || e->born < old_inc->born)
+				old_inc = e;
+		} else if (e->state == NB_REACHABLE &&
+		           (!old_res || e->expires < old_res->expires)) {
+			old_res = e;
+		}
 	}
+	if (!resolved)
+		victim = ninc >= cap ? old_inc : free_e ? free_e : old_inc;
+	else
+		victim = free_e ? free_e : old_inc ? old_inc : old_res;
 	if (!victim)
 		return NULL;
-	if (victim->state != NB_FREE)
+	if (victim->state != NB_FREE) {
+		st->stats.neigh_evicted++;
 		nb_remove(st, victim);
+	}
 	memset(victim, 0, sizeof(*victim));
 	memcpy(victim->addr, a, v6 ? 16 : 4);
 	victim->v6 = (uint8_t)v6;
 	victim->pend_head = NIL;
+	victim->born = ++st->nb_births;
 	uint32_t h = nb_hash(st, a, v6);
 	victim->next = st->nb_htab[h];
 	st->nb_htab[h] = (uint32_t)(victim - st->nb);
@@ -888,7 +916,7 @@ static int tx_begin(struct tcp_stack *st, int v6, const uint8_t *dst, uint32_t m
 	}
 	struct neigh *n = nb_find(st, nh, v6);
 	if (!n) {
-		n = nb_create(st, nh, v6);
+		n = nb_create(st, nh, v6, 0);
 		if (!n) {
 			drop(st, TCP_DROP_NEIGH_FULL);
 			return -1;
@@ -982,7 +1010,7 @@ static void nb_learn(struct tcp_stack *st, const uint8_t *a, int v6, const uint8
 		return;          /* multicast/broadcast is never a neighbour */
 	struct neigh *n = nb_find(st, a, v6);
 	if (!n && create) {
-		n = nb_create(st, a, v6);
+		n = nb_create(st, a, v6, 1);
 		if (!n)
 			return;
 	}
@@ -3383,7 +3411,11 @@ struct tcp_stack *tcp_create(const struct tcp_config *cfg)
 	if (st->has6 && (c->ip6_prefixlen == 0 || c->ip6_prefixlen > 128))
 		goto fail;
 	if (!c->max_conns) c->max_conns = 1024;
-	if (!c->syn_backlog) c->syn_backlog = 256;
+	/* Half-open entries may take a quarter of the table at most by
+	 * default: SYN cookies then engage while three quarters stay free for
+	 * established sessions and TIME_WAIT (RFC 4987 §3.6). A fixed 256 let
+	 * a SYN flood fill small tables before cookies started. */
+	if (!c->syn_backlog) c->syn_backlog = c->max_conns / 4 ? c->max_conns / 4 : 1;
 	if (!c->sndbuf) c->sndbuf = 64 * 1024;
 	if (!c->rcvbuf) c->rcvbuf = 64 * 1024;
 	if (c->rcvbuf > (1u << 30) || c->sndbuf > (1u << 30))
@@ -3894,7 +3926,7 @@ int tcp_neigh_add(struct tcp_stack *st, const struct tcp_addr *addr, const uint8
 	int v6 = addr->family == 6;
 	struct neigh *n = nb_find(st, addr->a, v6);
 	if (!n)
-		n = nb_create(st, addr->a, v6);
+		n = nb_create(st, addr->a, v6, 1);
 	if (!n)
 		return -ENOSPC;
 	n->state = NB_STATIC;

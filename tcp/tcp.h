@@ -88,13 +88,13 @@ struct tcp_config {
 	uint8_t ip6_gw[16];
 
 	uint32_t max_conns;             /* default 1024 (includes TIME_WAIT) */
-	uint32_t syn_backlog;           /* half-open before cookies, def 256 */
+	uint32_t syn_backlog;           /* half-open before cookies, def max_conns/4 */
 	uint32_t sndbuf;                /* per conn send buffer, def 64 KiB */
 	uint32_t rcvbuf;                /* per conn receive limit, def 64 KiB */
 	uint32_t tx_chunks;             /* 2 KiB send chunks, def max_conns*4 */
 	uint32_t rx_segs;               /* held rx segments, def max_conns*8 */
 	uint32_t ooo_max_segs;          /* per conn out-of-order segs, def 64 */
-	uint32_t neigh_size;            /* ARP/NDP cache entries, def 256 */
+	uint32_t neigh_size;            /* ARP/NDP entries, def 256; at most half unresolved */
 	uint32_t neigh_pending;         /* frames awaiting resolution, def 64 */
 
 	uint32_t rto_min_ms;            /* default 200 (Linux); RFC 6298 1 s */
@@ -189,6 +189,7 @@ struct tcp_stats {
 	uint64_t syn_rcvd, syncookies_sent, syncookies_ok, challenge_acks;
 	uint64_t conns_accepted, conns_connected, conns_reset, conns_timeout;
 	uint64_t time_wait_reused, time_wait_recycled;
+	uint64_t neigh_evicted;         /* entries replaced to make room */
 	uint64_t arp_replies, arp_requests, icmp_echo, icmp6_echo, ndp_adverts,
 	         ndp_solicits, pmtu_updates;
 	uint64_t conns_active;          /* current, not a counter */

@@ -82,6 +82,7 @@ struct kconn {
 	uint64_t qid;
 	uint64_t commit_off;
 	uint64_t arrival_us;
+	uint64_t start_ms;           /* accepted at (session_max_s) */
 	struct spool_msg msg;
 	char qid_txt[SPOOL_QID_LEN + 1];
 	int family;                  /* 4 or 6, for the tables */
@@ -115,6 +116,10 @@ struct kworker {
 	struct spool_rcpt *rcpts;    /* scratch for spool_begin */
 	unsigned max_rcpts;
 	char busy_reply[96];
+	char expired_reply[96];
+	const char *hostname;
+	unsigned per_client;         /* 0: no per-client limit */
+	uint64_t session_max_ms;     /* 0: no lifetime cap */
 };
 
 struct kio {
@@ -583,6 +588,20 @@ static void peer_names(struct kconn *c, const struct sockaddr_storage *ss)
 		 c->client);
 }
 
+/* Sessions this thread holds from @c's client: the same IPv4 address or
+ * the same IPv6 /64 (one site usually holds a whole /64). A walk over the
+ * thread's sessions: this path makes a syscall per connection anyway. */
+static unsigned client_sessions(const struct kworker *w, const struct kconn *c)
+{
+	const struct kconn *o;
+	size_t len = c->family == 4 ? 4 : 8;
+	unsigned n = 0;
+
+	for (o = w->conns; o; o = o->next)
+		n += o->family == c->family && !memcmp(o->addr, c->addr, len);
+	return n;
+}
+
 static void accept_all(struct kworker *w, int lfd)
 {
 	for (;;) {
@@ -605,10 +624,24 @@ static void accept_all(struct kworker *w, int lfd)
 			close(fd);
 			continue;
 		}
+		peer_names(c, &ss);
+		if (w->per_client && client_sessions(w, c) >= w->per_client) {
+			/* As Postfix's smtpd_client_connection_count_limit;
+			 * RFC 3463 X.7.0: security or policy status. */
+			char r[160];
+
+			w->st->sessions_client_limit++;
+			snprintf(r, sizeof(r), "421 4.7.0 %.60s Error: too many "
+				 "connections from %s\r\n", w->hostname, c->client);
+			(void)!send(fd, r, strlen(r), MSG_NOSIGNAL);
+			close(fd);
+			free(c);
+			continue;
+		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->fd = fd;
 		c->w = w;
-		peer_names(c, &ss);
+		c->start_ms = mono_ms();
 		c->next = w->conns;
 		if (w->conns)
 			w->conns->prev = c;
@@ -703,8 +736,22 @@ static void timeouts(struct kworker *w)
 
 	for (c = w->conns; c; c = next) {
 		next = c->next;
-		if (smtp_timeout(sess_smtp(c), now))
+		if (smtp_timeout(sess_smtp(c), now)) {
 			conn_drive(c);
+			continue;
+		}
+		/* Total lifetime cap: inactivity timeouts alone let a client
+		 * dripping a byte inside data_s keep its session forever. A
+		 * message waiting on the spool still gets its answer; any
+		 * other open transaction is aborted (RFC 5321 §3.8). */
+		if (w->session_max_ms == 0 || now - c->start_ms < w->session_max_ms ||
+		    c->pend != PEND_NONE)
+			continue;
+		w->st->sessions_expired++;
+		if (smtp_wants(sess_smtp(c)) == SMTP_WANT_INPUT ||
+		    smtp_wants(sess_smtp(c)) == SMTP_WANT_ANSWER)
+			smtp_write(c, w->expired_reply, strlen(w->expired_reply));
+		conn_free(c);
 	}
 }
 
@@ -930,6 +977,12 @@ struct kio *kio_create(const struct kio_params *p)
 		w->spool = spool_writer(p->spool, i);
 		snprintf(w->busy_reply, sizeof(w->busy_reply),
 			 "421 4.3.2 %.40s Too many connections\r\n", cfg->hostname);
+		snprintf(w->expired_reply, sizeof(w->expired_reply),
+			 "421 4.4.2 %.40s Error: session time limit exceeded\r\n",
+			 cfg->hostname);
+		w->hostname = cfg->hostname;
+		w->per_client = f->max_sessions_per_client;
+		w->session_max_ms = (uint64_t)f->session_max_s * 1000u;
 		w->smtp = smtp_server_create(&sc, &ops);
 		if (w->smtp == NULL) {
 			rc = errno;

@@ -12,8 +12,14 @@
 #   3. clients that vanish (their host drops off the network) while holding
 #      the whole pool: newcomers get 421 until the timeouts free the pool,
 #      then the full pool is available again;
-#   4. a SYN flood (mxedge-bench --syn-flood, bounded) creates no sessions
-#      and costs no legitimate delivery.
+#   4. a SYN flood (mxedge-bench --syn-flood, bounded) from forged sources
+#      on the edge's own link (--addr 198.18.0.1/15: every forged source
+#      needs ARP, none answers) creates no sessions, costs no legitimate
+#      delivery, and the full pool is usable right after it;
+#   5. on a second edge with limits.max_sessions_per_client: 4 and
+#      limits.session_max_s: 7: more sessions from one address get
+#      421 4.7.0 while another address is served, and sessions dripping a
+#      byte a second inside DATA get 421 4.4.2 after 7 s, nothing kept.
 # Counters come from `mxedgectl stats --json` and the exit summary.
 #   test_abuse_dp.sh MXEDGE MXEDGECTL MXEDGE-SPOOL MXEDGE-BENCH
 set -euo pipefail
@@ -30,9 +36,9 @@ log="$work/log" sock="$work/control.sock" spool="$work/spool"
 pool=32 cmd_s=8 data_s=6
 fail() { echo "FAIL: $*" >&2; [ -f "$log" ] && tail -30 "$log" >&2; exit 1; }
 c() { "$ctl" --socket "$sock" "$@"; }
-# counter NAME: the worker's counter from mxedgectl stats --json
-# Sums the per-lcore rows of "stats" (the reply also carries a "total" row).
-counter() { c --json stats | $py -c "import json,sys; print(sum(l['$1'] for l in json.load(sys.stdin)['result'] if l.get('lcore') != 'total'))"; }
+# counter NAME: the workers' counter from mxedgectl stats --json (the
+# lcore rows; the "total" row would count everything twice)
+counter() { c --json stats | $py -c "import json,sys; print(sum(l['$1'] for l in json.load(sys.stdin)['result'] if l['lcore'] != 'total'))"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 # wait_file FILE SECONDS
 wait_file() { for _ in $(seq $(($2 * 10))); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
@@ -77,7 +83,7 @@ echo "leak:xsk_umem__create" >"$work/lsan.supp"   # as in test_smtp_dp.sh
 export LSAN_OPTIONS="suppressions=$work/lsan.supp"
 
 netns_spawn edge "$mxedge" --config "$work/mxedge.yaml" \
-  --port "af_xdp:$(netns_ifname edge client)" --addr 198.18.0.1/24 \
+  --port "af_xdp:$(netns_ifname edge client)" --addr 198.18.0.1/15 \
   --spool "$spool" --control "$sock" --duration 280 >"$log" 2>&1
 pid=$NETNS_LAST_PID
 for _ in $(seq 300); do
@@ -224,4 +230,74 @@ busy=$(sed -n 's/^mxedge: lcore .* sessions_busy=\([0-9]*\) .*/\1/p' "$log")
 "$spooltool" verify "$spool" | grep -q "messages=$delivered incomplete=0 torn_tail_bytes=0 damaged_bytes=0 corrupt_segments=0" \
   || fail "spool verify: $("$spooltool" verify "$spool"), $delivered delivered"
 echo "ok: memory $rss_full -> $rss_end KiB; $delivered messages, sessions_busy=$busy; spool clean"
+
+# 5. per-client limit and session lifetime cap, on a second edge with small
+# limits: the DPDK dataplane, then `mxedge --io=kernel` on the same link.
+per=4 life_s=7 data2_s=4
+cat >"$work/limits.yaml" <<EOF
+hostname: mx.abuse.test
+limits:
+  max_sessions: $pool
+  max_sessions_per_client: $per
+  session_max_s: $life_s
+timeouts:
+  command_s: 30
+  data_s: $data2_s
+EOF
+netns_exec client ip addr add 198.18.0.4/24 dev br0
+# limits_case NAME MXEDGE-ARGS...: runs one edge through both limits
+limits_case() {
+  local name=$1 r
+  shift
+  log="$work/log.$name" sock="$work/control.$name.sock" spool="$work/spool.$name"
+  netns_spawn edge "$mxedge" --config "$work/limits.yaml" "$@" --addr 198.18.0.1/15 \
+    --spool "$spool" --control "$sock" --duration 120 >"$log" 2>&1
+  pid=$NETNS_LAST_PID
+  for _ in $(seq 300); do
+    grep -q "running on" "$log" && [ -S "$sock" ] && break
+    kill -0 "$pid" 2>/dev/null || fail "$name: mxedge exited early"
+    sleep 0.1
+  done
+  grep -q "running on" "$log" || fail "$name: mxedge did not start in 30 s"
+  for _ in $(seq 20); do
+    netns_exec client ping -c1 -W1 198.18.0.1 >/dev/null 2>&1 && break
+  done
+  netns_spawn client $py "$clients" hold 198.18.0.1 $((per + 2)) "$work/per.$name.ready" \
+    --mode idle --wait 3 >"$work/per.$name.json" 2>&1
+  holder=$NETNS_LAST_PID
+  wait_file "$work/per.$name.ready" 60 || fail "$name: per-client holder did not open its connections"
+  grep -q "^accepted=$per busy=2 " "$work/per.$name.ready" || fail "$name: per-client: $(cat "$work/per.$name.ready")"
+  out=$(send 1)
+  [ "$out" = "sent=1 ok=0 codes=busy" ] || fail "$name: per-client: one more session from the same address: $out"
+  out=$(send 1 --src 198.18.0.4)
+  echo "$out" | grep -q "^sent=1 ok=1 " || fail "$name: per-client: another address was not served: $out"
+  wait "$holder" || fail "$name: per-client holder: $(cat "$work/per.$name.json")"
+  grep -q "4.7.0 mx.abuse.test Error: too many connections from 198.18.0.2" "$work/per.$name.json" \
+    || fail "$name: per-client: 421 4.7.0 wanted: $(cat "$work/per.$name.json")"
+  out=$(send 2)
+  echo "$out" | grep -q "^sent=2 ok=2 " || fail "$name: per-client: slots not given back after the sessions ended: $out"
+  echo "ok: $name: $per sessions per client address, more got 421 4.7.0, another address was served, slots came back"
+
+  netns_spawn client $py "$clients" hold 198.18.0.1 2 "$work/drip.$name.ready" \
+    --mode drip --drip 1 --wait $((life_s + 10)) >"$work/drip.$name.json" 2>&1
+  holder=$NETNS_LAST_PID
+  wait_file "$work/drip.$name.ready" 60 || fail "$name: drip holder did not open its connections"
+  wait "$holder" || fail "$name: drip holder: $(cat "$work/drip.$name.json")"
+  r="$work/drip.$name.json"
+  [ "$(json "$r" accepted)" = 2 ] || fail "$name: drip: $(cat "$r")"
+  [ "$(final "$r" "421 4.4.2")" = 2 ] || fail "$name: drip: session lifetime cap: $(cat "$r")"
+  $py -c "import sys; a, b, c = map(float, sys.argv[1:]); sys.exit(not ($life_s - 0.5 <= a and b <= $life_s + 3 and c < $data2_s))" \
+    "$(json "$r" since_open_min)" "$(json "$r" since_open_max)" "$(json "$r" final_after_max)" \
+    || fail "$name: drip: 421 4.4.2 not about $life_s s after connect (while bytes kept coming): $(cat "$r")"
+  kill -TERM "$pid"
+  rc=0; wait "$pid" || rc=$?
+  [ "$rc" = 0 ] || fail "$name: exit status $rc after SIGTERM"
+  "$spooltool" list "$spool" | grep -q "from=<stall@" && fail "$name: drip: a partial message was committed"
+  "$spooltool" verify "$spool" | grep -q "messages=3 incomplete=0 " \
+    || fail "$name: spool verify: $("$spooltool" verify "$spool")"
+  echo "ok: $name: dripping sessions got 421 4.4.2 $(json "$r" since_open_min)-$(json "$r" since_open_max) s after connect; nothing of them kept"
+}
+limits_case dpdk --port "af_xdp:$(netns_ifname edge client)"
+netns_exec edge ip addr add 198.18.0.1/15 dev "$(netns_ifname edge client)"
+limits_case kernel --io=kernel
 rm -rf "$work"

@@ -541,7 +541,7 @@ static uint64_t stat_by_name(struct ctx *x, const char *n, int *ok)
 	S(rx_frames) S(tx_frames) S(retransmits) S(fast_retransmits) S(rto_fired) S(syn_rcvd) S(rec_probes) S(tlp_probes)
 	S(syncookies_sent) S(syncookies_ok) S(challenge_acks) S(conns_accepted)
 	S(conns_connected) S(conns_reset) S(conns_timeout) S(time_wait_reused)
-	S(time_wait_recycled) S(arp_replies) S(arp_requests) S(icmp_echo) S(icmp6_echo)
+	S(time_wait_recycled) S(neigh_evicted) S(arp_replies) S(arp_requests) S(icmp_echo) S(icmp6_echo)
 	S(ndp_adverts) S(ndp_solicits) S(pmtu_updates) S(conns_active)
 #undef S
 	for (unsigned i = 0; i < TCP_DROP__COUNT; i++)

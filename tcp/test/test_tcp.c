@@ -538,6 +538,125 @@ static void test_checksum_offload(void **state)
 	tcp_destroy(st);
 }
 
+/* ---- neighbour table under a spoofed on-link SYN flood ---- */
+
+static const uint8_t us_mac[6] = { 2, 0, 0, 0, 0, 1 };
+
+static void host_mac(unsigned h, uint8_t mac[6])
+{
+	memcpy(mac, (const uint8_t[6]){ 2, 0, 0, 0, 1, 0 }, 6);
+	mac[5] = (uint8_t)h;
+}
+
+/* ARP who-has 198.18.0.1 from 198.18.0.h (a real host resolving us). */
+static void arp_from(struct tcp_stack *st, unsigned h, uint64_t now)
+{
+	uint8_t f[60] = { 0 }, mac[6];
+	host_mac(h, mac);
+	memset(f, 0xff, 6);
+	memcpy(f + 6, mac, 6);
+	f[12] = 8; f[13] = 6;
+	memcpy(f + 14, (const uint8_t[8]){ 0, 1, 8, 0, 6, 4, 0, 1 }, 8);
+	memcpy(f + 22, mac, 6);
+	memcpy(f + 28, (const uint8_t[4]){ 198, 18, 0, (uint8_t)h }, 4);
+	memcpy(f + 38, (const uint8_t[4]){ 198, 18, 0, 1 }, 4);
+	struct tcp_buf b = { .data = f, .len = 60 };
+	tcp_input(st, &b, now);
+}
+
+/* SYN to port 25 from 198.18.0.h (h >= 256: a forged 198.18.x.y source). */
+static void syn_from(struct tcp_stack *st, unsigned h, uint16_t sport, uint64_t now)
+{
+	uint8_t f[54] = { 0 }, mac[6];
+	host_mac(h & 0xff, mac);
+	memcpy(f, us_mac, 6);
+	memcpy(f + 6, mac, 6);
+	f[12] = 8;
+	uint8_t *ip = f + 14, *th = ip + 20;
+	ip[0] = 0x45; ip[3] = 40; ip[8] = 64; ip[9] = 6;
+	memcpy(ip + 12, (const uint8_t[4]){ 198, 18, (uint8_t)(h >> 8), (uint8_t)h }, 4);
+	memcpy(ip + 16, (const uint8_t[4]){ 198, 18, 0, 1 }, 4);
+	th[0] = (uint8_t)(sport >> 8); th[1] = (uint8_t)sport;
+	th[3] = 25;
+	th[7] = 1;
+	th[12] = 0x50; th[13] = 0x02; th[14] = 0xff; th[15] = 0xff;
+	struct tcp_buf b = { .data = f, .len = 54,
+	                     .rx_flags = TCP_RX_L3_CSUM_OK | TCP_RX_L4_CSUM_OK };
+	tcp_input(st, &b, now);
+}
+
+/* After a SYN from host h: the stack answered with a SYN-ACK straight to
+ * h's MAC (its neighbour entry survived), not with an ARP request. */
+static void assert_synack_to(struct cap *cp, unsigned h)
+{
+	uint8_t mac[6];
+	host_mac(h, mac);
+	assert_int_equal(cp->n, 1);
+	assert_memory_equal(cp->f[0], mac, 6);
+	assert_int_equal(cp->f[0][12], 8);
+	assert_int_equal(cp->f[0][13], 0);
+	assert_int_equal(cp->f[0][14 + 20 + 13], 0x12);
+}
+
+static void test_neigh_spoofed_flood(void **state)
+{
+	struct cap cp = { .n = 0 };
+	struct tcp_config c;
+	base_cfg(&c, NULL);
+	c.ops.ctx = &cp;
+	c.ops.tx_alloc = cap_alloc;
+	c.ops.tx_send = cap_send;
+	c.neigh_size = 8;
+	inet_pton(AF_INET, "255.254.0.0", &c.ip4_mask);   /* forged sources on-link */
+	c.max_conns = 64;
+	struct tcp_stack *st = tcp_create(&c);
+	assert_non_null(st);
+	assert_int_equal(tcp_listen(st, 25), 0);
+	uint64_t now = 1000000000ULL;
+
+	/* five real hosts resolve us and connect: five resolved entries */
+	for (unsigned h = 2; h <= 6; h++) {
+		cp.n = 0;
+		arp_from(st, h, now);
+		cp.n = 0;
+		syn_from(st, h, 40000, now);
+		assert_synack_to(&cp, h);
+	}
+	/* 2,000 SYNs from forged on-link sources, none of which answers ARP:
+	 * each SYN-ACK (or cookie) waits on an ARP request */
+	unsigned arps = 0;
+	for (unsigned i = 0; i < 2000; i++) {
+		cp.n = 0;
+		now += 1000000;   /* 1 ms: 1,000 SYNs/s, housekeeping runs */
+		syn_from(st, 256 + i, (uint16_t)(1000 + i), now);
+		for (unsigned k = 0; k < cp.n; k++)
+			arps += cp.f[k][12] == 8 && cp.f[k][13] == 6;
+	}
+	assert_true(arps >= 1000);   /* forged sources are still probed */
+	/* every real host keeps its MAC right after the flood */
+	for (unsigned h = 2; h <= 6; h++) {
+		cp.n = 0;
+		syn_from(st, h, 40001, now);
+		assert_synack_to(&cp, h);
+	}
+	/* a newcomer that ARPs for us gets an entry although the table is
+	 * full (it takes the oldest unresolved one), and is answered */
+	cp.n = 0;
+	arp_from(st, 7, now);
+	assert_int_equal(cp.n, 1);   /* our ARP reply */
+	cp.n = 0;
+	syn_from(st, 7, 40000, now);
+	assert_synack_to(&cp, 7);
+	struct tcp_stats s;
+	tcp_stats_get(st, &s);
+	assert_true(s.neigh_evicted >= 1000);
+	assert_int_equal(s.drops[TCP_DROP_NEIGH_FULL], 0);
+	/* cookies engaged at a quarter of the table: no more half-open state */
+	assert_true(s.conns_active <= 6 + 64 / 4);
+	assert_true(s.syncookies_sent >= 2000 - 64 / 4);
+	tcp_destroy(st);
+}
+
 static uint32_t syn_seq(struct cap *cp, unsigned i)
 {
 	const uint8_t *th = cp->f[i] + 34;
@@ -576,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_xfer_impaired),
 		cmocka_unit_test(test_syn_flood_memory_flat),
 		cmocka_unit_test(test_vlan_tagged_arp),
+		cmocka_unit_test(test_neigh_spoofed_flood),
 		cmocka_unit_test(test_checksum_offload),
 		cmocka_unit_test(test_isn_rfc6528),
 	};

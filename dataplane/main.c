@@ -412,6 +412,8 @@ static json_t *stats_row(int lc, const struct worker *wk,
 	PUT("not_for_us", st->tcp_drops[TCP_DROP_NOT_US]);
 	PUT("tcp_drops", tcp_drop_sum(st));
 	PUT("sessions_busy", st->sessions_busy);
+	PUT("sessions_client_limit", st->sessions_client_limit);
+	PUT("sessions_expired", st->sessions_expired);
 	PUT("clients_blocked", st->clients_blocked);
 	PUT("rcpt_rejected", st->rcpt_rejected);
 	PUT("store_errors", st->store_errors);
@@ -468,6 +470,7 @@ static json_t *admin_drops(void *arg)
 	} own[] = {
 #define F(n) { #n, offsetof(struct dp_lcore_stats, n) }
 		F(rx_dropped), F(tx_dropped), F(dispatch_full), F(sessions_busy),
+		F(sessions_client_limit), F(sessions_expired),
 		F(clients_blocked), F(rcpt_rejected), F(store_errors),
 #undef F
 	};
@@ -564,12 +567,15 @@ static void print_stats(uint16_t port)
 		       " sessions_busy=%" PRIu64 " clients_blocked=%" PRIu64
 		       " messages=%" PRIu64 " store_errors=%" PRIu64
 		       " rcpt_rejected=%" PRIu64 " dispatched=%" PRIu64
-		       " received=%" PRIu64 " dispatch_full=%" PRIu64 "\n", lc,
+		       " received=%" PRIu64 " dispatch_full=%" PRIu64
+		       " sessions_client_limit=%" PRIu64
+		       " sessions_expired=%" PRIu64 "\n", lc,
 		       st->rx_packets, st->rx_bytes, st->rx_bursts, st->tx_packets,
 		       st->tx_dropped, st->sessions, st->sessions_busy,
 		       st->clients_blocked, st->messages, st->store_errors,
 		       st->rcpt_rejected, st->dispatched, st->received,
-		       st->dispatch_full);
+		       st->dispatch_full, st->sessions_client_limit,
+		       st->sessions_expired);
 		if (workers[lc].dp) {
 			printf("mxedge: lcore %u tcp_drops=%" PRIu64 "\n", lc,
 			       dp_worker_tcp_drops(workers[lc].dp));

@@ -76,10 +76,12 @@ static json_t *admin_stats(void *arg)
 
 		spool_writer_stats(spool_writer(pi->spool, i), &ws);
 		json_array_append_new(arr, json_pack(
-			"{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			"thread", (int)i, "rx_bytes", (json_int_t)st->rx_bytes,
 			"sessions", (json_int_t)st->sessions,
 			"sessions_busy", (json_int_t)st->sessions_busy,
+			"sessions_client_limit", (json_int_t)st->sessions_client_limit,
+			"sessions_expired", (json_int_t)st->sessions_expired,
 			"messages", (json_int_t)st->messages,
 			"clients_blocked", (json_int_t)st->clients_blocked,
 			"rcpt_rejected", (json_int_t)st->rcpt_rejected,
@@ -144,10 +146,13 @@ static void print_stats(const struct dp_lcore_stats *stats, unsigned threads,
 		printf("mxedge: thread %u rx_bytes=%" PRIu64 " sessions=%" PRIu64
 		       " sessions_busy=%" PRIu64 " clients_blocked=%" PRIu64
 		       " messages=%" PRIu64 " store_errors=%" PRIu64
-		       " rcpt_rejected=%" PRIu64 " spool_syncs=%" PRIu64 "\n", i,
+		       " rcpt_rejected=%" PRIu64 " spool_syncs=%" PRIu64
+		       " sessions_client_limit=%" PRIu64
+		       " sessions_expired=%" PRIu64 "\n", i,
 		       st->rx_bytes, st->sessions, st->sessions_busy,
 		       st->clients_blocked, st->messages, st->store_errors,
-		       st->rcpt_rejected, ws.syncs);
+		       st->rcpt_rejected, ws.syncs, st->sessions_client_limit,
+		       st->sessions_expired);
 	}
 	fflush(stdout);
 }

@@ -38,7 +38,7 @@ fail() { echo "FAIL: $*" >&2; [ -f "$log" ] && tail -30 "$log" >&2; exit 1; }
 c() { "$ctl" --socket "$sock" "$@"; }
 # counter NAME: the workers' counter from mxedgectl stats --json (the
 # lcore rows; the "total" row would count everything twice)
-counter() { c --json stats | $py -c "import json,sys; print(sum(l['$1'] for l in json.load(sys.stdin)['result'] if l['lcore'] != 'total'))"; }
+counter() { c --json stats | $py -c "import json,sys; print(sum(l['$1'] for l in json.load(sys.stdin)['result'] if l.get('lcore') != 'total'))"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 # wait_file FILE SECONDS
 wait_file() { for _ in $(seq $(($2 * 10))); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
@@ -289,6 +289,12 @@ limits_case() {
   $py -c "import sys; a, b, c = map(float, sys.argv[1:]); sys.exit(not ($life_s - 0.5 <= a and b <= $life_s + 3 and c < $data2_s))" \
     "$(json "$r" since_open_min)" "$(json "$r" since_open_max)" "$(json "$r" final_after_max)" \
     || fail "$name: drip: 421 4.4.2 not about $life_s s after connect (while bytes kept coming): $(cat "$r")"
+  # The operator sees both refusals by reason (2 + 1 over the per-client
+  # limit, 2 sessions cut at the lifetime cap).
+  [ "$(counter sessions_client_limit)" = 3 ] \
+    || fail "$name: stats: sessions_client_limit=$(counter sessions_client_limit), want 3"
+  [ "$(counter sessions_expired)" = 2 ] \
+    || fail "$name: stats: sessions_expired=$(counter sessions_expired), want 2"
   kill -TERM "$pid"
   rc=0; wait "$pid" || rc=$?
   [ "$rc" = 0 ] || fail "$name: exit status $rc after SIGTERM"

@@ -50,14 +50,14 @@ fake "$t/io" dataplane/mxedge "  --io kernel|dpdk     where connections come fro
 fake "$t/io" dataplane/kio/mxedge-kio "usage: mxedge-kio"
 [ "$(mxedge_kernel_impl)" = io ] || fail "io build: impl $(mxedge_kernel_impl)"
 d=$(mxedge_describe); grep -qx "mxedge_kernel_impl=mxedge --io=kernel" <<<"$d" || fail "describe: $d"
-MXEDGE_SPOOL=/x/spool
+MXEDGE_SPOOL=/x/spool MXEDGE_CONFIG=/x/mxedge.yaml
 cmd=$(mxedge_fill "$PERF_MXEDGE_IO_CMD" "$t/io/dataplane/mxedge")
 [[ $cmd == "$t/io/dataplane/mxedge --io=kernel "*"--spool /x/spool"* ]] || fail "io command: $cmd"
 echo "ok: mxedge with --io -> mxedge --io=kernel ($cmd)"
 
 # The DPDK row: af_xdp on the sut's veth, the sut address, the spool.
 cmd=$(mxedge_fill "$PERF_MXEDGE_DPDK_CMD" /b/mxedge)
-[ "$cmd" = "/b/mxedge --port af_xdp:v1sutcli --addr 198.18.0.1/24 --smtp-port 25 --spool /x/spool --hostname sut.bench.test --no-control" ] \
+[ "$cmd" = "/b/mxedge --config /x/mxedge.yaml --port af_xdp:v1sutcli --addr 198.18.0.1/24 --smtp-port 25 --spool /x/spool --hostname sut.bench.test --no-control" ] \
   || fail "dpdk command: $cmd"
 [ "$(mxedge_dpdk_session_limit)" = 1024 ] || fail "session limit $(mxedge_dpdk_session_limit)"
 grep -q "^#define SESSIONS_PER_LCORE 1024$" "$here/../../dataplane/main.c" \

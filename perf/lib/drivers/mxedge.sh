@@ -27,8 +27,8 @@ mxedge_find() {  # mxedge_find RELATIVE_PATH (PERF_MXEDGE_BUILD may name a build
   return 1
 }
 
-: "${PERF_MXEDGE_DPDK_CMD:={bin\} --port {port\} --addr {ip\}/24 --smtp-port 25 --spool {spool\} --hostname sut.bench.test --no-control}"
-: "${PERF_MXEDGE_IO_CMD:={bin\} --io=kernel --addr {ip\}/24 --smtp-port 25 --spool {spool\} --queues 2 --hostname sut.bench.test --no-control}"
+: "${PERF_MXEDGE_DPDK_CMD:={bin\} --config {config\} --port {port\} --addr {ip\}/24 --smtp-port 25 --spool {spool\} --hostname sut.bench.test --no-control}"
+: "${PERF_MXEDGE_IO_CMD:={bin\} --io=kernel --config {config\} --addr {ip\}/24 --smtp-port 25 --spool {spool\} --queues 2 --hostname sut.bench.test --no-control}"
 : "${PERF_MXEDGE_KIO_CMD:={bin\} --listen {addr\} --spool {spool\} --threads 2 --hostname sut.bench.test --quiet}"
 
 # The kernel-socket row, chosen in one place: `mxedge --io=kernel` (same
@@ -87,12 +87,17 @@ mxedge_fill() {  # mxedge_fill TEMPLATE BIN -> the command line
   cmd=${cmd//\{port\}/af_xdp:$(netns_ifname sut cli)}
   cmd=${cmd//\{relay\}/$PERF_SINK_ADDR:25}
   cmd=${cmd//\{spool\}/$MXEDGE_SPOOL}
+  cmd=${cmd//\{config\}/$MXEDGE_CONFIG}
   cmd=${cmd//\{bin\}/$2}
   echo "$cmd"
 }
 mxedge_spawn() {  # mxedge_spawn COMMAND...: in the sut namespace, more descriptors
   MXEDGE_SPOOL=$PERF_WORK/mxedge-spool
   rm -rf "$MXEDGE_SPOOL"; mkdir -p "$MXEDGE_SPOOL"
+  # Every load generator session comes from one address: the per-client
+  # limit (limits.max_sessions_per_client, 50 by default) would refuse them.
+  MXEDGE_CONFIG=$PERF_WORK/mxedge.yaml
+  printf 'limits:\n  max_sessions_per_client: 0\n' >"$MXEDGE_CONFIG"
   local cmd; cmd=$(mxedge_fill "$1" "$2")
   echo "$cmd" >"$PERF_WORK/mxedge.cmd"
   # Idle sessions need a descriptor each on the kernel-socket path; root

@@ -134,7 +134,7 @@ echo "ok[$mode]: swaks ($qid3)"
 mac=$(sed -n 's/.*mac=\([0-9A-F:]*\).*/\1/p' "$log" | head -1)
 [ -n "$mac" ] || fail "no port MAC in the log"
 netns_exec client timeout 30 $py - "$cifname" "$mac" <<'EOF2' || fail "garbage sender"
-import os, random, socket, struct, sys
+import os, random, socket, struct, sys, time
 ifname, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', ''))
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((ifname, 0))
@@ -154,6 +154,11 @@ for i in range(2000):
     else:              # IPv6 with a lying payload length
         f = mac + src + b'\x86\xdd' + b'\x60\x00\x00\x00\xff\xff\x06\x40' + os.urandom(40)
     s.send(f)
+    # Paced (4,000 frames/s): the drop count below must see every frame,
+    # and a tap's kernel queue (1,000 frames) overflows when a loaded
+    # machine leaves the polling lcore off the CPU for a while.
+    if i % 100 == 99:
+        time.sleep(0.025)
 EOF2
 echo "ok[$mode]: 2000 garbage frames sent"
 

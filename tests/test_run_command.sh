@@ -38,10 +38,12 @@ if grep -q "SMTP on 198.18.0.1:25" "$log"; then
 fi
 if grep -q "mxedgectl stats" "$log"; then
   # The printed control and spool commands work as written, from the root.
-  (cd "$top" && build/release/control/mxedgectl stats | grep -q "^LCORE") || fail "printed mxedgectl stats failed"
+  (cd "$top" && build/release/control/mxedgectl stats | grep "^LCORE" >/dev/null) || fail "printed mxedgectl stats failed"
+  # grep reads the whole listing (the demo spool keeps earlier runs' mail):
+  # with -q, an early exit would SIGPIPE the lister and fail the pipeline.
   if grep -q "mxedge-spool list" "$log"; then
     cmd=$(grep -m1 'mxedge-spool list' "$log" | sed 's/^ *//')
-    (cd "$top" && bash -c "$cmd") | grep -q "to=<postmaster@example.test>" \
+    (cd "$top" && bash -c "$cmd") | grep "to=<postmaster@example.test>" >/dev/null \
       || fail "the message sent is not in the printed spool listing"
   fi
   echo "ok: the printed mxedgectl and mxedge-spool commands work"

@@ -46,6 +46,7 @@ struct dp_config {
 	enum dp_dispatch dispatch;
 	unsigned mem_mb;         /* memory when no hugepages are reserved */
 	bool force_no_huge;      /* use --no-huge even if hugepages exist */
+	unsigned idle_sleep_us;  /* nap of an idle worker lcore; 0 = busy-poll */
 	unsigned duration_s;     /* stop by itself after this long; 0 = run */
 	char eal_extra[256];     /* extra EAL arguments, space separated */
 	char control[108];       /* control socket path ("" = none) */
@@ -63,6 +64,7 @@ struct dp_config {
 };
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
+#define DP_IDLE_SLEEP_US 50 /* --idle-sleep default */
 
 /* Most worker lcores (and queues) one process runs. */
 #define DP_MAX_WORKERS 64

@@ -41,6 +41,10 @@ void dp_usage(void *fp)
 "  --xdp-prog PATH      af_xdp: XDP object the PMD attaches (the shield)\n"
 "  --mem MB             memory without hugepages (default 512)\n"
 "  --no-huge            do not use hugepages even when reserved\n"
+"  --idle-sleep US      a worker lcore idle for 20 us naps US, doubling up to\n"
+"                       1 ms while nothing arrives, so an idle edge leaves its\n"
+"                       CPU to others (default 50; 0 = always busy-poll, for\n"
+"                       cores dedicated to mxedge)\n"
 "  --duration SEC       stop by itself after SEC seconds (default: run)\n"
 "  --eal 'ARGS'         extra DPDK EAL arguments\n"
 "  --config FILE        configuration file (docs/CONFIG.md); options override it\n"
@@ -240,6 +244,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "xdp-prog", required_argument, NULL, 'x' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "no-huge", no_argument, NULL, 'H' },
+		{ "idle-sleep", required_argument, NULL, 'I' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "eal", required_argument, NULL, 'e' },
 		{ "control", required_argument, NULL, 'c' },
@@ -262,6 +267,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->queues = 1;
 	cfg->mem_mb = 512;
+	cfg->idle_sleep_us = DP_IDLE_SLEEP_US;
 	strcpy(cfg->control, DP_DEFAULT_CONTROL);
 	cfg_defaults(&cfg->file);
 	cfg->smtp_port = 25;
@@ -333,6 +339,9 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			break;
 		case 'H':
 			cfg->force_no_huge = true;
+			break;
+		case 'I':
+			rc = parse_uint("--idle-sleep", optarg, 0, 10000, &cfg->idle_sleep_us);
 			break;
 		case 'd':
 			rc = parse_uint("--duration", optarg, 1, 86400 * 365,

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/prctl.h>
 
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
@@ -47,6 +48,10 @@
 #define STOP_LINGER_MS 300
 /* How often the worker publishes its TCP stack's counters. */
 #define SNAPSHOT_NS (100ull * 1000000ull)
+/* How long an lcore keeps polling an idle queue before it naps. */
+#define IDLE_SPIN_NS (20ull * 1000ull)
+/* Naps double while the queue stays idle, up to this (ns). */
+#define IDLE_NAP_MAX_NS 1000000L
 
 _Static_assert(TCP_DROP__COUNT <= DP_TCP_DROP_SLOTS,
 	       "dp_lcore_stats.tcp_drops is too small for enum tcp_drop");
@@ -700,12 +705,14 @@ refuse:
 	return NULL;
 }
 
-static void handle_events(struct dp_worker *w)
+/* Returns the number of events handled. */
+static unsigned handle_events(struct dp_worker *w)
 {
 	struct tcp_event ev[EV_BURST];
-	unsigned n, i;
+	unsigned n, i, total = 0;
 
 	while ((n = tcp_events(w->tcp, ev, EV_BURST)) > 0) {
+		total += n;
 		for (i = 0; i < n; i++) {
 			struct dp_sess *s;
 			bool fresh = false;
@@ -724,13 +731,16 @@ static void handle_events(struct dp_worker *w)
 				sess_drive(s);
 		}
 	}
+	return total;
 }
 
-/* Answers what the spool decided and retries parked sessions. */
-static void poll_pass(struct dp_worker *w)
+/* Answers what the spool decided and retries parked sessions; returns how
+ * many sessions got their answer. */
+static unsigned poll_pass(struct dp_worker *w)
 {
 	struct dp_sess *s = w->poll, *next;
 	int err = spool_writer_error(w->p.spool);
+	unsigned done = 0;
 	int rc;
 
 	for (; s; s = next) {
@@ -786,9 +796,11 @@ static void poll_pass(struct dp_worker *w)
 			poll_del(s);
 			break;
 		}
+		done++;
 		if (s->conn)
 			sess_drive(s);
 	}
+	return done;
 }
 
 /* Inactivity timeouts (the engine's), then the total lifetime cap: a
@@ -976,12 +988,13 @@ static void tx_relay(struct dp_worker *w)
 	}
 }
 
-static void rx_pass(struct dp_worker *w)
+/* Returns the frames taken from the queue and the hand-off ring. */
+static unsigned rx_pass(struct dp_worker *w)
 {
 	struct rte_mbuf *pkts[RX_BURST];
 	struct tcp_buf *bufs[2 * RX_BURST];
 	uint16_t n = 0, i;
-	unsigned k = 0, r;
+	unsigned k = 0, r = 0;
 
 	if (w->p.has_queue)
 		n = rte_eth_rx_burst(w->p.port, w->p.queue, pkts, RX_BURST);
@@ -1007,6 +1020,7 @@ static void rx_pass(struct dp_worker *w)
 	}
 	if (k)
 		tcp_input_burst(w->tcp, bufs, k, w->now_ns);
+	return n + r;
 }
 
 /* Publishes the TCP stack's counters for the control socket. */
@@ -1025,16 +1039,24 @@ int dp_worker_run(void *arg)
 {
 	struct dp_worker *w = arg;
 	uint64_t next_tick = 0, stop_at = 0, linger_until = 0, next_snap = 0;
+	uint64_t idle_since = 0;
+	const long nap_base = (long)w->p.cfg->idle_sleep_us * 1000;
+	struct timespec nap = { 0, nap_base };
+	unsigned work;
 	bool done = false;
 
 	tbl_reader_register();
+	/* Naps are short: without this the kernel rounds them up by its
+	 * default 50 us timer slack. */
+	if (nap_base)
+		prctl(PR_SET_TIMERSLACK, 1000ul, 0ul, 0ul, 0ul);
 	for (;;) {
 		w->now_ns = tsc_ns(w);
-		rx_pass(w);
+		work = rx_pass(w);
 		tcp_service(w->tcp, w->now_ns);
-		handle_events(w);
+		work += handle_events(w);
 		if (w->poll)
-			poll_pass(w);
+			work += poll_pass(w);
 		if (w->now_ns >= next_tick) {
 			timeouts(w);
 			next_tick = w->now_ns + 1000000000ull;
@@ -1064,10 +1086,29 @@ int dp_worker_run(void *arg)
 			}
 		}
 		tcp_service(w->tcp, w->now_ns);
+		work += w->ntx;
 		tx_flush(w);
 		if (w->p.tx_ring && w->p.has_queue)
 			tx_relay(w);
 		tbl_quiescent();
+		/* Idle pacing: spin while traffic flows (a reply's answer comes
+		 * back within microseconds), nap once nothing has happened for
+		 * IDLE_SPIN_NS. On a box where the lcore shares its CPU (CI, a
+		 * small VM, the clients of a benchmark) a busy-polling idle
+		 * lcore takes the CPU from whoever would produce its next
+		 * frame. No syscall while there is work; --idle-sleep 0 keeps
+		 * pure polling for dedicated cores. */
+		if (work) {
+			idle_since = w->now_ns;
+			nap.tv_nsec = nap_base;
+		} else if (nap_base && w->now_ns - idle_since >= IDLE_SPIN_NS) {
+			nanosleep(&nap, NULL);
+			/* The longer the quiet, the longer the nap (an idle
+			 * edge costs next to no CPU), but never past the
+			 * spool's answer a session is waiting for. */
+			if (w->poll == NULL && nap.tv_nsec < IDLE_NAP_MAX_NS)
+				nap.tv_nsec *= 2;
+		}
 	}
 	tx_flush(w);
 	snapshot(w);

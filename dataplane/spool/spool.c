@@ -100,6 +100,11 @@ struct spool_durfile {
 	uint32_t magic;
 	uint32_t version;
 	_Atomic uint64_t durable;
+	/* fdatasync latency, for the control plane's metrics. Appended in
+	 * version 1's page: a file from an older writer reads as zeros. */
+	_Atomic uint64_t sync_count;
+	_Atomic uint64_t sync_ns_sum;
+	_Atomic uint64_t sync_bucket[SPOOL_SYNC_BUCKETS];
 };
 #define DURFILE_SIZE 4096
 
@@ -412,6 +417,11 @@ struct spool_writer *spool_writer(struct spool *sp, unsigned idx)
 
 /* ---- sync thread ------------------------------------------------------ */
 
+const uint64_t spool_sync_bound_ns[SPOOL_SYNC_BUCKETS - 1] = {
+	250000, 500000, 1000000, 2500000, 5000000, 10000000, 25000000,
+	50000000, 100000000, 250000000, 500000000, 1000000000,
+};
+
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -522,8 +532,19 @@ static void writer_sync(struct spool_writer *w)
 	if (dt > atomic_load_explicit(&w->sync_ns_max, memory_order_relaxed))
 		atomic_store_explicit(&w->sync_ns_max, dt, memory_order_relaxed);
 	atomic_store_explicit(&w->durable, upto, memory_order_release);
-	if (w->pub)
-		atomic_store_explicit(&w->pub->durable, upto, memory_order_release);
+	if (w->pub) {
+		struct spool_durfile *f = w->pub;
+		unsigned b = 0;
+
+		/* Only this thread writes these: relaxed add is enough, the
+		 * reader wants a consistent-enough snapshot, not a fence. */
+		while (b < SPOOL_SYNC_BUCKETS - 1 && dt > spool_sync_bound_ns[b])
+			b++;
+		atomic_fetch_add_explicit(&f->sync_bucket[b], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&f->sync_ns_sum, dt, memory_order_relaxed);
+		atomic_fetch_add_explicit(&f->sync_count, 1, memory_order_relaxed);
+		atomic_store_explicit(&f->durable, upto, memory_order_release);
+	}
 }
 
 static void *sync_main(void *arg)
@@ -1158,6 +1179,24 @@ void spool_reader_close(struct spool_reader *r)
 void spool_reader_report(const struct spool_reader *r, struct spool_recovery *rep)
 {
 	*rep = r->rep;
+}
+
+void spool_reader_sync_hist(const struct spool_reader *r, struct spool_sync_hist *h)
+{
+	unsigned i, b;
+
+	memset(h, 0, sizeof(*h));
+	for (i = 0; i < SPOOL_MAX_WRITERS; i++) {
+		const struct spool_durfile *f = r->w[i].pub;
+
+		if (f == NULL)
+			continue;
+		h->count += atomic_load_explicit(&f->sync_count, memory_order_relaxed);
+		h->sum_ns += atomic_load_explicit(&f->sync_ns_sum, memory_order_relaxed);
+		for (b = 0; b < SPOOL_SYNC_BUCKETS; b++)
+			h->bucket[b] += atomic_load_explicit(&f->sync_bucket[b],
+							     memory_order_relaxed);
+	}
 }
 
 /* Reads [from, to) of segment @name into r->buf. Returns 0 or -errno. */

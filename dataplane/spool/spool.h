@@ -165,6 +165,18 @@ struct spool_writer_stats {
 void spool_writer_stats(const struct spool_writer *w,
 			struct spool_writer_stats *st);
 
+/* fdatasync latency histogram, published by the spool owner's sync thread
+ * in DIR/w<N>.durable for other processes (the control plane's metrics).
+ * bucket[i] counts syncs that took at most spool_sync_bound_ns[i] (and more
+ * than the bound before it); the last bucket counts the slower ones. */
+#define SPOOL_SYNC_BUCKETS 13
+extern const uint64_t spool_sync_bound_ns[SPOOL_SYNC_BUCKETS - 1];
+struct spool_sync_hist {
+	uint64_t count;
+	uint64_t sum_ns;
+	uint64_t bucket[SPOOL_SYNC_BUCKETS];
+};
+
 /* --- Reading committed messages (control plane, tools, tests) ---------- */
 
 /* A committed message found by spool_scan(). Strings point into storage
@@ -233,6 +245,12 @@ int spool_reader_release(struct spool_reader *r, const uint64_t *keep);
 
 /* spool_reader_report - records/messages read and bytes skipped so far. */
 void spool_reader_report(const struct spool_reader *r, struct spool_recovery *rep);
+
+/* spool_reader_sync_hist - the fdatasync latency histogram summed over the
+ * writers this reader has seen (those spool_reader_poll() mapped so far).
+ * The files outlive the owner, so the counts keep growing across its
+ * restarts (a new spool directory starts from zero). */
+void spool_reader_sync_hist(const struct spool_reader *r, struct spool_sync_hist *h);
 
 /* spool_reader_close - free @r. NULL is a no-op. */
 void spool_reader_close(struct spool_reader *r);

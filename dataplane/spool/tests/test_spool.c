@@ -756,6 +756,54 @@ static void test_reader_respects_durable_offset(void **state)
 	assert_null(spool_reader_open("/nonexistent/mxedge-spool"));
 }
 
+/* The sync thread's fdatasync latencies reach another process through the
+ * durable files: every sync lands in exactly one bucket, the sum is the
+ * time spent, and a second run of the owner keeps counting. */
+static void test_reader_sync_histogram(void **state)
+{
+	struct spool *sp = open_spool(2, 0, 0, NULL);
+	struct spool_reader *r = spool_reader_open(dir);
+	struct spool_writer_stats st0, st1;
+	struct spool_sync_hist h;
+	uint64_t off, first, n = 0;
+	unsigned b;
+
+	assert_non_null(r);
+	spool_reader_sync_hist(r, &h);
+	assert_true(h.count == 0); /* nothing mapped yet */
+	for (int i = 0; i < 6; i++) {
+		off = put_message(spool_writer(sp, (unsigned)i % 2), "a@example.org",
+				  (const unsigned char *)"x\r\n", 3, 64, NULL);
+		assert_true(wait_durable(spool_writer(sp, (unsigned)i % 2), off));
+	}
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(reader_poll(r), 6);
+	spool_writer_stats(spool_writer(sp, 0), &st0);
+	spool_writer_stats(spool_writer(sp, 1), &st1);
+	spool_reader_sync_hist(r, &h);
+	assert_true(h.count >= 2);
+	assert_true(h.count == st0.syncs + st1.syncs);
+	for (b = 0; b < SPOOL_SYNC_BUCKETS; b++)
+		n += h.bucket[b];
+	assert_true(n == h.count);
+	assert_true(h.sum_ns > 0);
+	assert_true(h.sum_ns <= h.count * (st0.sync_ns_max > st1.sync_ns_max ?
+					   st0.sync_ns_max : st1.sync_ns_max));
+	for (b = 1; b < SPOOL_SYNC_BUCKETS - 1; b++)
+		assert_true(spool_sync_bound_ns[b] > spool_sync_bound_ns[b - 1]);
+	first = h.count;
+	spool_close(sp);
+	/* The owner restarts: the counts go on from where they were. */
+	sp = open_spool(2, 0, 0, NULL);
+	off = put_message(spool_writer(sp, 0), "b@example.org",
+			  (const unsigned char *)"y\r\n", 3, 64, NULL);
+	assert_true(wait_durable(spool_writer(sp, 0), off));
+	spool_reader_sync_hist(r, &h);
+	assert_true(h.count > first);
+	spool_close(sp);
+	spool_reader_close(r);
+}
+
 /* After a crash the reader skips the torn tail and continues with the
  * messages of the next run. */
 static void test_reader_after_torn_tail(void **state)
@@ -890,6 +938,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reader_respects_durable_offset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_after_torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_release, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_sync_histogram, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "edge_metrics.h"
 #include "relay.h"
 #include "spool.h"
 
@@ -1773,6 +1774,13 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
 		"mxedge_spool_damaged_bytes_total %" PRIu64 "\n",
 		r->stat_picked, r->stat_sent, r->stat_deferred, r->stat_bounced, queued, held,
 		(double)oldest / 1e6, conns, r->stat_conns, rep.damaged_bytes);
+	/* The receiving edge: spool sync latency, the dataplane's counters
+	 * and drops (asked on its control socket; it answers at once). */
+	if (emet_append(b, r->rd[SRC_MAIN], r->cfg->control_socket, 500) < 0) {
+		evbuffer_free(b);
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, "OK", b);

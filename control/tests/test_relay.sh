@@ -228,6 +228,10 @@ for want in 'mxedge_relay_recipients_total{status="sent"} 4' \
     '# TYPE mxedge_relay_messages_total counter'; do
   grep -qxF "$want" "$work/metrics.txt" || fail "metrics lack \"$want\": $(cat "$work/metrics.txt")"
 done
+# the spool writer's fdatasync latencies reach the relay's scrape
+grep -Eq '^mxedge_spool_sync_seconds_count [1-9]' "$work/metrics.txt" \
+  && grep -q '^mxedge_spool_sync_seconds_bucket{le="+Inf"} [1-9]' "$work/metrics.txt" \
+  || fail "no spool sync histogram: $(grep spool_sync "$work/metrics.txt")"
 
 # ---- 3. kill -9 during a burst, restart: nothing lost ----------------------
 n3=150

@@ -381,7 +381,8 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		}
 		if (!strcmp(key, "spool") || !strcmp(key, "limits") ||
 		    !strcmp(key, "timeouts") || !strcmp(key, "control") ||
-		    !strcmp(key, "smtp") || !strcmp(key, "relay"))
+		    !strcmp(key, "smtp") || !strcmp(key, "relay") ||
+		    !strcmp(key, "state"))
 			return walk_section(w, v, key);
 		if (!strcmp(key, "domains"))
 			return walk_domains(w, v);
@@ -391,7 +392,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			return get_entries(w, v, key, &c->allowlist, &c->nallowlist);
 		return fail_at(w, k, "unknown key \"%s\" (expected: hostname, io, port, "
 			       "queues, listen, spool, limits, timeouts, control, smtp, "
-			       "relay, domains, blocklist, allowlist)", key);
+			       "relay, state, domains, blocklist, allowlist)", key);
 	}
 	if (!strcmp(sect, "spool")) {
 		if (!strcmp(key, "dir"))
@@ -436,6 +437,16 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			return 0;
 		}
 		return fail_at(w, k, "unknown key \"%s\" in control (expected: socket)", key);
+	}
+	if (!strcmp(sect, "state")) {
+		if (!strcmp(key, "dir")) {
+			if (get_str(w, v, "state.dir", c->state_dir, sizeof(c->state_dir)))
+				return w->rc;
+			if (c->state_dir[0] != '/')
+				return fail_at(w, v, "state.dir: expected an absolute path");
+			return 0;
+		}
+		return fail_at(w, k, "unknown key \"%s\" in state (expected: dir)", key);
 	}
 	if (!strcmp(sect, "smtp")) {
 		if (!strcmp(key, "bare_lf")) {

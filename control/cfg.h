@@ -70,6 +70,10 @@ struct cfg {
 	char spool_dir[256];
 	unsigned spool_segment_mb;
 	char control_socket[108];
+	/* Where the dataplane keeps changes made through its control socket
+	 * (state.json, a delta over this file) and its audit log; "" = keep
+	 * them in memory only (lost at restart). */
+	char state_dir[256];
 	uint64_t max_message_size;
 	unsigned max_sessions;
 	unsigned max_sessions_per_client; /* per address (IPv6: per /64); 0 = off */

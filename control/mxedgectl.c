@@ -5,6 +5,7 @@
  *
  * KEY=VALUE pairs become the request's "args" (integers and true/false are
  * sent as JSON numbers and booleans); --args '{...}' passes JSON as is.
+ * "config get" is the same as "config.get" (a group word and a verb).
  * Output is a human table by default, the raw JSON reply with --json.
  * Exit status: 0 ok, 1 the command failed, 2 usage or connection error.
  */
@@ -28,7 +29,8 @@ static void usage(FILE *f)
 "  --json          print the JSON reply instead of a table\n"
 "  --timeout SEC   give up waiting for a reply after SEC seconds (default 10)\n"
 "\n"
-"'mxedgectl help' lists the commands the running edge offers.\n");
+"'mxedgectl help' lists the commands the running edge offers; a command may\n"
+"be given as two words: 'mxedgectl config get' = 'mxedgectl config.get'.\n");
 }
 
 /* A value as the user typed it: integer, boolean or string. */
@@ -153,7 +155,8 @@ int main(int argc, char **argv)
 	json_t *args = json_object(), *reply, *err;
 	bool as_json = false;
 	int timeout_s = 10, c, status;
-	char *end;
+	char *end, joined[128];
+	const char *cmd;
 
 	if (sock == NULL || *sock == '\0')
 		sock = DEFAULT_SOCKET;
@@ -196,6 +199,15 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	cmd = argv[optind];
+	if (strchr(cmd, '.') == NULL && optind + 1 < argc && strchr(argv[optind + 1], '=') == NULL) {
+		int n = snprintf(joined, sizeof(joined), "%s.%s", cmd, argv[optind + 1]);
+
+		if (n > 0 && (size_t)n < sizeof(joined)) {
+			cmd = joined;
+			optind++;
+		}
+	}
 	for (int i = optind + 1; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 
@@ -206,7 +218,7 @@ int main(int argc, char **argv)
 		*eq = '\0';
 		json_object_set_new(args, argv[i], typed_value(eq + 1));
 	}
-	reply = ctl_call(sock, argv[optind], args, timeout_s * 1000);
+	reply = ctl_call(sock, cmd, args, timeout_s * 1000);
 	json_decref(args);
 	if (reply == NULL) {
 		fprintf(stderr, "mxedgectl: cannot talk to mxedge at %s: %s\n", sock,

@@ -61,6 +61,7 @@ struct dp_config {
 	uint16_t smtp_port;      /* default 25 */
 	char hostname[254];      /* greeting, EHLO, Received: */
 	char spool_dir[256];
+	char state_dir[256];     /* state.json + audit.log; "" = in memory */
 };
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
@@ -241,8 +242,16 @@ int dp_eal_argv(const struct dp_config *cfg, char **argv, int max,
 /* dp_hugepages_free - free hugepages the kernel reports (0 if none). */
 long dp_hugepages_free(void);
 
-/* Control-socket commands of an edge process (dp_admin.c). */
+/*
+ * Control socket of an edge process (dp_admin.c), shared by the DPDK and
+ * the --io=kernel main: policy tables, live knobs, their persistence
+ * (STATE_DIR/state.json, a delta over the YAML file) and the audit log
+ * (STATE_DIR/audit.log). Everything here runs in the supervisor thread,
+ * never on an lcore; changes reach the lcores through RCU (tables.h).
+ */
+struct dp_admin_priv;
 struct dp_admin {
+	/* Filled by the caller before dp_admin_start(). */
 	struct tbl_set *tables;
 	struct shield *shield;         /* XDP maps to mirror lists into, or NULL */
 	uint64_t (*now_ms)(void);      /* monotonic clock for TTLs */
@@ -252,19 +261,50 @@ struct dp_admin {
 	/* Drop counters by reason (array of {reason, lcore columns, total}),
 	 * for "stats view=drops"; NULL when the process has none. */
 	json_t *(*drops)(void *arg);
+	/* Accepted domains configured, which the workers read (RCPT accepts
+	 * every domain while it is 0); kept current by dp_admin_poll. */
+	volatile unsigned *ndomains;
+	struct dp_admin_priv *priv;    /* dp_admin.c's own */
 };
 
 /*
- * dp_admin_commands - the command table to serve with ctl_server_open(),
- * with a struct dp_admin * as its ctx: status, stats, shield, blocklist.*,
- * allowlist.*, domain.*. Sets *n to the number of commands. List changes go
- * to the RCU tables and, when adm->shield is set, to the XDP shield's maps
- * too, so a blocked source dies in the driver before it costs an lcore.
+ * dp_admin_start - bring up the edge's policy state: the YAML file's lists
+ * and domains (@cfg->file) into @a->tables and @a->shield, then the operator
+ * changes saved in @cfg->state_dir/state.json on top (expired TTL entries
+ * are skipped), the live knobs published to the workers (tbl_knobs), the
+ * audit log opened and, when @cfg->control is set, the control socket
+ * (its directory created if missing). Installs a SIGHUP handler that asks
+ * for a config.reload. Call before the workers start; @cfg is borrowed for
+ * the process' lifetime. Returns 0, or -errno with a message naming the file
+ * (and line) in @err. Undo with dp_admin_stop() in every case.
+ */
+int dp_admin_start(struct dp_admin *a, const struct dp_config *cfg,
+		   char *err, size_t errlen);
+
+/*
+ * dp_admin_poll - the supervisor's turn: serve the control socket (waiting
+ * up to @timeout_ms; sleeps that long without one), expire TTL entries once
+ * a second, run a reload SIGHUP asked for, refresh *a->ndomains.
+ */
+void dp_admin_poll(struct dp_admin *a, int timeout_ms);
+
+/* dp_admin_stop - close the control socket (unlinking it) and the audit
+ * log, free what dp_admin_start allocated. Safe after a failed start. */
+void dp_admin_stop(struct dp_admin *a);
+
+/*
+ * dp_admin_commands - the command table dp_admin_start serves (with a
+ * struct dp_admin * as ctx): status, stats, shield, blocklist.*,
+ * allowlist.*, domain.*, config.*, audit. Sets *n to the number of commands.
+ * Exposed for the control protocol's tests.
  */
 const struct ctl_command *dp_admin_commands(size_t *n);
 
-/* dp_admin_expire - drop expired list entries from the tables and the
- * shield (call about once a second from the supervisor loop). */
-void dp_admin_expire(struct dp_admin *a);
+/*
+ * dp_stats_put - add the SMTP counters every edge process reports (sessions,
+ * messages, refusals by reason) from @st to the stats row @row, so both
+ * modes name them alike. The caller adds its own keys before and after.
+ */
+void dp_stats_put(json_t *row, const struct dp_lcore_stats *st);
 
 #endif /* MXEDGE_DP_H */

@@ -58,6 +58,8 @@ void dp_usage(void *fp)
 "  --hostname NAME      name in the greeting, EHLO and Received: (hostname:)\n"
 "  --control PATH       control socket for mxedgectl (default " DP_DEFAULT_CONTROL ")\n"
 "  --no-control         no control socket\n"
+"  --state-dir DIR      keep control-socket changes (state.json) and the audit\n"
+"                       log in DIR (state.dir; default: in memory only)\n"
 "  --version            print the version\n"
 "  --help               this text\n");
 }
@@ -218,6 +220,7 @@ static int apply_file(struct dp_config *cfg, const char *path, bool *have_port)
 	strcpy(cfg->control, cfg->file.control_socket);
 	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", cfg->file.hostname);
 	snprintf(cfg->spool_dir, sizeof(cfg->spool_dir), "%s", cfg->file.spool_dir);
+	snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s", cfg->file.state_dir);
 	for (unsigned i = 0; i < cfg->file.nlisten; i++) {
 		if (apply_listen(cfg, cfg->file.listen[i]) < 0) {
 			fprintf(stderr, "mxedge: %s: listen: bad entry \"%s\"\n",
@@ -251,6 +254,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "config", required_argument, NULL, 'f' },
 		{ "check-config", no_argument, NULL, 'k' },
 		{ "no-control", no_argument, NULL, 'C' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "addr", required_argument, NULL, 'a' },
 		{ "smtp-port", required_argument, NULL, 'P' },
 		{ "spool", required_argument, NULL, 's' },
@@ -366,6 +370,15 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			break;
 		case 'C':
 			cfg->control[0] = '\0';
+			break;
+		case 'S':
+			if (strlen(optarg) >= sizeof(cfg->state_dir) || optarg[0] != '/') {
+				fprintf(stderr, "mxedge: --state-dir: expected an absolute path "
+					"shorter than %zu bytes\n", sizeof(cfg->state_dir));
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->state_dir, optarg);
+			}
 			break;
 		case 'a':
 			rc = parse_addr(cfg, "--addr", optarg, 24, 64);

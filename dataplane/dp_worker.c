@@ -1090,6 +1090,14 @@ int dp_worker_run(void *arg)
 		tx_flush(w);
 		if (w->p.tx_ring && w->p.has_queue)
 			tx_relay(w);
+		/* Live knobs (config.set/reload): copied before the
+		 * quiescent state that ends our hold on them. */
+		{
+			const struct tbl_knobs *kn = tbl_knobs(w->p.tables);
+
+			w->per_client = kn->max_sessions_per_client;
+			w->session_max_ms = (uint64_t)kn->session_max_s * 1000u;
+		}
 		tbl_quiescent();
 		/* Idle pacing: spin while traffic flows (a reply's answer comes
 		 * back within microseconds), nap once nothing has happened for
@@ -1147,8 +1155,8 @@ struct dp_worker *dp_worker_create(const struct dp_worker_params *p)
 		 "421 4.3.2 %.40s Too many connections\r\n", cfg->hostname);
 	snprintf(w->expired_reply, sizeof(w->expired_reply),
 		 "421 4.4.2 %.40s Error: session time limit exceeded\r\n", cfg->hostname);
-	w->per_client = f->max_sessions_per_client;
-	w->session_max_ms = (uint64_t)f->session_max_s * 1000u;
+	w->per_client = tbl_knobs(p->tables)->max_sessions_per_client;
+	w->session_max_ms = (uint64_t)tbl_knobs(p->tables)->session_max_s * 1000u;
 
 	memset(&tc, 0, sizeof(tc));
 	rte_eth_macaddr_get(p->port, &mac);

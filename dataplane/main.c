@@ -402,8 +402,7 @@ static json_t *stats_row(int lc, const struct worker *wk,
 	PUT("dispatched", st->dispatched);
 	PUT("received", st->received);
 	PUT("neigh_copies", st->neigh_copies);
-	PUT("sessions", st->sessions);
-	PUT("messages", st->messages);
+	dp_stats_put(o, st);
 	PUT("tcp_conns", st->tcp_conns_active);
 	PUT("rx_errors", rx_errors);
 	PUT("rx_dropped", st->rx_dropped);
@@ -411,12 +410,6 @@ static json_t *stats_row(int lc, const struct worker *wk,
 	PUT("dispatch_full", st->dispatch_full);
 	PUT("not_for_us", st->tcp_drops[TCP_DROP_NOT_US]);
 	PUT("tcp_drops", tcp_drop_sum(st));
-	PUT("sessions_busy", st->sessions_busy);
-	PUT("sessions_client_limit", st->sessions_client_limit);
-	PUT("sessions_expired", st->sessions_expired);
-	PUT("clients_blocked", st->clients_blocked);
-	PUT("rcpt_rejected", st->rcpt_rejected);
-	PUT("store_errors", st->store_errors);
 #undef PUT
 	return o;
 }
@@ -519,37 +512,6 @@ static json_t *admin_drops(void *arg)
 	return arr;
 }
 
-/* Creates the socket's directory (e.g. /run/mxedge) when missing. */
-static struct ctl_server *control_open(const char *path, struct dp_admin *adm)
-{
-	const struct ctl_command *cmds;
-	char dir[sizeof(((struct dp_config *)0)->control)];
-	struct ctl_server *cs;
-	char *slash;
-	size_t n;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash && slash != dir) {
-		*slash = '\0';
-		mkdir(dir, 0750);
-	}
-	cmds = dp_admin_commands(&n);
-	cs = ctl_server_open(path, cmds, n, adm);
-	if (cs == NULL)
-		fprintf(stderr, "mxedge: control socket %s: %s\n", path, strerror(errno));
-	return cs;
-}
-
-static int count_domain(const char *d, const struct tbl_domain_policy *pol,
-			void *arg)
-{
-	(void)d;
-	(void)pol;
-	++*(unsigned *)arg;
-	return 0;
-}
-
 static void print_stats(uint16_t port)
 {
 	struct rte_eth_stats es;
@@ -607,14 +569,12 @@ int main(int argc, char **argv)
 	time_t deadline;
 	struct tbl_set *tables = NULL;
 	struct shield *shield = NULL;
-	struct ctl_server *cs = NULL;
 	struct rte_eth_dev_info dinfo;
 	struct proc_info pi;
-	struct dp_admin adm;
-	uint64_t next_expire = 0;
+	struct dp_admin adm = { 0 };
 	struct spool *spool = NULL;
 	bool smtp_on, rss = false;
-	unsigned sessions = 0, nd, nw;
+	unsigned sessions = 0, nw;
 
 	rc = dp_config_parse(&cfg, argc - 1, argv + 1);
 	if (rc == 1)
@@ -757,21 +717,24 @@ int main(int argc, char **argv)
 					strerror(-rc));
 		}
 	}
+	rte_eth_dev_info_get(port, &dinfo);
+	pi = (struct proc_info){ &cfg, port, dinfo.driver_name, mono_ms() };
+	/* Lists (into the tables and the shield), domains, saved operator
+	 * changes, live knobs and the control socket, before the workers. */
+	adm = (struct dp_admin){ .tables = tables, .shield = shield, .now_ms = mono_ms,
+				 .status = admin_status, .stats = admin_stats,
+				 .drops = admin_drops, .arg = &pi, .ndomains = &domain_count };
 	{
 		char err[512];
 
-		if (dp_tables_load(tables, shield, &cfg.file, err, sizeof(err)) < 0) {
+		if (dp_admin_start(&adm, &cfg, err, sizeof(err)) < 0) {
 			fprintf(stderr, "mxedge: %s\n", err);
 			goto out;
 		}
 	}
-	rte_eth_dev_info_get(port, &dinfo);
-	pi = (struct proc_info){ &cfg, port, dinfo.driver_name, mono_ms() };
-	adm = (struct dp_admin){ .tables = tables, .shield = shield, .now_ms = mono_ms,
-				 .status = admin_status, .stats = admin_stats,
-				 .drops = admin_drops, .arg = &pi };
-	if (cfg.control[0] && (cs = control_open(cfg.control, &adm)) == NULL)
-		goto out;
+	if (!cfg.state_dir[0] && cfg.control[0])
+		printf("mxedge: no state.dir: changes made through the control socket "
+		       "last until restart\n");
 
 	if (smtp_on) {
 		struct spool_config sc = {
@@ -792,9 +755,6 @@ int main(int argc, char **argv)
 		       cfg.spool_dir, rep.messages, rep.incomplete, rep.torn_bytes,
 		       rep.corrupt_segments);
 	}
-	nd = 0;
-	tbl_domain_list(tables, count_domain, &nd);
-	domain_count = nd;
 	workers_live = nw;
 	RTE_LCORE_FOREACH_WORKER(lc) {
 		if (q == nw)
@@ -851,23 +811,13 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	deadline = cfg.duration_s ? time(NULL) + cfg.duration_s : 0;
-	/* The main lcore supervises: control socket, table expiry. */
+	/* The main lcore supervises: control socket, table expiry, reload. */
 	while (!stop_requested) {
 		if (deadline && time(NULL) >= deadline) {
 			stop_requested = 1;
 			break;
 		}
-		if (cs)
-			ctl_server_poll(cs, 100);
-		else
-			usleep(100 * 1000);
-		if (mono_ms() >= next_expire) {
-			dp_admin_expire(&adm);
-			next_expire = mono_ms() + 1000;
-		}
-		nd = 0;
-		tbl_domain_list(tables, count_domain, &nd);
-		domain_count = nd;
+		dp_admin_poll(&adm, 100);
 	}
 	rte_eal_mp_wait_lcore();
 	print_stats(port);
@@ -881,7 +831,7 @@ out:
 	}
 	spool_close(spool);
 	rings_free();
-	ctl_server_close(cs);
+	dp_admin_stop(&adm);
 	shield_close(shield);
 	tbl_destroy(tables);
 	rte_mempool_free(pool);

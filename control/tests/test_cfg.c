@@ -122,6 +122,32 @@ static void test_full(void **state)
 	cfg_free(&c);
 }
 
+/* state.dir: where the dataplane persists operator changes; empty by
+ * default (docs/CONFIG.md), and a relative path is refused. */
+static void test_state_dir(void **state)
+{
+	static const char good[] = "state:\n  dir: /var/lib/mxedge\n";
+	static const char rel[] = "state:\n  dir: var/lib\n";
+	static const char typo[] = "state:\n  dri: /x\n";
+	struct cfg c;
+	char err[512] = "";
+
+	(void)state;
+	cfg_defaults(&c);
+	assert_string_equal(c.state_dir, "");
+	assert_int_equal(cfg_load("s.yaml", good, strlen(good), &c, err, sizeof(err)), 0);
+	assert_string_equal(c.state_dir, "/var/lib/mxedge");
+	cfg_free(&c);
+	cfg_defaults(&c);
+	assert_int_equal(cfg_load("s.yaml", rel, strlen(rel), &c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "s.yaml:2:8: state.dir: expected an absolute path");
+	cfg_free(&c);
+	cfg_defaults(&c);
+	assert_int_equal(cfg_load("s.yaml", typo, strlen(typo), &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "s.yaml:2:3: unknown key \"dri\" in state"));
+	cfg_free(&c);
+}
+
 static void test_defaults_and_empty(void **state)
 {
 	struct cfg c;
@@ -244,6 +270,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_state_dir),
 		cmocka_unit_test(test_defaults_and_empty),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_file),

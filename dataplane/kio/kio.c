@@ -847,6 +847,14 @@ static void *worker_main(void *arg)
 			if (stop_pass(w, mono_ms() >= stop_at) == 0)
 				break;
 		}
+		/* Live knobs (config.set/reload): copied before the
+		 * quiescent state that ends our hold on them. */
+		{
+			const struct tbl_knobs *kn = tbl_knobs(w->k->p.tables);
+
+			w->per_client = kn->max_sessions_per_client;
+			w->session_max_ms = (uint64_t)kn->session_max_s * 1000u;
+		}
 		tbl_quiescent();
 	}
 	tbl_reader_unregister();
@@ -981,8 +989,8 @@ struct kio *kio_create(const struct kio_params *p)
 			 "421 4.4.2 %.40s Error: session time limit exceeded\r\n",
 			 cfg->hostname);
 		w->hostname = cfg->hostname;
-		w->per_client = f->max_sessions_per_client;
-		w->session_max_ms = (uint64_t)f->session_max_s * 1000u;
+		w->per_client = tbl_knobs(p->tables)->max_sessions_per_client;
+		w->session_max_ms = (uint64_t)tbl_knobs(p->tables)->session_max_s * 1000u;
 		w->smtp = smtp_server_create(&sc, &ops);
 		if (w->smtp == NULL) {
 			rc = errno;

@@ -75,60 +75,15 @@ static json_t *admin_stats(void *arg)
 		struct spool_writer_stats ws;
 
 		spool_writer_stats(spool_writer(pi->spool, i), &ws);
-		json_array_append_new(arr, json_pack(
-			"{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-			"thread", (int)i, "rx_bytes", (json_int_t)st->rx_bytes,
-			"sessions", (json_int_t)st->sessions,
-			"sessions_busy", (json_int_t)st->sessions_busy,
-			"sessions_client_limit", (json_int_t)st->sessions_client_limit,
-			"sessions_expired", (json_int_t)st->sessions_expired,
-			"messages", (json_int_t)st->messages,
-			"clients_blocked", (json_int_t)st->clients_blocked,
-			"rcpt_rejected", (json_int_t)st->rcpt_rejected,
-			"store_errors", (json_int_t)st->store_errors,
-			"spool_syncs", (json_int_t)ws.syncs,
-			"spool_full", (json_int_t)ws.full));
+		json_t *row = json_pack("{s:i, s:I}", "thread", (int)i,
+					"rx_bytes", (json_int_t)st->rx_bytes);
+
+		dp_stats_put(row, st);
+		json_object_set_new(row, "spool_syncs", json_integer((json_int_t)ws.syncs));
+		json_object_set_new(row, "spool_full", json_integer((json_int_t)ws.full));
+		json_array_append_new(arr, row);
 	}
 	return arr;
-}
-
-/* Creates the socket's directory (e.g. /run/mxedge) when missing. */
-static struct ctl_server *control_open(const char *path, struct dp_admin *adm)
-{
-	const struct ctl_command *cmds;
-	char dir[sizeof(((struct dp_config *)0)->control)];
-	struct ctl_server *cs;
-	char *slash;
-	size_t n;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash && slash != dir) {
-		*slash = '\0';
-		mkdir(dir, 0750);
-	}
-	cmds = dp_admin_commands(&n);
-	cs = ctl_server_open(path, cmds, n, adm);
-	if (cs == NULL)
-		fprintf(stderr, "mxedge: control socket %s: %s\n", path, strerror(errno));
-	return cs;
-}
-
-static int count_domain(const char *d, const struct tbl_domain_policy *pol,
-			void *arg)
-{
-	(void)d;
-	(void)pol;
-	++*(unsigned *)arg;
-	return 0;
-}
-
-static void update_domain_count(struct tbl_set *t)
-{
-	unsigned nd = 0;
-
-	tbl_domain_list(t, count_domain, &nd);
-	domain_count = nd;
 }
 
 /* spool_syncs next to messages shows the group commit at work: many
@@ -161,15 +116,14 @@ int kio_main(struct dp_config *cfg)
 {
 	struct tbl_set *tables = NULL;
 	struct spool *spool = NULL;
-	struct ctl_server *cs = NULL;
 	struct dp_lcore_stats *stats = NULL;
 	struct kio *k = NULL;
 	struct spool_recovery rep;
 	struct proc_info pi;
-	struct dp_admin adm;
+	struct dp_admin adm = { 0 };
 	struct sigaction sa;
 	struct kio_params kp;
-	uint64_t next_expire = 0, deadline;
+	uint64_t deadline;
 	unsigned threads = cfg->queues, sessions;
 	char err[512];
 	int status = 1;
@@ -179,11 +133,18 @@ int kio_main(struct dp_config *cfg)
 		fprintf(stderr, "mxedge: cannot create policy tables\n");
 		goto out;
 	}
-	if (dp_tables_load(tables, NULL, &cfg->file, err, sizeof(err)) < 0) {
+	/* Lists, domains, saved operator changes and live knobs, before any
+	 * worker starts; requests are served from the loop below only. */
+	adm = (struct dp_admin){ .tables = tables, .now_ms = mono_ms,
+				.status = admin_status, .stats = admin_stats,
+				.arg = &pi, .ndomains = &domain_count };
+	if (dp_admin_start(&adm, cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "mxedge: %s\n", err);
 		goto out;
 	}
-	update_domain_count(tables);
+	if (!cfg->state_dir[0] && cfg->control[0])
+		printf("mxedge: no state.dir: changes made through the control socket "
+		       "last until restart\n");
 	{
 		struct spool_config sc = {
 			.dir = cfg->spool_dir, .writers = threads,
@@ -223,11 +184,6 @@ int kio_main(struct dp_config *cfg)
 	if (k == NULL)
 		goto out;
 	pi = (struct proc_info){ cfg, spool, stats, threads, mono_ms() };
-	adm = (struct dp_admin){ .tables = tables, .now_ms = mono_ms,
-				.status = admin_status, .stats = admin_stats,
-				.arg = &pi };
-	if (cfg->control[0] && (cs = control_open(cfg->control, &adm)) == NULL)
-		goto out;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -259,19 +215,11 @@ int kio_main(struct dp_config *cfg)
 	fflush(stdout);
 
 	deadline = cfg->duration_s ? mono_ms() + cfg->duration_s * 1000ull : 0;
-	/* The main thread supervises: control socket, table expiry. */
+	/* The main thread supervises: control socket, table expiry, reload. */
 	while (!stop_requested) {
 		if (deadline && mono_ms() >= deadline)
 			break;
-		if (cs)
-			ctl_server_poll(cs, 100);
-		else
-			usleep(100 * 1000);
-		if (mono_ms() >= next_expire) {
-			dp_admin_expire(&adm);
-			next_expire = mono_ms() + 1000;
-		}
-		update_domain_count(tables);
+		dp_admin_poll(&adm, 100);
 	}
 	stop_requested = 1;
 	kio_join(k);
@@ -281,7 +229,7 @@ out:
 	kio_destroy(k);
 	/* Syncs whatever was appended; nothing unsynced was acknowledged. */
 	spool_close(spool);
-	ctl_server_close(cs);
+	dp_admin_stop(&adm);
 	tbl_destroy(tables);
 	free(stats);
 	return status;

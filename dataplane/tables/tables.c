@@ -49,6 +49,7 @@ struct dnode {
 struct tbl_set {
 	struct tbl_pset *lists[2];  /* RCU-published */
 	struct cds_lfht *domains;
+	struct tbl_knobs *knobs;    /* RCU-published, immutable once published */
 	pthread_mutex_t wlock;      /* serialises writers, never taken by readers */
 };
 
@@ -695,6 +696,30 @@ const struct tbl_domain_policy *tbl_domain_lookup(const struct tbl_set *t,
 	return node ? &caa_container_of(node, struct dnode, node)->pol : NULL;
 }
 
+/* ---- live knobs --------------------------------------------------------- */
+
+int tbl_knobs_set(struct tbl_set *t, const struct tbl_knobs *k)
+{
+	struct tbl_knobs *nk = malloc(sizeof(*nk)), *old;
+
+	if (nk == NULL)
+		return -ENOMEM;
+	*nk = *k;
+	writer_enter(t);
+	old = rcu_xchg_pointer(&t->knobs, nk);
+	/* A worker copies the fields before its next quiescent state; after
+	 * the grace period nobody holds the old copy. */
+	urcu_qsbr_synchronize_rcu();
+	writer_leave(t);
+	free(old);
+	return 0;
+}
+
+const struct tbl_knobs *tbl_knobs(const struct tbl_set *t)
+{
+	return rcu_dereference(((struct tbl_set *)t)->knobs);
+}
+
 /* ---- life cycle -------------------------------------------------------- */
 
 struct tbl_set *tbl_create(void)
@@ -706,9 +731,12 @@ struct tbl_set *tbl_create(void)
 	pthread_mutex_init(&t->wlock, NULL);
 	t->lists[TBL_ALLOW] = tbl_pset_new();
 	t->lists[TBL_BLOCK] = tbl_pset_new();
+	t->knobs = calloc(1, sizeof(*t->knobs));
 	t->domains = cds_lfht_new_flavor(64, 64, 0, CDS_LFHT_AUTO_RESIZE,
 					 &urcu_qsbr_flavor, NULL);
-	if (t->lists[0] == NULL || t->lists[1] == NULL || t->domains == NULL) {
+	if (t->lists[0] == NULL || t->lists[1] == NULL || t->domains == NULL ||
+	    t->knobs == NULL) {
+		free(t->knobs);
 		free(t->lists[0]);
 		free(t->lists[1]);
 		if (t->domains)
@@ -737,6 +765,7 @@ void tbl_destroy(struct tbl_set *t)
 				   dnode_free_rcu);
 	}
 	lfht_destroy_offline(&t->domains, 1);
+	free(t->knobs);
 	writer_leave(t);
 	/* nodes replaced or deleted earlier are still queued for call_rcu */
 	urcu_qsbr_barrier();

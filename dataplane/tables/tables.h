@@ -41,6 +41,17 @@ struct tbl_domain_policy {
 	bool greylist;
 };
 
+/*
+ * Live knobs: limits the control plane may change while sessions run
+ * (config.set, config.reload). Published as one immutable struct through
+ * the same QSBR domain as the lists, so a worker sees the old values or the
+ * new ones, never a mix, and never takes a lock to read them.
+ */
+struct tbl_knobs {
+	uint32_t max_sessions_per_client; /* per address (IPv6: /64); 0 = off */
+	uint32_t session_max_s;           /* total session lifetime; 0 = off */
+};
+
 struct tbl_set;
 struct tbl_pset;
 
@@ -119,7 +130,21 @@ int tbl_domain_set(struct tbl_set *t, const char *domain,
 /* tbl_domain_del - returns 0 or -ENOENT. */
 int tbl_domain_del(struct tbl_set *t, const char *domain);
 
+/*
+ * tbl_knobs_set - publish a copy of @k as the live knobs; returns once no
+ * reader can still see the previous copy (which is then freed). Returns 0
+ * or -ENOMEM (the previous knobs stay). tbl_create() starts with all zero.
+ */
+int tbl_knobs_set(struct tbl_set *t, const struct tbl_knobs *k);
+
 /* ---- reader side (registered QSBR threads) --------------------------- */
+
+/*
+ * tbl_knobs - the live knobs (never NULL). Like tbl_domain_lookup, the
+ * pointer is valid until the caller's next tbl_quiescent(): workers copy the
+ * fields they need once per loop iteration. Also callable by the writer.
+ */
+const struct tbl_knobs *tbl_knobs(const struct tbl_set *t);
 
 void tbl_reader_register(void);
 void tbl_reader_unregister(void);

@@ -327,6 +327,30 @@ static void test_concurrent_readers(void **state)
 	tbl_destroy(s.t);
 }
 
+/* Knobs start at zero (limits off), and a reader sees each published
+ * value whole; the previous copy is gone after tbl_knobs_set returns. */
+static void test_knobs(void **state)
+{
+	struct tbl_set *t = tbl_create();
+	struct tbl_knobs k = { .max_sessions_per_client = 7, .session_max_s = 60 };
+	const struct tbl_knobs *r;
+
+	(void)state;
+	assert_non_null(t);
+	r = tbl_knobs(t);
+	assert_non_null(r);
+	assert_int_equal(r->max_sessions_per_client, 0);
+	assert_int_equal(r->session_max_s, 0);
+	assert_int_equal(tbl_knobs_set(t, &k), 0);
+	k.max_sessions_per_client = 9; /* the table holds its own copy */
+	r = tbl_knobs(t);
+	assert_int_equal(r->max_sessions_per_client, 7);
+	assert_int_equal(r->session_max_s, 60);
+	assert_int_equal(tbl_knobs_set(t, &k), 0);
+	assert_int_equal(tbl_knobs(t)->max_sessions_per_client, 9);
+	tbl_destroy(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -337,6 +361,7 @@ int main(void)
 		cmocka_unit_test(test_domains),
 		cmocka_unit_test(test_bulk_swap),
 		cmocka_unit_test(test_concurrent_readers),
+		cmocka_unit_test(test_knobs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

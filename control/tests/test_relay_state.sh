@@ -147,17 +147,17 @@ start_control "$work/a.yaml" "$work/a.sock"
 wait_for 10 at_least "to=<tj@later.test>.*status=deferred" "$work/a.log" 1 \
   || fail "A: not deferred while the server is down"
 t0=$(now_ms)
-open_port 2600   # the server is back; the relay waits for its time anyway
 stop_control TERM
 start_control "$work/a.yaml" "$work/a.sock"
+[ $(( $(now_ms) - t0 )) -lt 12000 ] || fail "A: the restart took too long to test anything"
 one_attempt() { "$ctl" --socket "$work/a.sock" --json queue.list | grep -q '"attempts": *1'; }
 wait_for 3 one_attempt || fail "A: the restarted relay does not list the message with its 1 attempt"
+open_port 2600   # the server is back; the relay waits for its time anyway
 # The earliest retry is 18 s after the deferral: until 15 s, nothing.
-[ $(( $(now_ms) - t0 )) -lt 15000 ] || fail "A: the restart took too long to test anything"
 while [ $(( $(now_ms) - t0 )) -lt 15000 ]; do sleep 0.1; done
 [ "$(count "status=sent" "$work/a.log")" = 0 ] || fail "A: retried at once after the restart"
 [ "$(count "status=deferred" "$work/a.log")" = 1 ] || fail "A: tried again before its time"
-wait_for 30 at_least "to=<tj@later.test>.*status=sent" "$work/a.log" 1 \
+wait_for 60 at_least "to=<tj@later.test>.*status=sent" "$work/a.log" 1 \
   || fail "A: not delivered after its retry time"
 dt=$(( $(now_ms) - t0 ))
 [ "$dt" -ge 17000 ] || fail "A: delivered ${dt} ms after the deferral, before the backoff"
@@ -200,10 +200,11 @@ wait_for 10 sh -c "[ \$(ls '$work/spool-b' | grep -c '\\.seg\$') = 1 ]" \
 wait_for 10 grep -q "state log rewritten" "$work/control.out" || fail "B: state log not rewritten"
 # Rewritten again only once it doubled while the mail still pinned it.
 [ "$(count "state log rewritten" "$work/control.out")" -le 4 ] || fail "B: rewritten again and again"
-small() { [ "$(stat -c %s "$work/state-b/state.log")" -lt 4096 ]; }
-wait_for 10 small || fail "B: state log still $(stat -c %s "$work/state-b/state.log") bytes"
-grep -q "state log rewritten: [0-9]* -> [0-9]\{1,3\} bytes" "$work/control.out" \
-  || fail "B: the rewrite did not drop the lines of delivered mail"
+# 400 "S" lines alone take over 12 KB: a rewrite must have dropped most.
+shrunk() { awk '/state log rewritten/ && $7 * 4 < $5 { ok = 1 } END { exit !ok }' "$work/control.out"; }
+wait_for 10 shrunk || fail "B: no rewrite dropped the lines of delivered mail"
+size=$(stat -c %s "$work/state-b/state.log")
+[ "$size" -lt 8192 ] || fail "B: state log $size bytes"
 "$ctl" --socket "$work/b.sock" --json status | grep -q '"moved_to_store": *1' \
   || fail "B: status does not count the move"
 stop_control KILL

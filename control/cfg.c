@@ -497,6 +497,20 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		if (!strcmp(key, "max_msgs_per_conn"))
 			return get_uint(w, v, "relay.max_msgs_per_conn", 1, 100000,
 					&r->max_msgs_per_conn);
+		if (!strcmp(key, "tls_min_protocol")) {
+			static const char *const v_tls[] = { "TLSv1.2", "TLSv1.3", NULL };
+			int ch;
+
+			if (get_choice(w, v, "relay.tls_min_protocol", v_tls, &ch) == 0)
+				r->tls_min_version = ch ? 0x0304 : 0x0303;
+			return w->rc;
+		}
+		if (!strcmp(key, "compact_after"))
+			return get_duration(w, v, "relay.compact_after", 1, 100 * 86400,
+					    &r->compact_after_s);
+		if (!strcmp(key, "state_log_max"))
+			return get_u64(w, v, "relay.state_log_max", 4096, 1ULL << 40,
+				       &r->state_log_max);
 		if (!strcmp(key, "time_scale")) {
 			const char *s = scalar(v);
 			char *end;
@@ -512,7 +526,8 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		}
 		return fail_at(w, k, "unknown key \"%s\" in relay (expected: state_dir, "
 			       "log_file, socket, metrics, min_backoff, max_backoff, lifetime, timeout, "
-			       "concurrency, max_msgs_per_conn, time_scale)", key);
+			       "concurrency, max_msgs_per_conn, tls_min_protocol, compact_after, "
+			       "state_log_max, time_scale)", key);
 	}
 	return fail_at(w, k, "unknown section");
 }
@@ -565,6 +580,9 @@ void cfg_defaults(struct cfg *c)
 	c->relay.time_scale = 1.0;
 	c->relay.concurrency = 20;        /* Postfix default_destination_concurrency_limit */
 	c->relay.max_msgs_per_conn = 100;
+	c->relay.tls_min_version = 0x0303;   /* TLSv1.2 (RFC 8996 retired 1.0/1.1) */
+	c->relay.compact_after_s = 3600;
+	c->relay.state_log_max = 64ULL << 20;
 }
 
 int cfg_load(const char *source, const char *text, size_t len, struct cfg *c,

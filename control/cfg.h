@@ -23,9 +23,8 @@ struct cfg_entry {
 	unsigned line;
 };
 
-/* TLS policy of a relay route. Parsed and kept; the relay does not speak
- * STARTTLS yet (control/README.md), so it refuses "required" routes' mail
- * with a deferral rather than ever sending it in clear. */
+/* TLS policy of a relay route (STARTTLS, RFC 3207): never, when offered,
+ * or required (mail is deferred rather than ever sent in clear). */
 enum cfg_tls { CFG_TLS_NONE = 0, CFG_TLS_OPPORTUNISTIC = 1, CFG_TLS_REQUIRED = 2 };
 
 /* Where the relay sends a domain's mail: the customer's own server. */
@@ -57,6 +56,9 @@ struct cfg_relay {
 	double time_scale;       /* 0 < x <= 1, default 1 */
 	unsigned concurrency;    /* connections per destination, default 20 */
 	unsigned max_msgs_per_conn; /* messages per connection before QUIT, default 100 */
+	unsigned tls_min_version;   /* 0x0303 TLSv1.2 (default) or 0x0304 TLSv1.3 */
+	uint64_t compact_after_s;   /* copy mail deferred this long out of the spool (1h) */
+	uint64_t state_log_max;     /* rewrite the state log beyond this many bytes (64M) */
 };
 
 struct cfg {

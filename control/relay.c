@@ -27,10 +27,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "edge_metrics.h"
 #include "relay.h"
@@ -39,6 +45,11 @@
 #define TICK_US 10000          /* spool tail / retry scan period */
 #define SRC_MAIN 0             /* the dataplane's spool */
 #define SRC_BOUNCE 1           /* our own bounce spool */
+#define SRC_STORE 2            /* our store of long-deferred mail */
+#define NSRC 3
+#define IDX_MOVED UINT32_MAX   /* fkey.idx: the message moved to the store */
+#define WRITER_UNKNOWN 0xff    /* fkey.writer of lines without an offset */
+#define CMP_CHUNK (1u << 20)   /* bytes copied into the store per call */
 #define REPLY_MAX 4096         /* a longer reply line is a protocol error */
 
 enum rst {
@@ -71,6 +82,8 @@ struct rmsg {
 	unsigned char *data;
 	size_t len;
 	uint64_t next_try_us;      /* 0 = no retry scheduled */
+	char *client, *helo;       /* kept for the store copy's envelope */
+	uint64_t cmp_off;          /* store copy's BEGIN offset while moving */
 	uint64_t bounce_off;       /* bounce commit offset while R_BWAIT */
 	bool gone;                 /* removed; freed by the next tick */
 	bool hold;                 /* on hold (queue.hold): never tried */
@@ -96,10 +109,11 @@ struct rdest {
 	struct rjob *head, *tail;
 	size_t queued;
 	unsigned nconn, nwait;   /* connections; of them not yet ready */
+	unsigned plain_retry;    /* next connections to open without TLS */
 };
 
 enum cst { C_CONNECT, C_GREET, C_EHLO, C_HELO, C_MAIL, C_RCPT, C_DATA, C_DOT,
-	   C_RSET, C_QUIT };
+	   C_RSET, C_QUIT, C_STARTTLS, C_TLS };
 
 struct rconn {
 	struct rconn *next, *prev;
@@ -108,6 +122,10 @@ struct rconn {
 	struct bufferevent *bev;
 	enum cst st;
 	bool ready, pipelining, has_size, eightbit, utf8, dsn;
+	bool starttls;           /* the server offered STARTTLS (RFC 3207) */
+	bool tls_on;             /* the session is encrypted */
+	bool no_tls;             /* opportunistic retry in plaintext */
+	const char *fail_dsn;    /* status for conn_fail(); NULL = 4.4.1 */
 	uint64_t size_max;
 	char peer[340];          /* "host[ip]:port" for logs */
 	char remote[260];        /* host name for DSN Remote-MTA */
@@ -124,10 +142,23 @@ struct rconn {
 	char ext[512];           /* EHLO keywords seen, space separated */
 };
 
-/* (src, qid, recipient) that reached a final state, from the state log. */
+/* (src, qid, recipient) that reached a final state, from the state log,
+ * with where the message sits in its spool (writer, BEGIN offset) so a
+ * rewrite of the log can drop what lies below the low-water mark. */
 struct fkey {
 	uint64_t qid;
+	uint64_t off;
 	uint32_t idx;
+	uint8_t src, used, writer;
+	char kind;       /* 'S' sent, 'F' failed, 'M' moved to the store */
+	bool rt;         /* added by this process (not read from the log) */
+	bool mark;       /* state_rewrite(): an "M" whose store copy is queued */
+};
+
+/* Next attempt of a deferred message, from the state log ("T" lines). */
+struct tkey {
+	uint64_t qid, next_us;
+	uint32_t attempts;
 	uint8_t src, used;
 };
 
@@ -136,7 +167,20 @@ struct relay {
 	const struct cfg *cfg;
 	struct cfg_relay rc;
 	char hostname[254];
-	struct spool_reader *rd[2];
+	struct spool_reader *rd[NSRC];
+	struct spool *ssp;           /* the store of long-deferred mail */
+	struct spool_writer *sw;
+	struct rmsg *cmp;            /* being copied into the store */
+	struct spool_msg csm;
+	size_t cmp_done;
+	uint64_t cmp_commit;         /* its END offset once complete, else 0 */
+	uint64_t low[NSRC][SPOOL_MAX_WRITERS];  /* below: all final (state log) */
+	uint64_t seen[NSRC][SPOOL_MAX_WRITERS]; /* BEGIN offset + 1 read last */
+	uint64_t state_bytes;        /* size of the state log */
+	uint64_t state_limit;        /* rewrite it beyond this size */
+	struct tkey *tk;
+	size_t tk_size, tk_used;
+	uint64_t stat_compacted;
 	struct spool *bsp;           /* bounce spool (we are its writer) */
 	struct spool_writer *bw;
 	int statefd;
@@ -147,6 +191,8 @@ struct relay {
 	FILE *log;
 	struct event *tick;
 	struct evhttp *http;
+	SSL_CTX *ssl;                /* STARTTLS client context */
+	bool ssl_cas;                /* the system's CAs are loaded into it */
 	struct rmsg *msgs;           /* all messages in the queue */
 	size_t nmsgs;
 	struct rdest *dests;
@@ -197,8 +243,10 @@ static void mlog(struct relay *r, const char *prog, const char *qid, const char 
 	localtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	strftime(z, sizeof(z), "%z", &tm);
-	n = snprintf(line, sizeof(line), "%s.%06ld%.3s:%s %s mxedge/%s[%u]: %s: ", ts,
-		     now.tv_nsec / 1000, z, z + 3, r->hostname, prog, r->pid, qid);
+	/* Connection-level lines (TLS) carry no queue id, as in Postfix. */
+	n = snprintf(line, sizeof(line), "%s.%06ld%.3s:%s %s mxedge/%s[%u]: %s%s", ts,
+		     now.tv_nsec / 1000, z, z + 3, r->hostname, prog, r->pid, qid ? qid : "",
+		     qid ? ": " : "");
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))
 		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
@@ -228,21 +276,30 @@ static uint64_t fkey_hash(unsigned src, uint64_t qid, uint32_t idx)
 	return (qid ^ ((uint64_t)idx << 40) ^ ((uint64_t)src << 63)) * 0x9E3779B97F4A7C15ULL;
 }
 
-static bool fin_has(const struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
+static struct fkey *fin_get(const struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
 {
 	size_t mask, i;
 
 	if (r->fin_size == 0)
-		return false;
+		return NULL;
 	mask = r->fin_size - 1;
 	for (i = fkey_hash(src, qid, idx) & mask; r->fin[i].used; i = (i + 1) & mask)
 		if (r->fin[i].qid == qid && r->fin[i].idx == idx && r->fin[i].src == src)
-			return true;
-	return false;
+			return &r->fin[i];
+	return NULL;
 }
 
-static int fin_add(struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
+static bool fin_has(const struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
 {
+	return fin_get(r, src, qid, idx) != NULL;
+}
+
+/* Adds @k (its used flag is set here) unless its key is present. */
+static int fin_add(struct relay *r, struct fkey k)
+{
+	unsigned src = k.src;
+	uint64_t qid = k.qid;
+	uint32_t idx = k.idx;
 	size_t mask, i;
 
 	if (fin_has(r, src, qid, idx))
@@ -268,9 +325,62 @@ static int fin_add(struct relay *r, unsigned src, uint64_t qid, uint32_t idx)
 	mask = r->fin_size - 1;
 	for (i = fkey_hash(src, qid, idx) & mask; r->fin[i].used; i = (i + 1) & mask)
 		;
-	r->fin[i] = (struct fkey){ qid, idx, (uint8_t)src, 1 };
+	k.used = 1;
+	r->fin[i] = k;
 	r->fin_used++;
 	return 0;
+}
+
+static uint64_t tkey_hash(unsigned src, uint64_t qid)
+{
+	return (qid + src) * 0x9E3779B97F4A7C15ULL;
+}
+
+/* Records (or overwrites) the next attempt of (src, qid). */
+static int tk_put(struct relay *r, unsigned src, uint64_t qid, uint64_t next_us,
+		  uint32_t attempts)
+{
+	size_t mask, i;
+
+	if ((r->tk_used + 1) * 2 > r->tk_size) {
+		size_t ns = r->tk_size ? r->tk_size * 2 : 256;
+		struct tkey *nt = calloc(ns, sizeof(*nt));
+
+		if (nt == NULL)
+			return -ENOMEM;
+		for (size_t j = 0; j < r->tk_size; j++) {
+			if (!r->tk[j].used)
+				continue;
+			i = tkey_hash(r->tk[j].src, r->tk[j].qid) & (ns - 1);
+			while (nt[i].used)
+				i = (i + 1) & (ns - 1);
+			nt[i] = r->tk[j];
+		}
+		free(r->tk);
+		r->tk = nt;
+		r->tk_size = ns;
+	}
+	mask = r->tk_size - 1;
+	for (i = tkey_hash(src, qid) & mask; r->tk[i].used; i = (i + 1) & mask)
+		if (r->tk[i].qid == qid && r->tk[i].src == src)
+			break;
+	if (!r->tk[i].used)
+		r->tk_used++;
+	r->tk[i] = (struct tkey){ qid, next_us, attempts, (uint8_t)src, 1 };
+	return 0;
+}
+
+static const struct tkey *tk_get(const struct relay *r, unsigned src, uint64_t qid)
+{
+	size_t mask, i;
+
+	if (r->tk_size == 0)
+		return NULL;
+	mask = r->tk_size - 1;
+	for (i = tkey_hash(src, qid) & mask; r->tk[i].used; i = (i + 1) & mask)
+		if (r->tk[i].qid == qid && r->tk[i].src == src)
+			return &r->tk[i];
+	return NULL;
 }
 
 static bool held_has(const struct relay *r, unsigned src, uint64_t qid)
@@ -295,15 +405,23 @@ static void held_set(struct relay *r, unsigned src, uint64_t qid, bool on)
 		if (n == NULL)
 			return;
 		r->held = n;
-		r->held[r->nheld++] = (struct fkey){ qid, 0, (uint8_t)src, 1 };
+		r->held[r->nheld++] = (struct fkey){ .qid = qid, .src = (uint8_t)src, .used = 1 };
 	}
 }
 
-/* Reads the state log: lines "S|F SRC QID IDX"; a torn last line (no
- * newline, from a crash mid-write) and unreadable lines are skipped. */
+/*
+ * Reads the state log; a torn last line (no newline, from a crash
+ * mid-write) and unreadable lines are skipped. Lines:
+ *   S|F SRC QID IDX [W OFF]  recipient IDX final: sent, failed (bounce durable)
+ *   H|R SRC QID              put on hold, released
+ *   T SRC QID NEXT_US N      deferred: next attempt (wall clock), attempts so far
+ *   M SRC QID W OFF          moved into the store (SRC_STORE, same QID)
+ *   L SRC W OFF              every message of writer W below OFF is final
+ * W OFF is where the message's BEGIN record sits in its spool.
+ */
 static int state_load(struct relay *r)
 {
-	char line[128];
+	char line[160];
 	FILE *f;
 	int fd = dup(r->statefd);
 
@@ -316,29 +434,62 @@ static int state_load(struct relay *r)
 	}
 	while (fgets(line, sizeof(line), f)) {
 		char kind, id[SPOOL_QID_LEN + 2];
-		unsigned src, idx;
-		uint64_t qid;
+		unsigned src, idx, w, n;
+		uint64_t qid, off, next;
 
 		if (strchr(line, '\n') == NULL)
 			continue;
+		if (line[0] == 'L' && sscanf(line, "L %u %u %" SCNu64, &src, &w, &off) == 3 &&
+		    src < NSRC && w < SPOOL_MAX_WRITERS) {
+			if (off > r->low[src][w])
+				r->low[src][w] = off;
+			continue;
+		}
+		if (line[0] == 'T' &&
+		    sscanf(line, "T %u %12s %" SCNu64 " %u", &src, id, &next, &n) == 4 &&
+		    src < NSRC && spool_qid_parse(id, &qid) == 0) {
+			if (tk_put(r, src, qid, next, n) < 0)
+				goto nomem;
+			continue;
+		}
+		if (line[0] == 'M' &&
+		    sscanf(line, "M %u %12s %u %" SCNu64, &src, id, &w, &off) == 4 &&
+		    src < NSRC && w < SPOOL_MAX_WRITERS && spool_qid_parse(id, &qid) == 0) {
+			if (fin_add(r, (struct fkey){ .qid = qid, .off = off, .idx = IDX_MOVED,
+						     .src = (uint8_t)src, .writer = (uint8_t)w,
+						     .kind = 'M' }) < 0)
+				goto nomem;
+			continue;
+		}
 		/* "H|R SRC QID": put on hold, released (queue.hold/release). */
 		if ((line[0] == 'H' || line[0] == 'R') &&
-		    sscanf(line, "%c %u %12s", &kind, &src, id) == 3 && src <= SRC_BOUNCE &&
+		    sscanf(line, "%c %u %12s", &kind, &src, id) == 3 && src < NSRC &&
 		    spool_qid_parse(id, &qid) == 0) {
 			held_set(r, src, qid, kind == 'H');
 			continue;
 		}
-		if (sscanf(line, "%c %u %12s %u", &kind, &src, id, &idx) != 4 ||
-		    (kind != 'S' && kind != 'F') || src > SRC_BOUNCE ||
-		    spool_qid_parse(id, &qid) < 0)
+		n = (unsigned)sscanf(line, "%c %u %12s %u %u %" SCNu64, &kind, &src, id, &idx, &w,
+				     &off);
+		if ((n != 4 && n != 6) || (kind != 'S' && kind != 'F') || src >= NSRC ||
+		    idx == IDX_MOVED || spool_qid_parse(id, &qid) < 0)
 			continue;
-		if (fin_add(r, src, qid, idx) < 0) {
-			fclose(f);
-			return -ENOMEM;
+		/* Lines written before offsets were recorded are kept forever. */
+		if (n == 4 || w >= SPOOL_MAX_WRITERS) {
+			w = WRITER_UNKNOWN;
+			off = 0;
 		}
+		if (fin_add(r, (struct fkey){ .qid = qid, .off = off, .idx = idx,
+					     .src = (uint8_t)src, .writer = (uint8_t)w,
+					     .kind = kind }) < 0)
+			goto nomem;
 	}
 	fclose(f);
+	for (unsigned s = 0; s < NSRC; s++)
+		memcpy(r->seen[s], r->low[s], sizeof(r->seen[s]));
 	return 0;
+nomem:
+	fclose(f);
+	return -ENOMEM;
 }
 
 /* Writes and syncs the final states gathered since the last call: one
@@ -358,6 +509,7 @@ static void state_flush(struct relay *r)
 		}
 		done += (size_t)n;
 	}
+	r->state_bytes += done;
 	r->slen = 0;
 	if (r->state_dirty && fdatasync(r->statefd) < 0)
 		fprintf(stderr, "mxedge-control: state log sync: %s\n", strerror(errno));
@@ -369,12 +521,14 @@ static void state_line(struct relay *r, const char *line, int n);
 /* Records a final state (written by the next tick). */
 static void state_final(struct relay *r, struct rmsg *m, unsigned idx, bool sent)
 {
-	char line[64];
-	int n = snprintf(line, sizeof(line), "%c %u %s %u\n", sent ? 'S' : 'F', m->src,
-			 m->id, idx);
+	char line[96];
+	int n = snprintf(line, sizeof(line), "%c %u %s %u %u %" PRIu64 "\n", sent ? 'S' : 'F',
+			 m->src, m->id, idx, m->writer, m->off);
 
 	state_line(r, line, n);
-	(void)fin_add(r, m->src, m->qid, idx);
+	(void)fin_add(r, (struct fkey){ .qid = m->qid, .off = m->off, .idx = idx,
+				       .src = (uint8_t)m->src, .writer = (uint8_t)m->writer,
+				       .kind = sent ? 'S' : 'F', .rt = true });
 }
 
 /* Appends one line to the state log buffer (written by the next tick). */
@@ -403,6 +557,15 @@ static void state_line(struct relay *r, const char *line, int n)
 
 static void msg_free(struct relay *r, struct rmsg *m)
 {
+	if (r->cmp == m) {
+		/* Being copied into the store: an unfinished copy is
+		 * abandoned; a finished one without its "M" line is an
+		 * orphan that the next start ignores. */
+		if (r->cmp_commit == 0)
+			(void)spool_abort(r->sw, &r->csm);
+		r->cmp = NULL;
+		r->cmp_commit = 0;
+	}
 	if (m->prev)
 		m->prev->next = m->next;
 	else
@@ -420,6 +583,8 @@ static void msg_free(struct relay *r, struct rmsg *m)
 	free(m->rcpt);
 	free(m->from);
 	free(m->params);
+	free(m->client);
+	free(m->helo);
 	free(m->data);
 	free(m);
 }
@@ -572,8 +737,15 @@ static void msg_settle(struct relay *r, struct rmsg *m)
 	if (pending) {
 		uint64_t s = relay_backoff_s(&r->rc, m->attempts ? m->attempts : 1,
 					     (uint32_t)random());
+		char line[96];
+		int n;
 
 		m->next_try_us = now + scaled_us(r, s);
+		/* Persisted so that a restart keeps the backoff instead of
+		 * trying every deferred message at once. */
+		n = snprintf(line, sizeof(line), "T %u %s %" PRIu64 " %u\n", m->src, m->id,
+			     m->next_try_us, m->attempts);
+		state_line(r, line, n);
 	} else {
 		m->next_try_us = 0;
 	}
@@ -592,7 +764,7 @@ static struct rdest *dest_get(struct relay *r, const struct cfg_route *rt)
 	struct rdest *d;
 
 	for (d = r->dests; d; d = d->next)
-		if (d->port == rt->port && strcasecmp(d->host, rt->host) == 0)
+		if (d->port == rt->port && d->tls == rt->tls && strcasecmp(d->host, rt->host) == 0)
 			return d;
 	d = calloc(1, sizeof(*d));
 	if (d == NULL)
@@ -664,7 +836,7 @@ static void rcpt_result(struct relay *r, struct rmsg *m, unsigned idx, const cha
 /* A job ends: every recipient still in flight gets @code/@why (used for
  * connection failures; normal results were applied one by one). */
 static void job_end(struct relay *r, struct rjob *j, const char *relay, int code,
-		    const char *why, uint64_t t_conn, uint64_t t_ready)
+		    const char *why, const char *fdsn, uint64_t t_conn, uint64_t t_ready)
 {
 	struct rmsg *m = j->m;
 	char dsn[16];
@@ -676,7 +848,9 @@ static void job_end(struct relay *r, struct rjob *j, const char *relay, int code
 
 		/* The next hop's own enhanced code when it gave one; 4.4.1
 		 * (RFC 3463: no answer from host) when it gave none. */
-		if (said && strlen(said) > 11)
+		if (fdsn)
+			snprintf(dsn, sizeof(dsn), "%s", fdsn);
+		else if (said && strlen(said) > 11)
 			relay_dsn_of(code, said + 11, dsn);
 		else
 			snprintf(dsn, sizeof(dsn), "4.4.1");
@@ -717,15 +891,6 @@ static void msg_dispatch(struct relay *r, struct rmsg *m)
 			rcpt_result(r, m, i, "none", NULL, m->from[0] ? 451 : 550,
 				    m->from[0] ? "4.4.4" : "5.4.4",
 				    "no relay route for the recipient's domain", NULL, 0, 0, now);
-			continue;
-		}
-		if (dom->route.tls == CFG_TLS_REQUIRED) {
-			/* Never send in clear what the customer wants
-			 * encrypted: wait (and eventually expire) instead. */
-			rr->st = R_INFLIGHT;
-			rcpt_result(r, m, i, "none", NULL, 451, "4.7.4",
-				    "route requires TLS, which this relay does not offer yet",
-				    NULL, 0, 0, now);
 			continue;
 		}
 		d = dest_get(r, &dom->route);
@@ -815,7 +980,7 @@ static void conn_fail(struct rconn *c, int code, const char *why)
 	const char *relay = c->ready || c->st > C_CONNECT ? c->peer : "none";
 
 	if (c->job) {
-		job_end(r, c->job, relay, code, why, c->t_start, c->t_ready);
+		job_end(r, c->job, relay, code, why, c->fail_dsn, c->t_start, c->t_ready);
 		c->job = NULL;
 	}
 	/* Only when no other connection to it works: one failed connect
@@ -826,7 +991,7 @@ static void conn_fail(struct rconn *c, int code, const char *why)
 
 			d->head = j->next;
 			d->queued--;
-			job_end(r, j, relay, code, why, c->t_start, t);
+			job_end(r, j, relay, code, why, c->fail_dsn, c->t_start, t);
 		}
 		d->tail = NULL;
 	}
@@ -998,6 +1163,8 @@ static void ehlo_parse(struct rconn *c, const char *line)
 		c->utf8 = true;
 	else if (!strcasecmp(kw, "DSN"))
 		c->dsn = true;
+	else if (!strcasecmp(kw, "STARTTLS"))
+		c->starttls = true;
 	else if (!strcasecmp(kw, "SIZE")) {
 		c->has_size = true;
 		c->size_max = strtoull(line + n, NULL, 10);
@@ -1007,6 +1174,93 @@ static void ehlo_parse(struct rconn *c, const char *line)
 		strcat(c->ext, c->ext[0] ? " " : "");
 		strcat(c->ext, kw);
 	}
+}
+
+/* The session can carry mail: take the first job. */
+static void conn_ready(struct rconn *c)
+{
+	c->ready = true;
+	c->d->nwait--;
+	c->t_ready = now_us();
+	conn_next(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* After the server's 220 to STARTTLS: the TLS handshake, over the same
+ * socket (a bufferevent filter). Returns false when the connection is gone. */
+static bool conn_tls_start(struct rconn *c)
+{
+	struct relay *r = c->r;
+	struct timeval tv = { (time_t)r->rc.timeout_s, 0 };
+	struct bufferevent *tb;
+	unsigned char a6[16];
+	SSL *ssl;
+
+	/* Plaintext the server sent after its 220 would be read as if it
+	 * came over TLS (the STARTTLS command injection, CVE-2011-0411):
+	 * whatever arrived before the handshake is discarded. */
+	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+	if (!r->ssl_cas) {
+		/* Once, and only when TLS is used: the system's CAs make the
+		 * logged verification result meaningful. */
+		if (!SSL_CTX_set_default_verify_paths(r->ssl))
+			ERR_clear_error();
+		r->ssl_cas = true;
+	}
+	ssl = SSL_new(r->ssl);
+	if (ssl == NULL)
+		goto fail;
+	/* RFC 6066 §3: SNI carries host names, never address literals. */
+	if (inet_pton(AF_INET, c->d->host, a6) != 1 && inet_pton(AF_INET6, c->d->host, a6) != 1)
+		SSL_set_tlsext_host_name(ssl, c->d->host);
+	tb = bufferevent_openssl_filter_new(r->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+					    BEV_OPT_CLOSE_ON_FREE);
+	if (tb == NULL) {
+		SSL_free(ssl);
+		goto fail;
+	}
+	c->bev = tb; /* owns the plain one now */
+	/* Servers often close without close_notify after QUIT. */
+	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	bufferevent_setcb(tb, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_set_timeouts(tb, &tv, &tv);
+	bufferevent_enable(tb, EV_READ | EV_WRITE);
+	c->st = C_TLS;
+	return true;
+fail:
+	c->fail_dsn = "4.7.5";
+	conn_fail(c, 451, "cannot set up a TLS session (out of memory)");
+	return false;
+}
+
+/* The handshake is done: log it the way Postfix does, forget what the
+ * server said in clear and say EHLO again (RFC 3207 §4.2). */
+static void conn_tls_up(struct rconn *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	const SSL_CIPHER *ci = SSL_get_current_cipher(ssl);
+	X509 *cert = SSL_get_peer_certificate(ssl);
+	long vr = SSL_get_verify_result(ssl);
+	int alg = 0, bits = ci ? SSL_CIPHER_get_bits(ci, &alg) : 0;
+
+	/* Verification is not enforced yet (certificates and DANE are a
+	 * later issue), but its result is logged so operators see it. */
+	if (cert && vr != X509_V_OK)
+		mlog(c->r, "smtp", NULL, "certificate verification failed for %s: %s",
+		     c->peer, X509_verify_cert_error_string(vr));
+	mlog(c->r, "smtp", NULL, "%s TLS connection established to %s: %s with cipher %s "
+	     "(%d/%d bits)", cert == NULL ? "Anonymous" : vr == X509_V_OK ? "Trusted" :
+	     "Untrusted", c->peer, SSL_get_version(ssl), ci ? SSL_CIPHER_get_name(ci) : "?",
+	     bits, alg);
+	X509_free(cert);
+	c->tls_on = true;
+	c->pipelining = c->has_size = c->eightbit = c->utf8 = c->dsn = c->starttls = false;
+	c->size_max = 0;
+	c->ext[0] = '\0';
+	conn_send(c, "EHLO %s\r\n", c->r->hostname);
+	c->st = C_EHLO;
 }
 
 /* One complete reply: @code and its text (lines joined by spaces).
@@ -1047,11 +1301,47 @@ static bool conn_reply(struct rconn *c, int code, const char *text)
 			conn_fail(c, code / 100 == 5 ? 451 : code, why);
 			return false;
 		}
-		c->ready = true;
-		c->d->nwait--;
-		c->t_ready = now_us();
-		conn_next(c);
+		if (!c->tls_on && !c->no_tls && c->d->tls != CFG_TLS_NONE) {
+			if (c->starttls && c->st == C_EHLO) {
+				conn_send(c, "STARTTLS\r\n");
+				c->st = C_STARTTLS;
+				return true;
+			}
+			if (c->d->tls == CFG_TLS_REQUIRED) {
+				/* Never in clear what the customer wants
+				 * encrypted: deferred (and in the end
+				 * expired), like Postfix's "encrypt" level. */
+				char why[600];
+
+				snprintf(why, sizeof(why), "TLS is required, but was not "
+					 "offered by host %s", c->peer);
+				c->fail_dsn = "4.7.4";
+				conn_fail(c, 451, why);
+				return false;
+			}
+		}
+		conn_ready(c);
 		return true;
+	case C_STARTTLS:
+		if (code != 220) {
+			char why[1600];
+
+			if (c->d->tls != CFG_TLS_REQUIRED) {
+				/* Opportunistic: the session is still good
+				 * (RFC 3207 §4: a refusal changes nothing), go
+				 * on in clear. */
+				conn_ready(c);
+				return true;
+			}
+			snprintf(why, sizeof(why), "TLS is required, but host %s refused to "
+				 "start TLS: %s", c->peer, full);
+			c->fail_dsn = "4.7.4";
+			conn_fail(c, 451, why);
+			return false;
+		}
+		return conn_tls_start(c);
+	case C_TLS:
+		return true; /* nothing is read in clear once the handshake began */
 	case C_MAIL:
 		c->mail_code = code;
 		free(c->mail_text);
@@ -1176,8 +1466,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 			snprintf(text, sizeof(text), "%s", c->text);
 			c->tlen = 0;
 			c->text[0] = '\0';
-			if (!conn_reply(c, c->code, text))
-				return; /* the connection is gone */
+			if (!conn_reply(c, c->code, text) || c->bev != bev)
+				return; /* the connection is gone, or now speaks TLS */
 		}
 	}
 	if (evbuffer_get_length(in) > REPLY_MAX)
@@ -1187,13 +1477,40 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct rconn *c = arg;
-	char why[512];
+	char why[700];
 	static const char *const names[] = { "connect", "greeting", "EHLO", "HELO",
-		"MAIL FROM", "RCPT TO", "DATA", "end of DATA", "RSET", "QUIT" };
+		"MAIL FROM", "RCPT TO", "DATA", "end of DATA", "RSET", "QUIT", "STARTTLS",
+		"TLS handshake" };
 
-	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
-		c->st = C_GREET;
+		if (c->st == C_TLS)
+			conn_tls_up(c);
+		else
+			c->st = C_GREET;
+		return;
+	}
+	if (c->st == C_TLS) {
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		char ebuf[256];
+
+		if (e)
+			ERR_error_string_n(e, ebuf, sizeof(ebuf));
+		else
+			snprintf(ebuf, sizeof(ebuf), "%s", what & BEV_EVENT_TIMEOUT ?
+				 "timed out" : "lost connection");
+		snprintf(why, sizeof(why), "Cannot start TLS: handshake failure with %s: %s",
+			 c->peer, ebuf);
+		if (c->d->tls == CFG_TLS_OPPORTUNISTIC) {
+			/* As Postfix does at level "may" (smtp_connect.c,
+			 * tls_retry_plain): the same server again at once,
+			 * on a new connection, without TLS. */
+			mlog(c->r, "smtp", NULL, "%s; retrying in plaintext", why);
+			c->d->plain_retry++;
+			conn_free(c);
+			return;
+		}
+		c->fail_dsn = "4.7.5"; /* RFC 3463: cryptographic failure */
+		conn_fail(c, 451, why);
 		return;
 	}
 	if (c->st == C_QUIT) {
@@ -1225,6 +1542,10 @@ static void conn_open(struct relay *r, struct rdest *d)
 	c->r = r;
 	c->d = d;
 	c->t_start = now_us();
+	if (d->plain_retry) {
+		c->no_tls = true;
+		d->plain_retry--;
+	}
 	r->stat_conns++;
 	c->next = r->conns;
 	if (r->conns)
@@ -1306,9 +1627,30 @@ static int on_spooled(const struct spool_message *sm, void *arg)
 {
 	struct pick_ctx *pc = arg;
 	struct relay *r = pc->r;
+	const struct tkey *tk;
+	struct fkey *mv;
 	struct rmsg *m;
 	unsigned i, final = 0;
 
+	if (sm->writer < SPOOL_MAX_WRITERS) {
+		/* Below the low-water mark everything is final (the state
+		 * log was rewritten without those messages' lines). */
+		if (sm->off < r->low[pc->src][sm->writer])
+			return 0;
+		if (sm->off + 1 > r->seen[pc->src][sm->writer])
+			r->seen[pc->src][sm->writer] = sm->off + 1;
+	}
+	/* Moved into the store: that copy is the one to deliver. */
+	if (pc->src != SRC_STORE && fin_has(r, pc->src, sm->qid, IDX_MOVED))
+		return 0;
+	if (pc->src == SRC_STORE) {
+		/* A store copy counts only once its move is recorded, and
+		 * only at start-up: at run time the message it copies is
+		 * already in memory. */
+		mv = fin_get(r, SRC_MAIN, sm->qid, IDX_MOVED);
+		if (mv == NULL || mv->rt)
+			return 0;
+	}
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return -ENOMEM;
@@ -1319,13 +1661,15 @@ static int on_spooled(const struct spool_message *sm, void *arg)
 	spool_qid_format(sm->qid, m->id);
 	m->from = strdup(sm->env.mail_from);
 	m->params = strdup(sm->env.mail_params ? sm->env.mail_params : "");
+	m->client = strdup(sm->env.client_addr ? sm->env.client_addr : "");
+	m->helo = strdup(sm->env.helo ? sm->env.helo : "");
 	m->arrival_us = sm->env.arrival_us;
 	m->pickup_us = now_us();
 	m->nrcpt = sm->env.nrcpt;
 	m->rcpt = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->rcpt));
 	m->data = malloc(sm->len ? sm->len : 1);
 	m->len = sm->len;
-	if (!m->from || !m->params || !m->rcpt || !m->data)
+	if (!m->from || !m->params || !m->client || !m->helo || !m->rcpt || !m->data)
 		goto nomem;
 	memcpy(m->data, sm->data, sm->len);
 	for (i = 0; i < m->nrcpt; i++) {
@@ -1352,12 +1696,21 @@ static int on_spooled(const struct spool_message *sm, void *arg)
 		return 0;
 	}
 	r->stat_picked++;
+	tk = tk_get(r, m->src, m->qid);
+	if (tk) {
+		/* Deferred before a restart: keep its place in the backoff. */
+		m->attempts = tk->attempts;
+		if (tk->next_us > now_us())
+			m->next_try_us = tk->next_us;
+	}
 	if (held_has(r, m->src, m->qid)) {
 		m->hold = true; /* held before a restart: stays held */
 		mlog(r, "qmgr", m->id, "from=<%s>, size=%zu, nrcpt=%u (queue hold)", m->from,
 		     m->len, m->nrcpt);
 		return 0;
 	}
+	if (m->next_try_us)
+		return 0; /* tried by the retry scan when its time comes */
 	mlog(r, "qmgr", m->id, "from=<%s>, size=%zu, nrcpt=%u (queue active)", m->from,
 	     m->len, m->nrcpt);
 	msg_dispatch(r, m);
@@ -1371,31 +1724,296 @@ nomem:
 	free(m->rcpt);
 	free(m->from);
 	free(m->params);
+	free(m->client);
+	free(m->helo);
 	free(m->data);
 	free(m);
 	return -ENOMEM;
 }
 
-/* Deletes spool segments that hold nothing pending any more (once a
- * second): the lowest BEGIN offset of every queued message pins its
- * segment and all later ones of that writer. */
-static void release_segments(struct relay *r)
+/* The lowest BEGIN offset of every queued message per source and writer
+ * (UINT64_MAX: none): it pins its segment and all later ones. */
+static void pending_low(const struct relay *r, uint64_t keep[NSRC][SPOOL_MAX_WRITERS])
 {
-	static uint64_t keep[2][SPOOL_MAX_WRITERS];
-
-	for (unsigned s = 0; s < 2; s++)
+	for (unsigned s = 0; s < NSRC; s++)
 		for (unsigned w = 0; w < SPOOL_MAX_WRITERS; w++)
 			keep[s][w] = UINT64_MAX;
-	for (struct rmsg *m = r->msgs; m; m = m->next)
+	for (const struct rmsg *m = r->msgs; m; m = m->next)
 		if (!m->gone && m->writer < SPOOL_MAX_WRITERS && m->off < keep[m->src][m->writer])
 			keep[m->src][m->writer] = m->off;
-	for (unsigned s = 0; s < 2; s++) {
+	/* A copy into the store not yet recorded is not final either. */
+	if (r->cmp && r->cmp->cmp_off < keep[SRC_STORE][0])
+		keep[SRC_STORE][0] = r->cmp->cmp_off;
+}
+
+/* Deletes spool segments that hold nothing pending any more (once a
+ * second). */
+static void release_segments(struct relay *r)
+{
+	static uint64_t keep[NSRC][SPOOL_MAX_WRITERS];
+
+	pending_low(r, keep);
+	for (unsigned s = 0; s < NSRC; s++) {
 		int n = spool_reader_release(r->rd[s], keep[s]);
 
 		if (n < 0)
 			fprintf(stderr, "mxedge-control: releasing spool segments: %s\n",
 				strerror(-n));
 	}
+}
+
+/* ---- the store: long-deferred mail leaves the spool ------------------------
+ *
+ * A segment stays on disk while any message in it is pending, so one
+ * message deferred for days would pin every later segment of its writer
+ * (gigabytes). A message deferred for relay.compact_after is therefore
+ * copied, with the same queue id, into the relay's own store
+ * (state_dir/store, the spool format); once the copy is durable an "M" line
+ * (plus the recipients already final, its retry time and hold) is synced
+ * to the state log, and from then on the copy is the message: the original
+ * no longer pins its segment. One message is copied at a time, in pieces,
+ * so a large one never stalls the loop or overflows the store's ring. */
+
+static bool compactable(const struct relay *r, const struct rmsg *m, uint64_t now)
+{
+	return m->src == SRC_MAIN && !m->gone && (m->next_try_us || m->hold) &&
+	       now > m->arrival_us &&
+	       now - m->arrival_us >= scaled_us(r, r->rc.compact_after_s);
+}
+
+/* Starts copying @m: its BEGIN record. Returns 0, -EAGAIN (ring full), or
+ * another -errno. */
+static int compact_begin(struct relay *r, struct rmsg *m)
+{
+	struct spool_writer_stats st;
+	struct spool_envelope env;
+	struct spool_rcpt *to = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*to));
+	int rc;
+
+	if (to == NULL)
+		return -ENOMEM;
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		to[i] = (struct spool_rcpt){ m->rcpt[i].addr, m->rcpt[i].notify,
+					     m->rcpt[i].orcpt };
+	memset(&env, 0, sizeof(env));
+	env.arrival_us = m->arrival_us;
+	env.client_addr = m->client;
+	env.helo = m->helo;
+	env.mail_from = m->from;
+	env.mail_params = m->params;
+	env.nrcpt = m->nrcpt;
+	env.rcpts = to;
+	/* Everything appended so far is published: the BEGIN goes here. */
+	spool_writer_stats(r->sw, &st);
+	rc = spool_begin(r->sw, &r->csm, m->qid, &env);
+	free(to);
+	if (rc == 0) {
+		m->cmp_off = st.appended;
+		r->cmp = m;
+		r->cmp_done = 0;
+		r->cmp_commit = 0;
+	}
+	return rc;
+}
+
+/* The copy of r->cmp is durable: record the move and switch to it. */
+static void compact_commit(struct relay *r)
+{
+	struct rmsg *m = r->cmp;
+	char line[128];
+	int n;
+
+	n = snprintf(line, sizeof(line), "M %u %s %u %" PRIu64 "\n", m->src, m->id, m->writer,
+		     m->off);
+	state_line(r, line, n);
+	(void)fin_add(r, (struct fkey){ .qid = m->qid, .off = m->off, .idx = IDX_MOVED,
+				       .src = (uint8_t)m->src, .writer = (uint8_t)m->writer,
+				       .kind = 'M', .rt = true });
+	m->src = SRC_STORE;
+	m->writer = 0;
+	m->off = m->cmp_off;
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		if (m->rcpt[i].st == R_SENT || m->rcpt[i].st == R_FAILED)
+			state_final(r, m, i, m->rcpt[i].st == R_SENT);
+	if (m->hold) {
+		n = snprintf(line, sizeof(line), "H %u %s\n", m->src, m->id);
+		state_line(r, line, n);
+		held_set(r, m->src, m->qid, true);
+	}
+	if (m->next_try_us > 1) {
+		n = snprintf(line, sizeof(line), "T %u %s %" PRIu64 " %u\n", m->src, m->id,
+			     m->next_try_us, m->attempts);
+		state_line(r, line, n);
+	}
+	/* Synced before the original's segment can be released. */
+	state_flush(r);
+	r->stat_compacted++;
+	mlog(r, "qmgr", m->id, "moved from the spool to the relay store after %.0f s in the queue",
+	     (double)(now_us() - m->arrival_us) / 1e6);
+	r->cmp = NULL;
+	r->cmp_commit = 0;
+}
+
+/* One step of compaction (called once a second). */
+static void compact_tick(struct relay *r)
+{
+	uint64_t now = now_us();
+	int rc = 0;
+
+	if (r->cmp == NULL) {
+		struct rmsg *m;
+
+		for (m = r->msgs; m; m = m->next)
+			if (compactable(r, m, now))
+				break;
+		if (m == NULL || (rc = compact_begin(r, m)) != 0)
+			goto out;
+	}
+	while (r->cmp_commit == 0 && r->cmp_done < r->cmp->len) {
+		size_t n = r->cmp->len - r->cmp_done;
+
+		if (n > CMP_CHUNK)
+			n = CMP_CHUNK;
+		if ((rc = spool_data(r->sw, &r->csm, r->cmp->data + r->cmp_done, n)) != 0)
+			goto out;
+		r->cmp_done += n;
+	}
+	if (r->cmp_commit == 0 && (rc = spool_end(r->sw, &r->csm, &r->cmp_commit)) != 0)
+		goto out;
+	if (spool_durable(r->sw, r->cmp_commit))
+		compact_commit(r);
+out:
+	if (rc && rc != -EAGAIN) {
+		fprintf(stderr, "mxedge-control: relay store: %s\n", strerror(-rc));
+		if (r->cmp) {
+			(void)spool_abort(r->sw, &r->csm);
+			r->cmp = NULL;
+		}
+	}
+}
+
+/* ---- state log rewrite ------------------------------------------------------
+ *
+ * The log only grows (a line per final recipient, retry, hold). Past
+ * relay.state_log_max it is rewritten with what a restart still needs: per
+ * source and writer a low-water mark ("L": every message below it is final,
+ * so a restart skips those), the lines of messages at or above it, holds,
+ * and the next attempt of each deferred message. Written to a temporary
+ * file, synced, renamed over the log (atomic), directory synced. */
+static int state_rewrite(struct relay *r)
+{
+	static uint64_t low[NSRC][SPOOL_MAX_WRITERS];
+	char path[512], tmp[520];
+	struct fkey *keep = NULL;
+	size_t nkeep = 0, i;
+	uint64_t before = r->state_bytes;
+	FILE *f = NULL;
+	int fd = -1, dfd = -1, e = 0;
+
+	state_flush(r);
+	pending_low(r, low);
+	for (unsigned s = 0; s < NSRC; s++)
+		for (unsigned w = 0; w < SPOOL_MAX_WRITERS; w++)
+			if (r->seen[s][w] < low[s][w])
+				low[s][w] = r->seen[s][w]; /* not read yet: not final */
+	snprintf(path, sizeof(path), "%s/state.log", r->rc.state_dir);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		e = errno;
+		goto fail;
+	}
+	fd = -1;
+	keep = calloc(r->fin_used ? r->fin_used : 1, sizeof(*keep));
+	if (keep == NULL) {
+		e = ENOMEM;
+		goto fail;
+	}
+	for (unsigned s = 0; s < NSRC; s++)
+		for (unsigned w = 0; w < SPOOL_MAX_WRITERS; w++)
+			if (low[s][w])
+				fprintf(f, "L %u %u %" PRIu64 "\n", s, w, low[s][w]);
+	/* An "M" line stays while its store copy is queued (a restart
+	 * accepts a store copy only with one) or while the original is
+	 * above the low-water mark (a restart skips it only with one). */
+	for (struct rmsg *m = r->msgs; m; m = m->next) {
+		struct fkey *k = m->src == SRC_STORE ? fin_get(r, SRC_MAIN, m->qid, IDX_MOVED) : NULL;
+
+		if (k)
+			k->mark = true;
+	}
+	for (i = 0; i < r->fin_size; i++) {
+		struct fkey *k = &r->fin[i];
+		char id[SPOOL_QID_LEN + 1];
+		bool mark = k->mark;
+
+		k->mark = false;
+		if (!k->used || (!mark && k->writer != WRITER_UNKNOWN &&
+				 k->off < low[k->src][k->writer]))
+			continue;
+		keep[nkeep++] = *k;
+		spool_qid_format(k->qid, id);
+		if (k->kind == 'M')
+			fprintf(f, "M %u %s %u %" PRIu64 "\n", k->src, id, k->writer, k->off);
+		else if (k->writer == WRITER_UNKNOWN)
+			fprintf(f, "%c %u %s %u\n", k->kind, k->src, id, k->idx);
+		else
+			fprintf(f, "%c %u %s %u %u %" PRIu64 "\n", k->kind, k->src, id, k->idx,
+				k->writer, k->off);
+	}
+	for (i = 0; i < r->nheld; i++) {
+		char id[SPOOL_QID_LEN + 1];
+
+		spool_qid_format(r->held[i].qid, id);
+		fprintf(f, "H %u %s\n", r->held[i].src, id);
+	}
+	for (struct rmsg *m = r->msgs; m; m = m->next)
+		if (!m->gone && m->next_try_us > 1)
+			fprintf(f, "T %u %s %" PRIu64 " %u\n", m->src, m->id, m->next_try_us,
+				m->attempts);
+	if (fflush(f) != 0 || fdatasync(fileno(f)) < 0) {
+		e = errno;
+		goto fail;
+	}
+	fd = open(tmp, O_RDWR | O_APPEND | O_CLOEXEC);
+	if (fd < 0 || rename(tmp, path) < 0) {
+		e = errno;
+		goto fail;
+	}
+	dfd = open(r->rc.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	r->state_bytes = (uint64_t)ftell(f);
+	fclose(f);
+	close(r->statefd);
+	r->statefd = fd;
+	/* The in-memory table shrinks the same way. */
+	memset(r->fin, 0, r->fin_size * sizeof(*r->fin));
+	r->fin_used = 0;
+	for (i = 0; i < nkeep; i++)
+		(void)fin_add(r, keep[i]);
+	free(keep);
+	memcpy(r->low, low, sizeof(low));
+	/* What cannot be dropped yet (mail still queued) must not make us
+	 * rewrite at every tick: the next rewrite waits for the log to
+	 * double. */
+	r->state_limit = r->state_bytes * 2 > r->rc.state_log_max ? r->state_bytes * 2 :
+			 r->rc.state_log_max;
+	fprintf(stderr, "mxedge-control: state log rewritten: %" PRIu64 " -> %" PRIu64
+		" bytes\n", before, r->state_bytes);
+	return 0;
+fail:
+	fprintf(stderr, "mxedge-control: rewriting %s: %s\n", path, strerror(e));
+	r->state_limit = r->state_bytes * 2; /* not again at the next tick */
+	if (f)
+		fclose(f);
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(keep);
+	return -e;
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -1407,7 +2025,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	for (unsigned s = 0; s < 2; s++) {
+	for (unsigned s = 0; s < NSRC; s++) {
 		struct pick_ctx pc = { r, s };
 
 		int n = r->rd[s] ? spool_reader_poll(r->rd[s], on_spooled, &pc) : 0;
@@ -1451,10 +2069,16 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	r->ticks++;
-	if (r->ticks % 100 == 1)
+	if (r->ticks % 100 == 1) {
+		compact_tick(r);
 		release_segments(r);
+	}
 	if (r->state_dirty)
 		state_flush(r);
+	/* Rewritten only when the retry scan is not due: no message is
+	 * being settled, every line is in r->fin / the queue. */
+	if (r->state_bytes > r->state_limit && r->ticks % 10 == 5)
+		(void)state_rewrite(r);
 	fflush(r->log);
 	evtimer_add(r->tick, &tv);
 }
@@ -1696,10 +2320,11 @@ static int h_status(void *ctx, const struct ctl_peer *peer, json_t *args, json_t
 	(void)peer, (void)args, (void)code, (void)msg;
 	for (struct rmsg *m = r->msgs; m; m = m->next)
 		deferred += m->next_try_us != 0;
-	*res = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t)r->nmsgs,
+	*res = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t)r->nmsgs,
 			 "deferred", (json_int_t)deferred, "picked_up", (json_int_t)r->stat_picked,
 			 "sent", (json_int_t)r->stat_sent, "bounced", (json_int_t)r->stat_bounced,
-			 "deferrals", (json_int_t)r->stat_deferred);
+			 "deferrals", (json_int_t)r->stat_deferred,
+			 "moved_to_store", (json_int_t)r->stat_compacted);
 	return 0;
 }
 
@@ -1856,6 +2481,13 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 		snprintf(err, errlen, "%s: %s", path, strerror(e));
 		goto fail;
 	}
+	{
+		struct stat st;
+
+		if (fstat(r->statefd, &st) == 0)
+			r->state_bytes = (uint64_t)st.st_size;
+		r->state_limit = r->rc.state_log_max;
+	}
 	/* The bounce spool is ours; its lock also keeps a second
 	 * mxedge-control off the same state directory. */
 	snprintf(path, sizeof(path), "%s/bounces", r->rc.state_dir);
@@ -1879,6 +2511,18 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 		snprintf(err, errlen, "%s: %s", r->rd[SRC_MAIN] ? path : spool_dir, strerror(e));
 		goto fail;
 	}
+	/* The store of long-deferred mail: same format, also ours. */
+	snprintf(path, sizeof(path), "%s/store", r->rc.state_dir);
+	sc.dir = path;
+	sc.ring_bytes = 4u * CMP_CHUNK;
+	r->ssp = spool_open(&sc, NULL);
+	r->sw = r->ssp ? spool_writer(r->ssp, 0) : NULL;
+	r->rd[SRC_STORE] = r->ssp ? spool_reader_open(path) : NULL;
+	if (r->rd[SRC_STORE] == NULL) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		goto fail;
+	}
 	if (r->rc.log_file[0]) {
 		r->log = fopen(r->rc.log_file, "ae");
 		if (r->log == NULL) {
@@ -1891,6 +2535,15 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 	}
 	if (r->rc.metrics[0] && (e = -metrics_open(r, err, errlen)) != 0)
 		goto fail;
+	r->ssl = SSL_CTX_new(TLS_client_method());
+	if (r->ssl == NULL || !SSL_CTX_set_min_proto_version(r->ssl, (int)r->rc.tls_min_version)) {
+		e = ENOMEM;
+		snprintf(err, errlen, "cannot create the TLS client context");
+		goto fail;
+	}
+	/* Not enforced (a later issue brings verification and DANE); the
+	 * system's CAs are loaded at the first STARTTLS (conn_tls_start). */
+	SSL_CTX_set_verify(r->ssl, SSL_VERIFY_NONE, NULL);
 	r->tick = evtimer_new(base, tick_cb, r);
 	if (r->tick == NULL || evtimer_add(r->tick, &tv) < 0) {
 		e = ENOMEM;
@@ -1928,7 +2581,7 @@ void relay_free(struct relay *r)
 			job_free(j);
 		}
 	while (r->msgs)
-		msg_free(r, r->msgs);
+		msg_free(r, r->msgs); /* also abandons a copy into the store */
 	if (r->tick)
 		event_free(r->tick);
 	if (r->http)
@@ -1940,9 +2593,10 @@ void relay_free(struct relay *r)
 	if (r->auditfd >= 0)
 		close(r->auditfd);
 	free(r->sbuf);
-	spool_reader_close(r->rd[0]);
-	spool_reader_close(r->rd[1]);
+	for (unsigned s = 0; s < NSRC; s++)
+		spool_reader_close(r->rd[s]);
 	spool_close(r->bsp);
+	spool_close(r->ssp);
 	while (r->dests) {
 		struct rdest *d = r->dests;
 
@@ -1953,7 +2607,9 @@ void relay_free(struct relay *r)
 		fclose(r->log);
 	else if (r->log)
 		fflush(r->log);
+	SSL_CTX_free(r->ssl);
 	free(r->fin);
+	free(r->tk);
 	free(r->held);
 	free(r);
 }

@@ -6,11 +6,19 @@
  * Everything runs on one libevent loop (control/README.md says why).
  * Delivery state is an append-only log in relay.state_dir: one line per
  * recipient that reached a final state (sent, or failed with its bounce
- * durable). After a restart, every committed message is read again from
- * the spool and only recipients without a final line are tried, so mail
+ * durable), plus holds, next-attempt times of deferred mail and moves into
+ * the store; it is rewritten (only what a restart still needs) once it
+ * grows past relay.state_log_max. After a restart, every committed message
+ * is read again from the spool and only recipients without a final line
+ * are tried, each deferred message at its recorded next attempt, so mail
  * is delivered at least once and never lost; a recipient is delivered
  * twice only when the process dies between the next hop's 250 and the
  * sync of that line.
+ *
+ * Routes' TLS policy (none / opportunistic / required) is applied with
+ * STARTTLS (OpenSSL); certificates are not verified yet. Mail deferred
+ * for relay.compact_after is copied into the relay's store
+ * (relay.state_dir/store) so that it no longer pins its spool segment.
  *
  * Bounces (RFC 3464) are written to the relay's own spool
  * (relay.state_dir/bounces, the spool.h format), tailed like the main
@@ -36,9 +44,10 @@ struct relay;
 /*
  * relay_new - start relaying from @spool_dir with configuration @c (copied
  * where needed; routes are read from @c->domains, which must outlive the
- * relay) on loop @base: opens the state log and the bounce spool under
- * c->relay.state_dir (created if missing), replays the state log, opens
- * the mail log, and arms the loop's timers. Returns the relay or NULL
+ * relay) on loop @base: opens the state log, the bounce spool and the store
+ * under c->relay.state_dir (created if missing), replays the state log,
+ * creates the TLS client context, opens the mail log, and arms the loop's
+ * timers. Returns the relay or NULL
  * with errno set and a message in @err (@errlen bytes).
  */
 struct relay *relay_new(struct event_base *base, const struct cfg *c,

@@ -3,11 +3,13 @@
  * spool writer API, as the dataplane does, and waits until they are
  * durable (what the dataplane waits for before it answers 250).
  *
- *   spool_inject DIR COUNT FILE FROM PARAMS RCPT[,RCPT...]
+ *   spool_inject DIR COUNT FILE FROM PARAMS RCPT[,RCPT...] [RCPT0[,RCPT...]]
  *
  * FILE is the message (CRLF lines); every "@@N@@" in it becomes the
  * message's number (0..COUNT-1), so each message is distinct. PARAMS are
- * the MAIL FROM parameters ("" for none). Prints one line per message:
+ * the MAIL FROM parameters ("" for none). RCPT0, when given, are message
+ * 0's recipients instead (one odd message among many in one segment).
+ * Prints one line per message:
  * "N QUEUEID".
  */
 #include <errno.h>
@@ -48,6 +50,17 @@ static char *slurp(const char *path, size_t *len)
 }
 
 /* @tmpl with every "@@N@@" replaced by @i; caller frees. */
+/* Splits the comma-separated @s (modified) into @out; returns the count. */
+static unsigned split_rcpts(char *s, struct spool_rcpt *out, unsigned max)
+{
+	char *tok, *save = NULL;
+	unsigned n = 0;
+
+	for (tok = strtok_r(s, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save))
+		out[n++] = (struct spool_rcpt){ tok, NULL, NULL };
+	return n;
+}
+
 static char *instantiate(const char *tmpl, size_t len, unsigned i, size_t *outlen)
 {
 	char num[16], *out = malloc(len * 2 + 64), *o = out;
@@ -72,17 +85,18 @@ static char *instantiate(const char *tmpl, size_t len, unsigned i, size_t *outle
 int main(int argc, char **argv)
 {
 	struct spool_config cfg = { 0 };
-	struct spool_rcpt rcpts[64];
+	struct spool_rcpt rcpts[64], rcpts0[64];
 	struct spool_envelope env;
 	struct spool_writer *w;
 	struct spool *sp;
-	unsigned count, nrcpt = 0, i;
-	char *tmpl, *list, *tok, *save = NULL;
+	unsigned count, nrcpt = 0, nrcpt0 = 0, i;
+	char *tmpl, *list, *list0 = NULL;
 	uint64_t last = 0;
 	size_t tlen;
 
-	if (argc != 7) {
-		fprintf(stderr, "usage: spool_inject DIR COUNT FILE FROM PARAMS RCPT[,RCPT...]\n");
+	if (argc != 7 && argc != 8) {
+		fprintf(stderr, "usage: spool_inject DIR COUNT FILE FROM PARAMS RCPT[,RCPT...] "
+			"[RCPT0[,RCPT...]]\n");
 		return 2;
 	}
 	count = (unsigned)strtoul(argv[2], NULL, 10);
@@ -92,8 +106,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	list = strdup(argv[6]);
-	for (tok = strtok_r(list, ",", &save); tok && nrcpt < 64; tok = strtok_r(NULL, ",", &save))
-		rcpts[nrcpt++] = (struct spool_rcpt){ tok, NULL, NULL };
+	nrcpt = list ? split_rcpts(list, rcpts, 64) : 0;
+	if (argc == 8) {
+		list0 = strdup(argv[7]);
+		nrcpt0 = list0 ? split_rcpts(list0, rcpts0, 64) : 0;
+	}
 	cfg.dir = argv[1];
 	cfg.writers = 1;
 	sp = spool_open(&cfg, NULL);
@@ -122,6 +139,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		env.arrival_us = now_us();
+		env.nrcpt = i == 0 && nrcpt0 ? nrcpt0 : nrcpt;
+		env.rcpts = i == 0 && nrcpt0 ? rcpts0 : rcpts;
 		/* -EAGAIN: the ring is full until the sync thread catches up. */
 		while ((rc = spool_begin(w, &m, qid, &env)) == -EAGAIN)
 			usleep(1000);
@@ -147,6 +166,7 @@ int main(int argc, char **argv)
 	}
 	spool_close(sp);
 	free(list);
+	free(list0);
 	free(tmpl);
 	return 0;
 }

@@ -2,8 +2,11 @@
  * Relay unit tests: the retry schedule, status codes, dot-stuffing and the
  * RFC 3464 report are exact; the ESMTP client, against a scripted server
  * on loopback, gives each recipient its own outcome (sent, deferred,
- * bounced), never pipelines to a server that did not offer PIPELINING, and
- * defers (never loses) what a dropped connection was carrying.
+ * bounced), never pipelines to a server that did not offer PIPELINING,
+ * defers (never loses) what a dropped connection was carrying, and keeps
+ * the STARTTLS policy (a "required" route is never sent in clear; an
+ * opportunistic one goes on in clear when TLS fails). The relay's YAML
+ * keys are parsed with FILE:LINE errors.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -164,13 +167,19 @@ struct script {
 	const char *rcpt[4];
 	const char *data;
 	const char *dot;
+	const char *starttls;      /* reply to STARTTLS; NULL: 502. A 220 is
+				    * followed by plaintext garbage and a hang-up,
+				    * so the client's handshake fails */
 	bool drop_after_data;      /* close the connection instead of the dot reply */
 	int lfd, port;
 	char got[16384];           /* commands received, as sent */
 	size_t glen;
 	int pipelined_early;       /* a command arrived before its predecessor's reply */
 	int connections;
+	int starttls_seen;
 };
+
+static const char *route_tls = "none"; /* customer.test's policy in run_relay() */
 
 static bool read_line(int fd, char *buf, size_t cap)
 {
@@ -234,6 +243,14 @@ static void *server_main(void *arg)
 					if (sc->drop_after_data)
 						break;
 					reply = sc->dot;
+				}
+			} else if (!strncmp(line, "STARTTLS", 8)) {
+				reply = sc->starttls ? sc->starttls : "502 5.5.1 no\r\n";
+				sc->starttls_seen++;
+				if (!strncmp(reply, "220", 3)) {
+					say(fd, reply);
+					say(fd, "this is not TLS\r\n");
+					break;
 				}
 			} else if (!strncmp(line, "QUIT", 4)) {
 				say(fd, "221 bye\r\n");
@@ -352,9 +369,9 @@ static char *run_relay(struct script *sc, const char *until, int want)
 		 "hostname: edge.test\n"
 		 "relay: { state_dir: %s/state, log_file: %s, time_scale: 0.0001, timeout: 5s }\n"
 		 "domains:\n"
-		 "  customer.test: { route: { host: 127.0.0.1, port: %d, tls: none } }\n"
+		 "  customer.test: { route: { host: 127.0.0.1, port: %d, tls: %s } }\n"
 		 "  sender.test: { route: { host: 127.0.0.1, port: 1 } }\n",
-		 tdir, logp, sc->port);
+		 tdir, logp, sc->port, route_tls);
 	cfg_defaults(&c);
 	assert_int_equal(cfg_load("t.yaml", yaml, strlen(yaml), &c, err, sizeof(err)), 0);
 	base = event_base_new();
@@ -411,14 +428,28 @@ static void test_client_per_recipient(void **state)
 	assert_int_equal(sc->pipelined_early, 0);
 	assert_non_null(strstr(sc->got, "MAIL FROM:<alice@sender.test> SIZE=26 BODY=8BITMIME\r\n"));
 	assert_non_null(strstr(sc->got, "RCPT TO:<c@customer.test>\r\nDATA\r\n"));
-	/* final states: a sent, c failed once its bounce was durable; b open */
+	/* final states: a sent, c failed once its bounce was durable; b open,
+	 * with its next attempt recorded ("T") for a restart */
 	snprintf(path, sizeof(path), "%s/state/state.log", tdir);
 	st = slurp(path);
-	assert_non_null(strstr(st, "S 0 "));
-	assert_non_null(strstr(st, " 0\n"));
-	assert_non_null(strstr(st, "F 0 "));
-	assert_non_null(strstr(st, " 2\n"));
-	assert_null(strstr(st, " 1\n"));
+	{
+		int fin[3] = { 0, 0, 0 }, retry = 0;
+		char kind, id[16];
+		unsigned src, idx, w;
+		unsigned long long off;
+
+		for (char *l = st; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+			if (sscanf(l, "%c %u %15s %u %u %llu", &kind, &src, id, &idx, &w, &off) == 6 &&
+			    (kind == 'S' || kind == 'F') && idx < 3)
+				fin[idx] = kind;
+			if (l[0] == 'T')
+				retry++;
+		}
+		assert_int_equal(fin[0], 'S');
+		assert_int_equal(fin[1], 0);
+		assert_int_equal(fin[2], 'F');
+		assert_true(retry >= 1);
+	}
 	free(st);
 	free(log);
 	free(sc);
@@ -521,6 +552,105 @@ static void test_client_all_rcpts_refused(void **state)
 	free(sc);
 }
 
+/* STARTTLS policy (RFC 3207) against servers that cannot give TLS. */
+static void test_client_tls_policy(void **state)
+{
+	static const struct {
+		const char *tls, *ehlo, *starttls, *want;
+		bool sent;      /* delivered (in clear) */
+		int conns;      /* at least this many connections */
+	} cases[] = {
+		/* required, not offered: deferred, never in clear */
+		{ "required", "250 fake.test\r\n", NULL,
+		  "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host "
+		  "127.0.0.1[127.0.0.1]:", false, 1 },
+		/* required, offered but refused */
+		{ "required", "250-fake.test\r\n250 STARTTLS\r\n", "454 4.7.0 TLS not available\r\n",
+		  "dsn=4.7.4, status=deferred (TLS is required, but host 127.0.0.1[127.0.0.1]:", false,
+		  1 },
+		/* required, handshake fails */
+		{ "required", "250-fake.test\r\n250 STARTTLS\r\n", "220 2.0.0 go ahead\r\n",
+		  "dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure with 127.0.0.1", false,
+		  1 },
+		/* opportunistic, refused: on in clear on the same connection */
+		{ "opportunistic", "250-fake.test\r\n250 STARTTLS\r\n", "454 4.7.0 not now\r\n",
+		  "status=sent", true, 1 },
+		/* opportunistic, handshake fails: a new connection without TLS */
+		{ "opportunistic", "250-fake.test\r\n250 STARTTLS\r\n", "220 go ahead\r\n",
+		  "status=sent", true, 2 },
+		/* none: STARTTLS is never sent even when offered */
+		{ "none", "250-fake.test\r\n250 STARTTLS\r\n", "220 go ahead\r\n",
+		  "status=sent", true, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct script *sc = calloc(1, sizeof(*sc));
+		char *log;
+
+		route_tls = cases[i].tls;
+		sc->ehlo = cases[i].ehlo;
+		sc->starttls = cases[i].starttls;
+		sc->mail = sc->rcpt[0] = "250 ok\r\n";
+		sc->data = "354 go\r\n";
+		sc->dot = "250 2.0.0 queued\r\n";
+		spool_one("a@customer.test");
+		log = run_relay(sc, cases[i].want, 1);
+		if (strstr(log, cases[i].want) == NULL)
+			fail_msg("case %zu: \"%s\" not in the log:\n%s", i, cases[i].want, log);
+		if (cases[i].sent) {
+			assert_non_null(strstr(sc->got, "MAIL FROM:"));
+		} else {
+			/* not one byte of the envelope went out in clear */
+			assert_null(strstr(sc->got, "MAIL FROM:"));
+			assert_null(strstr(log, "status=sent"));
+		}
+		if (!strcmp(cases[i].tls, "none"))
+			assert_int_equal(sc->starttls_seen, 0);
+		assert_true(sc->connections >= cases[i].conns);
+		if (cases[i].conns == 2)
+			assert_non_null(strstr(log, "; retrying in plaintext"));
+		free(log);
+		free(sc);
+		teardown_dir(state);
+		setup_dir(state);
+	}
+	route_tls = "none";
+}
+
+/* The relay's keys: TLS minimum, compaction age, state log bound. */
+static void test_cfg_relay_keys(void **state)
+{
+	struct cfg c;
+	char err[256];
+	static const char ok[] = "relay:\n  tls_min_protocol: TLSv1.3\n  compact_after: 30m\n"
+				 "  state_log_max: 8M\n";
+	static const struct { const char *yaml, *want; } bad[] = {
+		{ "relay:\n  tls_min_protocol: TLSv1.1\n",
+		  "t.yaml:2:21: relay.tls_min_protocol: expected one of TLSv1.2, TLSv1.3" },
+		{ "relay:\n  compact_after: soon\n", "t.yaml:2:18: relay.compact_after" },
+		{ "relay:\n  state_log_max: 10\n", "t.yaml:2:18: relay.state_log_max: expected a "
+		  "whole number 4096.." },
+	};
+
+	cfg_defaults(&c);
+	assert_int_equal(c.relay.tls_min_version, 0x0303);
+	assert_int_equal(c.relay.compact_after_s, 3600);
+	assert_int_equal(c.relay.state_log_max, 64u << 20);
+	assert_int_equal(cfg_load("t.yaml", ok, strlen(ok), &c, err, sizeof(err)), 0);
+	assert_int_equal(c.relay.tls_min_version, 0x0304);
+	assert_int_equal(c.relay.compact_after_s, 1800);
+	assert_int_equal(c.relay.state_log_max, 8u << 20);
+	cfg_free(&c);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cfg_defaults(&c);
+		assert_int_equal(cfg_load("t.yaml", bad[i].yaml, strlen(bad[i].yaml), &c, err,
+					  sizeof(err)), -EINVAL);
+		if (strstr(err, bad[i].want) == NULL)
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, bad[i].want);
+		cfg_free(&c);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -532,6 +662,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_connection_lost, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_bad_replies, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_all_rcpts_refused, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_client_tls_policy, setup_dir, teardown_dir),
+		cmocka_unit_test(test_cfg_relay_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

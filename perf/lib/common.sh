@@ -104,6 +104,51 @@ perf_sink_count() {
   tr '\r' '\n' <"$PERF_SINK_LOG" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
 }
 
+# Waits until a log shows COUNT lines with PATTERN and smtp-sink has
+# counted SINK0 + COUNT messages, or TIMEOUT seconds pass; prints
+# "LINES SINKCOUNT EPOCH" with EPOCH the time both were first seen. One
+# process polls both files every 10 ms (reading only what was appended),
+# so the end of a drain is seen within about 10 ms whatever the machine's
+# load, rather than after a round of grep/sed processes.
+perf_wait_logged() {  # perf_wait_logged LOG PATTERN COUNT SINK0 TIMEOUT
+  /usr/bin/python3 - "$1" "$2" "$3" "$PERF_SINK_LOG" "$4" "$5" <<'PY'
+import re, sys, time
+log, pat, count, sinklog, sink0, timeout = sys.argv[1:]
+count, sink0, end = int(count), int(sink0), time.time() + float(timeout)
+pat = pat.encode()
+mesg = re.compile(rb"mesg=(\d+)")
+lines = sink = 0
+off = soff = 0
+tail = stail = b""
+while True:
+    try:
+        with open(log, "rb") as f:
+            f.seek(off)
+            chunk = f.read()
+        off += len(chunk)
+        data = tail + chunk
+        cut = data.rfind(b"\n") + 1
+        lines += data[:cut].count(pat)
+        tail = data[cut:]
+    except FileNotFoundError:
+        pass
+    with open(sinklog, "rb") as f:
+        f.seek(soff)
+        chunk = f.read()
+    soff += len(chunk)
+    data = stail + chunk
+    found = mesg.findall(data)
+    if found:
+        sink = int(found[-1]) - sink0
+    stail = data[-32:]
+    now = time.time()
+    if (lines >= count and sink >= count) or now >= end:
+        print(lines, sink, "%.6f" % now)
+        break
+    time.sleep(0.01)
+PY
+}
+
 # JSON helpers (Debian's python3; only the standard library is used).
 perf_json() {  # perf_json FILE EXPR   e.g. perf_json r.json 'd["accepted_per_s"]'
   /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
@@ -232,6 +277,25 @@ with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"system": sys.argv[2], "case": sys.argv[3], "skipped": sys.argv[4]}) + "\n")
 PY
   perf_log "$2, $3: $4"
+}
+
+# CPU time of a namespace's processes: user + system time of every process
+# in it, including children that exited and were reaped (their time lands
+# in the parent's cutime/cstime). The difference of two readings is the
+# work done in between, even if processes came and went.
+perf_ns_cpu_ticks() {  # "user sys" clock ticks of a namespace's processes
+  local p u=0 s=0 f
+  for p in $(ip netns pids "$(netns_name "$1")" 2>/dev/null); do
+    # Read with a builtin: a process per pid would take seconds on a
+    # loaded machine, between the end of a measurement and this reading.
+    { read -r f <"/proc/$p/stat"; } 2>/dev/null || continue
+    f=${f##*) }
+    # fields after the ")": utime=12 stime=13 cutime=14 cstime=15
+    # shellcheck disable=SC2086
+    set -- $f
+    u=$(( u + ${12} + ${14} )); s=$(( s + ${13} + ${15} ))
+  done
+  echo "$u $s"
 }
 
 # Floating-point arithmetic without extra packages: perf_calc "1 / 3".

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # unit: the mxedge driver picks what the benchmark tables claim to measure.
 # With fake build trees (PERF_MXEDGE_BUILD): `mxedge --io=kernel` is the
-# kernel-socket row once mxedge's --help lists --io, mxedge-kio before that,
-# "not built yet" with neither; the JSON metadata names the one chosen; the
+# kernel-socket row when mxedge's --help lists --io, "not built yet"
+# otherwise (the legacy mxedge-kio is never measured); the relay row needs
+# mxedge-control and --io; the JSON metadata names what was chosen; the
 # DPDK command line is the af_xdp one of dataplane/tests/test_smtp_dp.sh; the
 # session limit that makes the idle scenario skip 10 k for DPDK is there.
 set -euo pipefail
@@ -12,6 +13,7 @@ t=$(mktemp -d /tmp/perf-drivers.XXXXXX)
 trap 'rm -rf "$t"' EXIT
 
 PERF_TOP=$(cd "$here/../.." && pwd)
+REAL_TOP=$PERF_TOP
 # Stand-ins for tests/lib/netns.sh (no namespaces are made here).
 netns_ifname() { echo "v1${1:0:3}${2:0:3}"; }
 export PERF_TOP
@@ -35,20 +37,29 @@ st=$(mxedge_dpdk_status)
 [[ $st == "not built yet:"* ]] || fail "dpdk row without binaries: '$st'"
 echo "ok: nothing built -> not built yet"
 
-# Only mxedge-kio, and an mxedge without --io: mxedge-kio is measured.
+# Only the legacy mxedge-kio, and an mxedge without --io: nothing kernel-
+# socket is measured (perf no longer falls back to mxedge-kio).
 PERF_MXEDGE_BUILD=$t/kio
 fake "$t/kio" dataplane/mxedge "usage: mxedge --port KIND:NAME [options]"
 fake "$t/kio" dataplane/kio/mxedge-kio "usage: mxedge-kio"
-[ "$(mxedge_kernel_impl)" = kio ] || fail "kio build: impl $(mxedge_kernel_impl)"
-[ "$(mxedge_kernel_status)" = ok ] || fail "kio build: status $(mxedge_kernel_status)"
-d=$(mxedge_describe); grep -qx "mxedge_kernel_impl=mxedge-kio (.*)" <<<"$d" || fail "describe: $d"
-echo "ok: mxedge without --io -> mxedge-kio, recorded in the metadata"
+fake "$t/kio" control/mxedge-control "usage: mxedge-control"
+[ -z "$(mxedge_kernel_impl)" ] || fail "kio build: impl $(mxedge_kernel_impl)"
+st=$(mxedge_kernel_status)
+[[ $st == "not built yet: mxedge --io=kernel"* ]] || fail "kio build: status '$st'"
+st=$(mxedge_relay_status)
+[[ $st == "not built yet: mxedge --io=kernel"* ]] || fail "kio build: relay status '$st'"
+d=$(mxedge_describe); grep -qx "mxedge_kernel_impl=none" <<<"$d" || fail "describe: $d"
+echo "ok: mxedge without --io -> not built yet, mxedge-kio ignored"
 
 # mxedge lists --io: it is measured, whether or not mxedge-kio exists.
 PERF_MXEDGE_BUILD=$t/io
 fake "$t/io" dataplane/mxedge "  --io kernel|dpdk     where connections come from"
 fake "$t/io" dataplane/kio/mxedge-kio "usage: mxedge-kio"
 [ "$(mxedge_kernel_impl)" = io ] || fail "io build: impl $(mxedge_kernel_impl)"
+st=$(mxedge_relay_status)
+[[ $st == "not built yet: mxedge-control"* ]] || fail "io build without relay: relay status '$st'"
+fake "$t/io" control/mxedge-control "usage: mxedge-control"
+[ "$(mxedge_relay_status)" = ok ] || fail "io build with relay: relay status $(mxedge_relay_status)"
 d=$(mxedge_describe); grep -qx "mxedge_kernel_impl=mxedge --io=kernel" <<<"$d" || fail "describe: $d"
 MXEDGE_SPOOL=/x/spool MXEDGE_CONFIG=/x/mxedge.yaml
 cmd=$(mxedge_fill "$PERF_MXEDGE_IO_CMD" "$t/io/dataplane/mxedge")
@@ -65,7 +76,30 @@ grep -q "^#define SESSIONS_PER_LCORE 1024$" "$here/../../dataplane/main.c" \
 echo "ok: DPDK command line and session limit"
 
 # Templates override one row without touching the other.
-PERF_MXEDGE_KIO_CMD="{bin} --listen {addr} --spool {spool} --threads 1"
-cmd=$(mxedge_fill "$PERF_MXEDGE_KIO_CMD" /k)
-[ "$cmd" = "/k --listen 198.18.0.1:25 --spool /x/spool --threads 1" ] || fail "kio override: $cmd"
+PERF_MXEDGE_IO_CMD="{bin} --io=kernel --addr {ip}/24 --spool {spool}"
+cmd=$(mxedge_fill "$PERF_MXEDGE_IO_CMD" /k)
+[ "$cmd" = "/k --io=kernel --addr 198.18.0.1/24 --spool /x/spool" ] || fail "io override: $cmd"
+cmd=$(mxedge_fill "$PERF_MXEDGE_DPDK_CMD" /b/mxedge)
+[[ $cmd == "/b/mxedge --config /x/mxedge.yaml --port af_xdp:"* ]] || fail "dpdk after io override: $cmd"
 echo "ok: command templates"
+
+# The relay's configuration: the spool the edge filled, a route for the
+# load generator's domain to smtp-sink, and its own state and socket.
+PERF_WORK=$t/work MXRELAY_DIR=$t/work/relay MXEDGE_SPOOL=$t/work/spool
+mkdir -p "$MXRELAY_DIR"
+netns_spawn() { NETNS_LAST_PID=$$; echo "$*" >"$t/spawned"; }
+mxedge_relay_flush
+grep -q "^  dir: \|spool: { dir: $t/work/spool }" "$MXRELAY_DIR/relay.yaml" || fail "relay spool: $(cat "$MXRELAY_DIR/relay.yaml")"
+grep -q "route: { host: 198.18.1.2, port: 25, tls: none }" "$MXRELAY_DIR/relay.yaml" || fail "relay route"
+grep -q "^  bench.test:" "$MXRELAY_DIR/relay.yaml" || fail "relay domain"
+[ "$(cat "$t/spawned")" = "sut $t/io/control/mxedge-control --config $MXRELAY_DIR/relay.yaml" ] \
+  || fail "relay command: $(cat "$t/spawned")"
+# With a real build beside the sources, mxedge-control itself checks it.
+real=$(PERF_TOP=$REAL_TOP PERF_MXEDGE_BUILD="" mxedge_find control/mxedge-control 2>/dev/null || true)
+if [ -n "$real" ]; then
+  "$real" --check --config "$MXRELAY_DIR/relay.yaml" >/dev/null 2>&1 \
+    || fail "the built mxedge-control rejects the relay config: $("$real" --check --config "$MXRELAY_DIR/relay.yaml" 2>&1)"
+  echo "ok: relay configuration (accepted by $real --check)"
+else
+  echo "ok: relay configuration"
+fi

@@ -6,17 +6,6 @@
 # of every process in the SUT's namespace, including children that exited
 # and were reaped during the run (their time lands in the parent's
 # cutime/cstime), over an accept run plus the relay of what it accepted.
-perf_ns_cpu_ticks() {  # "user sys" clock ticks of a namespace's processes
-  local p u=0 s=0 f
-  for p in $(ip netns pids "$(netns_name "$1")" 2>/dev/null); do
-    # /proc/PID/stat fields after the ")" : utime=12 stime=13 cutime=14 cstime=15
-    f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-    set -- $f
-    u=$(( u + ${12} + ${14} )); s=$(( s + ${13} + ${15} ))
-  done
-  echo "$u $s"
-}
-
 run_cpu() {
   local sc=cpu dur=5 n=20 sys r hz
   hz=$(getconf CLK_TCK)
@@ -65,13 +54,20 @@ run_cpu() {
 # times slower under valgrind.
 #  - mxedge (kernel sockets): after a warm-up its counters are zeroed
 #    (callgrind_control -z), N messages are accepted, the counters dumped.
-#  - Postfix is not measured this way: its daemons drop privileges and
-#    become non-dumpable, so callgrind_control cannot reach them while they
-#    sleep (vgdb then needs ptrace, which this container does not allow),
-#    and whole-process totals of two runs with different message counts
-#    (start-up cancelled out by the difference) gave implausible counts
-#    here (about 2 k instructions per relayed message). Its CPU time is in
-#    the /proc rows.
+#  - Postfix: its daemons drop privileges and become non-dumpable, so
+#    callgrind_control cannot reach them while they sleep (vgdb then needs
+#    ptrace, which this container does not allow). Instead every daemon
+#    runs under callgrind from the start: a private daemon_directory holds
+#    one wrapper script per daemon (exec valgrind ... /usr/lib/postfix/sbin/
+#    NAME), and each process writes its counts when it exits. Only what
+#    runs inside event_loop() is counted (--collect-atstart=no
+#    --toggle-collect=event_loop): every Postfix daemon initialises, then
+#    serves requests from event_loop(), so process start-up is left out
+#    while all request work is in (including lazy set-up on a process's
+#    first request, which mxedge's warm-up excludes: a slight overcount).
+#    The sum over all processes (master, smtpd, cleanup, qmgr,
+#    trivial-rewrite, smtp, ...) is divided by the messages accepted and
+#    relayed to smtp-sink.
 # Kernel work (system calls, TCP, the file system) is not counted: it is
 # what the /proc rows add.
 cpu_cg_sum() {  # cpu_cg_sum DIR GLOB [NEWER_THAN] -> summed Ir of the callgrind files
@@ -133,6 +129,72 @@ cpu_cg_mxedge() {
   cpu_cg_annotate $sys "$dir" "$marker"
   sut $sys stop
 }
+# Wrapper daemon_directory for Postfix: every ELF daemon of
+# /usr/lib/postfix/sbin runs under callgrind (one output file per
+# process, written at exit); scripts (postfix-script, post-install) are
+# linked as they are.
+cpu_cg_postfix_dir() {  # cpu_cg_postfix_dir WRAPDIR OUTDIR
+  local f name
+  rm -rf "$1" "$2"; mkdir -p "$1" "$2"
+  chmod 755 "$2"
+  # callgrind creates its output file when the daemon starts (as root)
+  # and writes it at exit, after the daemon dropped to the postfix user:
+  # the wrapper (same pid as the daemon, since it execs) creates the file
+  # first and lets anyone write it. No sticky bit on the directory, or
+  # fs.protected_regular would keep root from opening it.
+  for f in /usr/lib/postfix/sbin/*; do
+    name=$(basename "$f")
+    if [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ]; then
+      printf '#!/bin/sh\nf=%s/%s.$$\n: >"$f" && chmod 666 "$f"\nexec valgrind -q --tool=callgrind --collect-atstart=no --toggle-collect=event_loop --callgrind-out-file="$f" %s "$@"\n' \
+        "$2" "$name" "$f" >"$1/$name"
+      chmod 755 "$1/$name"
+    else
+      ln -s "$f" "$1/$name"
+    fi
+  done
+}
+cpu_cg_term_all() {  # cpu_cg_term_all SECONDS: SIGTERM to the sut's processes, wait
+  local i
+  ip netns pids "$(netns_name sut)" 2>/dev/null | xargs -r kill -TERM 2>/dev/null || true
+  for i in $(seq $(( $1 * 10 ))); do
+    [ -z "$(ip netns pids "$(netns_name sut)" 2>/dev/null)" ] && return 0
+    sleep 0.1
+  done
+  perf_log "still running after SIGTERM: $(ip netns pids "$(netns_name sut)" | xargs -r ps -o comm= -p | tr '\n' ' ')"
+}
+CG_RES=""
+cpu_cg_postfix_run() {  # cpu_cg_postfix_run COUNT RAW; CG_RES="messages instructions processes"
+  local out=$PERF_WORK/cg-postfix acc total procs
+  CG_RES="0 0 0"
+  cpu_cg_postfix_dir "$PERF_WORK/pf-daemons" "$out"
+  POSTFIX_DAEMON_DIR=$PERF_WORK/pf-daemons perf_sut_up cpu postfix accept || return 0
+  acc=$(cpu_cg_send postfix "$1" "$2")
+  # Each daemon writes its totals as it exits: SIGTERM to every process
+  # (valgrind dumps on it; `postfix stop` leaves idle daemons to notice
+  # the master is gone, and they were killed before they wrote).
+  cpu_cg_term_all 60
+  sut postfix stop
+  total=$(cpu_cg_sum "$out" '*')
+  procs=$(find "$out" -type f | wc -l)
+  CG_RES="$acc $total $procs"
+}
+cpu_cg_postfix() {
+  local n=$1 case=$2 m i p
+  perf_log "postfix: every daemon under callgrind (request work only): $n messages"
+  cpu_cg_postfix_run "$n" "$PERF_OUT/raw/cpu-postfix-callgrind.json"
+  read -r m i p <<<"$CG_RES"
+  perf_log "postfix: callgrind: $m messages: $i instructions in $p processes"
+  if [ "$m" -gt 0 ] && [ "$i" -gt 0 ]; then
+    perf_record cpu postfix "$case" 1 instr_per_msg="$(perf_calc "$i / $m")" \
+      accepted="$m" cg_processes="$p" raw="raw/cpu-postfix-callgrind.json"
+    perf_log "postfix: callgrind: $(( i / m )) instructions per message"
+  else
+    perf_record_skip cpu postfix "$case" \
+      "failed: no callgrind counts ($m messages, $i instructions in $p processes)"
+  fi
+  rm -f "$PERF_OUT/cpu-callgrind-postfix.txt"
+  cpu_cg_annotate postfix "$PERF_WORK/cg-postfix"
+}
 run_cpu_callgrind() {
   local n=50 sys
   [ -n "$PERF_QUICK" ] && n=10
@@ -141,7 +203,7 @@ run_cpu_callgrind() {
     return 0
   fi
   perf_meta cpu cg_messages=$n \
-    cg_note="Instructions (callgrind, user space only), 4 KB messages over 2 sessions after a warm-up: counters zeroed before and dumped after $n messages."
+    cg_note="Instructions (callgrind, user space only), 4 KB messages over 2 sessions. mxedge-kernel: after a warm-up, counters zeroed before and dumped after $n messages. Postfix: every daemon under callgrind from its start (wrapper daemon_directory), counting only inside event_loop() (request work, not process start-up), summed over all processes at exit, for $n messages accepted and relayed."
   for sys in $(perf_systems mxedge-dpdk mxedge-kernel postfix); do
     local case="callgrind, $n messages"
     rm -f "$PERF_OUT/cpu-callgrind-$sys.txt"
@@ -150,8 +212,7 @@ run_cpu_callgrind() {
       mxedge-dpdk) perf_record_skip cpu $sys "$case" \
         "not measured: the DPDK worker busy-polls, so callgrind would count idle polls with the work, at ~50x slowdown of a TSC-timed loop" ;;
       mxedge-kernel) cpu_cg_mxedge "$n" "$case" ;;
-      postfix) perf_record_skip cpu $sys "$case" \
-        "not measured: its daemons drop privileges (non-dumpable), so callgrind_control cannot zero or dump their counters here (no ptrace in this container); whole-process totals of two runs gave implausible counts (perf/scenarios/cpu.sh)" ;;
+      postfix) cpu_cg_postfix "$n" "$case" ;;
     esac
   done
 }

@@ -5,16 +5,15 @@
 #                  and scripts/run start it); hugepages when the machine has
 #                  some reserved (mxedge picks them up itself), else --no-huge
 #   mxedge-kernel  the same SMTP engine on kernel sockets: `mxedge --io=kernel`
-#                  when `mxedge --help` lists --io, else `mxedge-kio`
-#                  (dataplane/kio), which has its own file-per-message store
+#                  (same spool and group commit as the dataplane)
+#   mxedge-relay   mxedge-control (control/) draining a spool that
+#                  `mxedge --io=kernel` filled: the drain scenario only
 #
 # Command lines are templates with placeholders {bin} {ip} {addr} (ip:25)
-# {port} (the sut's DPDK port, af_xdp:IFACE) {spool} {relay}; each of
-# PERF_MXEDGE_DPDK_CMD, PERF_MXEDGE_IO_CMD and PERF_MXEDGE_KIO_CMD overrides
-# its default. Which kernel-socket program was measured is recorded in
-# each scenario's JSON (meta mxedge_kernel_impl). mxedge has no relay yet,
-# so it only accepts and spools; scenarios that need relaying list it as
-# not built.
+# {port} (the sut's DPDK port, af_xdp:IFACE) {spool} {config}; each of
+# PERF_MXEDGE_DPDK_CMD and PERF_MXEDGE_IO_CMD overrides its default. What
+# was measured is recorded in each scenario's JSON (meta mxedge_kernel_impl,
+# mxedge_bin).
 
 # shellcheck source=../../../tests/lib/bpffs.sh
 source "$PERF_TOP/tests/lib/bpffs.sh"
@@ -29,26 +28,24 @@ mxedge_find() {  # mxedge_find RELATIVE_PATH (PERF_MXEDGE_BUILD may name a build
 
 : "${PERF_MXEDGE_DPDK_CMD:={bin\} --config {config\} --port {port\} --addr {ip\}/24 --smtp-port 25 --spool {spool\} --hostname sut.bench.test --no-control}"
 : "${PERF_MXEDGE_IO_CMD:={bin\} --io=kernel --config {config\} --addr {ip\}/24 --smtp-port 25 --spool {spool\} --queues 2 --hostname sut.bench.test --no-control}"
-: "${PERF_MXEDGE_KIO_CMD:={bin\} --listen {addr\} --spool {spool\} --threads 2 --hostname sut.bench.test --quiet}"
 
-# The kernel-socket row, chosen in one place: `mxedge --io=kernel` (same
-# spool and group commit as the dataplane) once mxedge offers it.
-mxedge_kernel_impl() {  # prints "io" or "kio", or nothing when neither is built
+# The kernel-socket row: `mxedge --io=kernel`, when this mxedge offers it.
+# (The old stand-alone mxedge-kio, dataplane/kio/legacy, is not measured
+# any more: its file-per-message store is not what mxedge ships.)
+mxedge_kernel_impl() {  # prints "io", or nothing when mxedge has no --io
   local bin help=""
   # The help text is read whole first: grep -q would close the pipe early
   # and, under pipefail, a SIGPIPE'd mxedge would read as "no --io".
   bin=$(mxedge_find dataplane/mxedge) && help=$("$bin" --help 2>&1) || true
   if grep -q -e '--io\b' <<<"$help"; then
     echo io
-  elif mxedge_find dataplane/kio/mxedge-kio >/dev/null; then
-    echo kio
   fi
 }
 
 mxedge_kernel_status() {
   case $(mxedge_kernel_impl) in
-    io|kio) echo ok ;;
-    *) echo "not built yet: mxedge --io=kernel or mxedge-kio (neither under build/)" ;;
+    io) echo ok ;;
+    *) echo "not built yet: mxedge --io=kernel (no dataplane/mxedge under build/ that lists --io)" ;;
   esac
 }
 mxedge_dpdk_status() {
@@ -64,7 +61,6 @@ mxedge_describe() {
   impl=$(mxedge_kernel_impl)
   case $impl in
     io) echo "mxedge_kernel_impl=mxedge --io=kernel" ;;
-    kio) echo "mxedge_kernel_impl=mxedge-kio (dataplane/kio: file per message, fsync per group)" ;;
     *) echo "mxedge_kernel_impl=none" ;;
   esac
   if bin=$(mxedge_find dataplane/mxedge); then
@@ -85,7 +81,6 @@ mxedge_fill() {  # mxedge_fill TEMPLATE BIN -> the command line
   cmd=${cmd//\{addr\}/$PERF_SUT_ADDR:25}
   cmd=${cmd//\{ip\}/$PERF_SUT_ADDR}
   cmd=${cmd//\{port\}/af_xdp:$(netns_ifname sut cli)}
-  cmd=${cmd//\{relay\}/$PERF_SINK_ADDR:25}
   cmd=${cmd//\{spool\}/$MXEDGE_SPOOL}
   cmd=${cmd//\{config\}/$MXEDGE_CONFIG}
   cmd=${cmd//\{bin\}/$2}
@@ -114,7 +109,6 @@ mxedge_kernel_start() {
   MXEDGE_KIND=$(mxedge_kernel_impl)
   case $MXEDGE_KIND in
     io) bin=$(mxedge_find dataplane/mxedge); mxedge_spawn "$PERF_MXEDGE_IO_CMD" "$bin" ;;
-    kio) bin=$(mxedge_find dataplane/kio/mxedge-kio); mxedge_spawn "$PERF_MXEDGE_KIO_CMD" "$bin" ;;
     *) echo "no kernel-socket mxedge built" >&2; return 1 ;;
   esac
   local i
@@ -189,16 +183,91 @@ mxedge_kernel_addr() { echo "$PERF_SUT_ADDR:25"; }
 mxedge_dpdk_addr() { echo "$PERF_SUT_ADDR:25"; }
 
 # Messages mxedge has made durable: records in its spool (mxedge-spool
-# list prints one line per complete record) or, for mxedge-kio, envelope
-# files (renamed into the spool only after the message is on disk).
+# list prints one line per complete record).
 mxedge_spool_count() {
   local tool
-  if [ "$MXEDGE_KIND" = kio ]; then
-    find "$MXEDGE_SPOOL" -maxdepth 1 -name '*.env' 2>/dev/null | wc -l
-    return 0
-  fi
   tool=$(mxedge_find dataplane/spool/mxedge-spool) || { echo 0; return 0; }
   "$tool" list "$MXEDGE_SPOOL" 2>/dev/null | wc -l
 }
 mxedge_kernel_received_count() { mxedge_spool_count; }
 mxedge_dpdk_received_count() { mxedge_spool_count; }
+
+# mxedge-relay: mxedge's relay (control/ mxedge-control) draining a spool
+# that `mxedge --io=kernel` filled. Only the drain profile exists:
+#   start drain   the edge accepts (fsync before every 250) while no
+#                 relay runs, so everything stays in the spool
+#   wait_queued   stops the edge once it has spooled what the client sent
+#   flush         starts mxedge-control with a route for bench.test to
+#                 smtp-sink: it reads the spool and delivers everything
+#   sent_log      the relay's Postfix-format log (one status=sent line
+#                 per delivery)
+MXRELAY_PID=""
+MXRELAY_DIR=""
+mxedge_relay_status() {
+  mxedge_find control/mxedge-control >/dev/null \
+    || { echo "not built yet: mxedge-control (control/ under build/)"; return 0; }
+  [ "$(mxedge_kernel_impl)" = io ] \
+    || { echo "not built yet: mxedge --io=kernel (fills the spool the relay drains)"; return 0; }
+  echo ok
+}
+mxedge_relay_start() {
+  [ "${1:-drain}" = drain ] || { echo "mxedge-relay has only the drain profile" >&2; return 1; }
+  MXRELAY_DIR=$PERF_WORK/mxedge-relay
+  rm -rf "$MXRELAY_DIR"; mkdir -p "$MXRELAY_DIR/state"
+  mxedge_kernel_start
+}
+mxedge_relay_addr() { echo "$PERF_SUT_ADDR:25"; }
+mxedge_relay_pids() { ip netns pids "$(netns_name sut)"; }
+mxedge_relay_received_count() { mxedge_spool_count; }
+# The edge stops once its spool holds what the client was told was
+# accepted (every 250 came after the fdatasync, so this is immediate).
+mxedge_relay_wait_queued() {  # mxedge_relay_wait_queued SECONDS COUNT
+  local end=$(( $(date +%s) + ${1:-60} ))
+  while [ "$(mxedge_spool_count)" -lt "${2:-0}" ]; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.2
+  done
+  mxedge_stop_pid
+}
+mxedge_relay_flush() {
+  local bin
+  bin=$(mxedge_find control/mxedge-control) || return 1
+  # concurrency and max_msgs_per_conn are the relay's defaults, written
+  # out because Postfix's matching defaults (20 connections per
+  # destination, connection reuse) are what it is compared with.
+  cat >"$MXRELAY_DIR/relay.yaml" <<YAML
+hostname: sut.bench.test
+spool: { dir: $MXEDGE_SPOOL }
+relay:
+  state_dir: $MXRELAY_DIR/state
+  log_file: $MXRELAY_DIR/mail.log
+  socket: $MXRELAY_DIR/relay.sock
+  concurrency: ${PERF_RELAY_CONCURRENCY:-20}
+  max_msgs_per_conn: 100
+domains:
+  bench.test:
+    route: { host: $PERF_SINK_ADDR, port: 25, tls: none }
+YAML
+  # MXRELAY_WRAP: a command to run it under (valgrind, for a profile).
+  # shellcheck disable=SC2086
+  netns_spawn sut ${MXRELAY_WRAP:-} "$bin" --config "$MXRELAY_DIR/relay.yaml" >"$MXRELAY_DIR/stderr" 2>&1
+  MXRELAY_PID=$NETNS_LAST_PID
+}
+mxedge_relay_sent_log() { echo "$MXRELAY_DIR/mail.log"; }
+# Messages still in the relay's queue (its control socket's status).
+mxedge_relay_queue_left() {
+  local ctl
+  ctl=$(mxedge_find control/mxedgectl) || { echo -1; return 0; }
+  "$ctl" --socket "$MXRELAY_DIR/relay.sock" --json status 2>/dev/null \
+    | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["queued"])' 2>/dev/null || echo -1
+}
+mxedge_relay_stop() {
+  if [ -n "$MXRELAY_PID" ]; then
+    kill -TERM "$MXRELAY_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 50); do kill -0 "$MXRELAY_PID" 2>/dev/null || break; sleep 0.1; done
+    wait "$MXRELAY_PID" 2>/dev/null || true
+    MXRELAY_PID=""
+  fi
+  mxedge_stop_pid
+}

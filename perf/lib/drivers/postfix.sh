@@ -74,10 +74,16 @@ EOF
   if [ "$profile" = drain ]; then
     echo "defer_transports = relay" >>"$POSTFIX_DIR/etc/main.cf"
   fi
+  # POSTFIX_DAEMON_DIR: a private daemon_directory (the cpu scenario's
+  # wrappers that run every daemon under callgrind).
+  if [ -n "${POSTFIX_DAEMON_DIR:-}" ]; then
+    echo "daemon_directory = $POSTFIX_DAEMON_DIR" >>"$POSTFIX_DIR/etc/main.cf"
+  fi
   netns_exec sut postfix -c "$POSTFIX_DIR/etc" start >"$POSTFIX_DIR/start.log" 2>&1 \
     || { echo "postfix start failed: $(cat "$POSTFIX_DIR/start.log") $(tail -3 "$POSTFIX_DIR/log/maillog" 2>/dev/null)" >&2; return 1; }
   local i
-  for i in $(seq 50); do
+  # Up to 30 s: under callgrind (cpu scenario) the master starts slowly.
+  for i in $(seq 300); do
     netns_exec sut ss -ltn 2>/dev/null | grep -q "$PERF_SUT_ADDR:25 " && return 0
     sleep 0.1
   done
@@ -89,9 +95,11 @@ postfix_stop() {
   [ -n "$POSTFIX_DIR" ] || return 0
   netns_exec sut postfix -c "$POSTFIX_DIR/etc" stop >/dev/null 2>&1 || true
   # `postfix stop` returns before the children are gone; the namespace must
-  # be empty before the next system starts.
+  # be empty before the next system starts. POSTFIX_STOP_WAIT (tenths of a
+  # second, default 5 s) is longer under callgrind, which writes its
+  # counts as each daemon exits.
   local i
-  for i in $(seq 50); do
+  for i in $(seq "${POSTFIX_STOP_WAIT:-50}"); do
     [ -z "$(ip netns pids "$(netns_name sut)" 2>/dev/null)" ] && break
     sleep 0.1
   done
@@ -111,10 +119,8 @@ postfix_queue_files() {
   find "$POSTFIX_DIR"/spool/{incoming,active,deferred,maildrop,hold} -type f 2>/dev/null | wc -l
 }
 
-# Messages delivered to the sink so far, from Postfix's own log.
-postfix_sent_count() {
-  grep -c 'status=sent' "$POSTFIX_DIR/log/maillog" 2>/dev/null || true
-}
+# Postfix's own log: one status=sent line per message delivered.
+postfix_sent_log() { echo "$POSTFIX_DIR/log/maillog"; }
 
 # Waits (bounded in time) until the queue is empty; returns 1 on timeout.
 postfix_wait_empty() {
@@ -125,6 +131,9 @@ postfix_wait_empty() {
   done
   return 1
 }
+
+# Messages left in the queue, for the drain table.
+postfix_queue_left() { postfix_queue_files; }
 
 # drain profile: deliver everything queued now ("sendmail -q").
 postfix_flush() {
@@ -139,7 +148,7 @@ postfix_received_count() {
 
 # drain profile: waits (bounded) until every accepted message has been
 # through the queue manager and sits in the deferred queue.
-postfix_wait_deferred() {
+postfix_wait_queued() {  # postfix_wait_queued SECONDS [COUNT]
   local end=$(( $(date +%s) + ${1:-60} ))
   while [ "$(date +%s)" -lt "$end" ]; do
     [ "$(find "$POSTFIX_DIR"/spool/{incoming,active,maildrop} -type f 2>/dev/null | wc -l)" = 0 ] \

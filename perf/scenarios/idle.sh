@@ -10,12 +10,23 @@
 # SUT's established sockets. (Machine-wide Slab deltas were tried first:
 # on a shared machine they drown in other activity.)
 perf_ns_pss_kb() {  # sum of Pss over the processes of a namespace (KB)
-  local total=0 p v
+  # One awk over every process's smaps_rollup: a process per file took
+  # minutes for Postfix's 500 smtpd on the loaded machine (the hold could
+  # end before the reading did). A process that exits meanwhile, or whose
+  # file cannot be read, counts 0 (as before).
+  local files=() p
   for p in $(ip netns pids "$(netns_name "$1")" 2>/dev/null); do
-    v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || true
-    total=$(( total + ${v:-0} ))
+    files+=("/proc/$p/smaps_rollup")
   done
-  echo $total
+  [ ${#files[@]} -gt 0 ] || { echo 0; return 0; }
+  # getline, not awk's file arguments: mawk stops at an unreadable file.
+  awk 'BEGIN { s = 0
+    for (i = 1; i < ARGC; i++) {
+      while ((getline l < ARGV[i]) > 0)
+        if (l ~ /^Pss:/) { split(l, a, " "); s += a[2] }
+      close(ARGV[i])
+    }
+    print s }' "${files[@]}"
 }
 perf_sock_obj_bytes() {  # slab object bytes behind one TCP socket
   awk '$1=="TCP"||$1=="sock_inode_cache"||$1=="filp"||$1=="dentry"{b+=$4} END{print b+0}' /proc/slabinfo
@@ -146,12 +157,15 @@ run_idle() {
     # A count listed twice (two skipped counts map to one row) runs once.
     mapfile -t list < <(printf '%s\n' "${list[@]}" | awk '!seen[$0]++')
     for n in "${list[@]}"; do
-      local workers=""
+      local workers="" PERF_MXEDGE_START_TICKS=300
       PERF_MXEDGE_DPDK_CMD=$dpdk_base
       if [ "$sys" = mxedge-dpdk ]; then
         workers=$(idle_dpdk_workers "$n" "$per")
         [ "$workers" -ge 1 ] || workers=1
         PERF_MXEDGE_DPDK_CMD="$dpdk_base --workers $workers --mem $(idle_dpdk_mem_mb "$workers")"
+        # Its memory is faulted in at start (mbufs, rings): ~3 s per worker
+        # on the loaded 2-CPU machine, on top of the driver's 30 s.
+        PERF_MXEDGE_START_TICKS=$(( 300 + workers * 30 ))
       fi
       PERF_IDLE_SESSIONS=$n perf_sut_up $sc $sys idle || break
       sleep 1

@@ -26,6 +26,7 @@
 #define BENCH_MAX_RCPTS 16
 #define BENCH_MIN_MSG_SIZE 256        /* room for the fixed header block */
 #define BENCH_MAX_MSG_SIZE (64u << 20)
+#define BENCH_MAX_PROCS 64            /* hold mode: --procs */
 
 /* ---- Address policy and parsing (bench_conf.c) ------------------------- */
 
@@ -117,6 +118,11 @@ struct bench_config {
   const char *rcpt_to;        /* "user@domain"; "+N" is inserted for N>1 */
   const char *ready_file;     /* hold mode: created once all are held */
   bool progress;              /* one line per second on stderr */
+  unsigned procs;             /* hold mode: processes (0 or 1: this one) */
+  /* Hold mode over several processes (bench_procs.c): set only in the
+   * children, NULL otherwise. */
+  struct bench_coord *coord;
+  unsigned coord_slot;        /* this child's index in coord */
 };
 
 /* Run totals, merged over threads. */
@@ -155,6 +161,42 @@ int bench_config_check(const struct bench_config *cfg, char *err, size_t errlen)
  * owned). Returns 0, or -errno when the run could not start (threads,
  * epoll, file limits). */
 int bench_run(const struct bench_config *cfg, struct bench_result *res);
+
+/* Adds src's counts and histograms to dst (dst->elapsed_s becomes the
+ * larger of the two; hold_ready_s and stop_signal are left to the caller). */
+void bench_result_add(struct bench_result *dst, const struct bench_result *src);
+
+/* ---- Hold mode over several processes (bench_procs.c) ------------------ */
+
+/* Shared (MAP_SHARED) between the coordinating parent and its children.
+ * Child i writes held[i] (sessions it holds now) and, at its end, res[i]
+ * and rc[i]; the parent writes hold_until (CLOCK_MONOTONIC ns, once every
+ * child's sessions are up, so all hold for the same hold_s) and stop. */
+struct bench_coord {
+  uint64_t held[BENCH_MAX_PROCS];
+  uint64_t hold_until;
+  uint32_t stop;
+  int rc[BENCH_MAX_PROCS];
+  struct bench_result res[BENCH_MAX_PROCS];
+};
+
+/* How many processes a hold run of cfg->sessions needs: 1 when this
+ * process may open sessions + 64 descriptors (raising its soft limit, or
+ * the hard one where allowed), else enough that each stays under the
+ * open-file hard limit; 0 when that would take more than BENCH_MAX_PROCS. */
+unsigned bench_procs_needed(const struct bench_config *cfg);
+
+/* Runs a hold-mode load split over procs child processes (fork; the
+ * sessions are divided evenly, each child runs bench_run with its share
+ * and cfg->threads threads). The parent reports progress, writes the ready
+ * file once all sessions of all children are held, then lets them hold
+ * hold_s, and forwards SIGINT/SIGTERM (blocked by the caller, as for
+ * bench_run) to them. Fills *res with the merged result (caller owned).
+ * Returns 0, -EINVAL for a mode other than hold or procs outside
+ * 1..BENCH_MAX_PROCS, or -errno when the shared memory or a fork failed
+ * (children already started are stopped and reaped). */
+int bench_run_procs(const struct bench_config *cfg, unsigned procs,
+                    struct bench_result *res);
 
 /* ---- SYN flood (bench_flood.c) ----------------------------------------- */
 

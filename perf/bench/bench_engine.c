@@ -913,6 +913,29 @@ static uint64_t held_total(struct thread *th, unsigned n)
   return held;
 }
 
+void bench_result_add(struct bench_result *dst, const struct bench_result *src)
+{
+  if (src->elapsed_s > dst->elapsed_s)
+    dst->elapsed_s = src->elapsed_s;
+  dst->sessions_started += src->sessions_started;
+  dst->sessions_completed += src->sessions_completed;
+  dst->sessions_missed += src->sessions_missed;
+  dst->messages_attempted += src->messages_attempted;
+  dst->messages_accepted += src->messages_accepted;
+  dst->bytes_accepted += src->bytes_accepted;
+  dst->held_max += src->held_max;
+  dst->err.connect += src->err.connect;
+  for (size_t k = 0; k < sizeof(src->err.connect_errno) / sizeof(uint64_t); k++)
+    dst->err.connect_errno[k] += src->err.connect_errno[k];
+  dst->err.timeout += src->err.timeout;
+  dst->err.disconnect += src->err.disconnect;
+  dst->err.protocol += src->err.protocol;
+  for (int k = 0; k < 1000; k++)
+    dst->err.reply[k] += src->err.reply[k];
+  bench_hist_merge(&dst->connect_220, &src->connect_220);
+  bench_hist_merge(&dst->eod_250, &src->eod_250);
+}
+
 int bench_run(const struct bench_config *cfg, struct bench_result *res)
 {
   struct shared *g = NULL;
@@ -1011,7 +1034,20 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
         running += __atomic_load_n(&th[i].t_end, __ATOMIC_RELAXED) == 0;
       if (running == 0)
         break;
-      if (cfg->mode == BENCH_HOLD && res->hold_ready_s == 0 &&
+      if (cfg->coord) {
+        /* A child of bench_run_procs: the parent decides when every
+         * process's sessions are up and how long they are held. */
+        struct bench_coord *k = cfg->coord;
+        __atomic_store_n(&k->held[cfg->coord_slot], held_total(th, started),
+                         __ATOMIC_RELAXED);
+        uint64_t hu = __atomic_load_n(&k->hold_until, __ATOMIC_RELAXED);
+        if (hu && res->hold_ready_s == 0) {
+          res->hold_ready_s = (double)(now - g->t0) / NS_PER_S;
+          __atomic_store_n(&g->hold_until, hu, __ATOMIC_RELAXED);
+        }
+        if (__atomic_load_n(&k->stop, __ATOMIC_RELAXED))
+          __atomic_store_n(&g->stop, 1, __ATOMIC_RELAXED);
+      } else if (cfg->mode == BENCH_HOLD && res->hold_ready_s == 0 &&
           held_total(th, started) >= cfg->sessions) {
         res->hold_ready_s = (double)(now - g->t0) / NS_PER_S;
         __atomic_store_n(&g->hold_until, now + (uint64_t)(cfg->hold_s * NS_PER_S),
@@ -1043,24 +1079,9 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
   bench_hist_init(&res->connect_220);
   bench_hist_init(&res->eod_250);
   for (unsigned i = 0; i < started; i++) {
-    const struct bench_result *r = &th[i].r;
-    res->sessions_started += r->sessions_started;
-    res->sessions_completed += r->sessions_completed;
-    res->sessions_missed += r->sessions_missed;
-    res->messages_attempted += r->messages_attempted;
-    res->messages_accepted += r->messages_accepted;
-    res->bytes_accepted += r->bytes_accepted;
-    res->held_max += r->held_max;
-    res->err.connect += r->err.connect;
-    for (size_t k = 0; k < sizeof(r->err.connect_errno) / sizeof(uint64_t); k++)
-      res->err.connect_errno[k] += r->err.connect_errno[k];
-    res->err.timeout += r->err.timeout;
-    res->err.disconnect += r->err.disconnect;
-    res->err.protocol += r->err.protocol;
-    for (int k = 0; k < 1000; k++)
-      res->err.reply[k] += r->err.reply[k];
-    bench_hist_merge(&res->connect_220, &r->connect_220);
-    bench_hist_merge(&res->eod_250, &r->eod_250);
+    double el = res->elapsed_s;
+    bench_result_add(res, &th[i].r);
+    res->elapsed_s = el;
   }
   if (rc == 0 && started < nth)
     rc = -EAGAIN;

@@ -35,6 +35,8 @@ static void usage(FILE *f)
 "  --bdat               BDAT n LAST instead of DATA (RFC 3030)\n"
 "  --source ADDR        bind to this local address; repeat to round-robin\n"
 "  --threads N          threads, one epoll loop each (default: online CPUs)\n"
+"  --procs N            hold mode: split the sessions over N processes (default:\n"
+"                       as many as the open-file hard limit needs, see README)\n"
 "Bounds and output:\n"
 "  --duration S         load time in seconds (default 30); then sessions in\n"
 "                       flight finish their message and QUIT, within\n"
@@ -80,7 +82,7 @@ enum {
   O_CLOSED = 256, O_OPEN, O_HOLD, O_RATE, O_SESSIONS, O_PER, O_COUNT, O_MAXS,
   O_SIZE, O_RCPTS, O_PIPE, O_BDAT, O_SOURCE, O_THREADS, O_DUR, O_HOLDS,
   O_TIMEOUT, O_HELO, O_FROM, O_TO, O_JSON, O_READY, O_PROGRESS, O_QUIET,
-  O_TARGET, O_HELP, O_GRACE, O_FLOOD,
+  O_TARGET, O_HELP, O_GRACE, O_FLOOD, O_PROCS,
 };
 
 int main(int argc, char **argv)
@@ -96,6 +98,7 @@ int main(int argc, char **argv)
     {"pipelining", no_argument, 0, O_PIPE}, {"bdat", no_argument, 0, O_BDAT},
     {"source", required_argument, 0, O_SOURCE},
     {"threads", required_argument, 0, O_THREADS},
+    {"procs", required_argument, 0, O_PROCS},
     {"duration", required_argument, 0, O_DUR},
     {"hold-seconds", required_argument, 0, O_HOLDS},
     {"grace", required_argument, 0, O_GRACE},
@@ -181,6 +184,11 @@ int main(int argc, char **argv)
       if (parse_u64(optarg, &v) < 0 || v > 256) BAD("bad --threads '%s'", optarg);
       cfg.threads = (unsigned)v;
       break;
+    case O_PROCS:
+      if (parse_u64(optarg, &v) < 0 || v < 1 || v > BENCH_MAX_PROCS)
+        BAD("bad --procs '%s': want 1..%d", optarg, BENCH_MAX_PROCS);
+      cfg.procs = (unsigned)v;
+      break;
     case O_DUR:
       if (parse_double(optarg, &cfg.duration_s) < 0) BAD("bad --duration '%s'", optarg);
       break;
@@ -216,6 +224,17 @@ int main(int argc, char **argv)
     BAD("%s", err);
   if (flood && (cfg.target.ss_family != AF_INET || !(cfg.rate > 0) || cfg.max_messages == 0))
     BAD("--syn-flood needs an IPv4 --target, --rate R and --count N");
+  if (cfg.procs && (cfg.mode != BENCH_HOLD || flood))
+    BAD("--procs is for --hold only");
+  if (cfg.procs > cfg.sessions)
+    BAD("--procs %u is more than --sessions %u", cfg.procs, cfg.sessions);
+  if (cfg.mode == BENCH_HOLD && !flood && cfg.procs == 0) {
+    /* Each held session is a descriptor, and the limit is per process. */
+    cfg.procs = bench_procs_needed(&cfg);
+    if (cfg.procs == 0)
+      BAD("cannot hold %u sessions: the open-file hard limit (ulimit -Hn) would "
+          "need more than %d processes", cfg.sessions, BENCH_MAX_PROCS);
+  }
 #undef BAD
 
   if (flood) {
@@ -251,7 +270,10 @@ int main(int argc, char **argv)
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  rc = bench_run(&cfg, &res);
+  if (cfg.procs > 1)
+    rc = bench_run_procs(&cfg, cfg.procs, &res);
+  else
+    rc = bench_run(&cfg, &res);
   if (rc < 0) {
     fprintf(stderr, "mxedge-bench: run failed: %s\n", strerror(-rc));
     return 1;

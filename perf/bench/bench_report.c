@@ -94,8 +94,8 @@ int bench_report_json(FILE *f, const struct bench_config *c, const struct bench_
           (unsigned long long)r->messages_accepted, (unsigned long long)r->bytes_accepted);
   fprintf(f, "  \"accepted_per_s\": %.2f,\n  \"sessions_per_s\": %.2f,\n",
           rate(r->messages_accepted, r->elapsed_s), rate(r->sessions_completed, r->elapsed_s));
-  fprintf(f, "  \"held_max\": %llu,\n  \"hold_ready_s\": %.3f,\n",
-          (unsigned long long)r->held_max, r->hold_ready_s);
+  fprintf(f, "  \"held_max\": %llu,\n  \"hold_ready_s\": %.3f,\n  \"procs\": %u,\n",
+          (unsigned long long)r->held_max, r->hold_ready_s, c->procs > 1 ? c->procs : 1);
   fprintf(f, "  \"errors\": {\"connect\": %llu, \"timeout\": %llu, \"disconnect\": %llu, "
           "\"protocol\": %llu,\n    \"connect_errno\": {",
           (unsigned long long)r->err.connect, (unsigned long long)r->err.timeout,
@@ -149,8 +149,9 @@ void bench_report_text(FILE *f, const struct bench_config *c, const struct bench
           bench_addr_str((const struct sockaddr *)&c->target, a, sizeof(a)),
           c->sessions, c->threads, r->elapsed_s);
   if (c->mode == BENCH_HOLD)
-    fprintf(f, "  held          %llu of %u (all after %.2f s)\n",
-            (unsigned long long)r->held_max, c->sessions, r->hold_ready_s);
+    fprintf(f, "  held          %llu of %u (all after %.2f s, %u process(es))\n",
+            (unsigned long long)r->held_max, c->sessions, r->hold_ready_s,
+            c->procs > 1 ? c->procs : 1);
   fprintf(f, "  accepted      %llu messages (%.1f/s, %.2f MB/s) of %llu attempted\n",
           (unsigned long long)r->messages_accepted, rate(r->messages_accepted, r->elapsed_s),
           rate(r->bytes_accepted, r->elapsed_s) / 1e6,

@@ -10,12 +10,23 @@
 # SUT's established sockets. (Machine-wide Slab deltas were tried first:
 # on a shared machine they drown in other activity.)
 perf_ns_pss_kb() {  # sum of Pss over the processes of a namespace (KB)
-  local total=0 p v
+  # One awk over every process's smaps_rollup: a process per file took
+  # minutes for Postfix's 500 smtpd on the loaded machine (the hold could
+  # end before the reading did). A process that exits meanwhile, or whose
+  # file cannot be read, counts 0 (as before).
+  local files=() p
   for p in $(ip netns pids "$(netns_name "$1")" 2>/dev/null); do
-    v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || true
-    total=$(( total + ${v:-0} ))
+    files+=("/proc/$p/smaps_rollup")
   done
-  echo $total
+  [ ${#files[@]} -gt 0 ] || { echo 0; return 0; }
+  # getline, not awk's file arguments: mawk stops at an unreadable file.
+  awk 'BEGIN { s = 0
+    for (i = 1; i < ARGC; i++) {
+      while ((getline l < ARGV[i]) > 0)
+        if (l ~ /^Pss:/) { split(l, a, " "); s += a[2] }
+      close(ARGV[i])
+    }
+    print s }' "${files[@]}"
 }
 perf_sock_obj_bytes() {  # slab object bytes behind one TCP socket
   awk '$1=="TCP"||$1=="sock_inode_cache"||$1=="filp"||$1=="dentry"{b+=$4} END{print b+0}' /proc/slabinfo
@@ -39,14 +50,51 @@ idle_fits() {  # idle_fits N KB_PER_SESSION -> prints reason when not
   fi
 }
 
+# The DPDK dataplane preallocates its sessions per worker lcore (the
+# driver's session_limit: dataplane/main.c SESSIONS_PER_LCORE) and takes
+# at most DP_MAX_WORKERS workers (dataplane/dp.h); both are compiled in.
+# Workers beyond the machine's CPUs share them (dp_eal_argv maps lcores
+# round robin), which is slow but holds idle sessions.
+idle_dpdk_max_workers() {
+  local w
+  w=$(sed -n 's/^#define DP_MAX_WORKERS \([0-9][0-9]*\).*/\1/p' "$PERF_TOP/dataplane/dp.h" 2>/dev/null)
+  echo "${w:-64}"
+}
+# Workers for N sessions at PER per worker: flows go to workers by a hash
+# of their 4-tuple, so a worker gets N/W plus a few times sqrt(N/W); 15 %
+# headroom keeps the fullest below its limit (past it a client gets 421).
+idle_dpdk_workers() { echo $(( ($1 * 115 / 100 + $2 - 1) / $2 )); }
+# Memory for the EAL without hugepages: mbufs (about 10.7 k per worker at
+# ~2.4 KB: rings, 8 per session, hand-off rings) and the spool ring
+# (8 MB per worker), plus the base.
+idle_dpdk_mem_mb() { echo $(( 256 + $1 * 40 )); }
+
+# A fresh message while the sessions are held: what a user notices when
+# an edge full of idle connections stops taking mail. One session, one
+# 4 KB message, from the client's main address.
+idle_fresh_message() {  # idle_fresh_message SYSTEM RAW -> KEY=VALUE words
+  local out=$2
+  netns_exec cli "$PERF_BENCH" --closed --sessions 1 --per-session 1 --count 1 \
+    --duration 30 --grace 5 --timeout 20 --quiet --target "$(sut "$1" addr)" \
+    --json "$out" >"$out.txt" 2>&1 || true
+  if [ -s "$out" ]; then
+    echo "fresh_accepted=$(perf_json "$out" 'd["messages_accepted"]')"
+    echo "fresh_ms=$(perf_json "$out" '(d["latency_us"]["connect_220"]["max"] + d["latency_us"]["eod_250"]["max"]) / 1000.0')"
+  else
+    echo "fresh_accepted=0"
+  fi
+}
+
 run_idle() {
   local sc=idle counts=(10000 100000) sys n
   [ -n "$PERF_QUICK" ] && counts=(300)
+  # PERF_IDLE_COUNTS="10000 20000": other counts (a check of one case).
+  [ -n "${PERF_IDLE_COUNTS:-}" ] && read -r -a counts <<<"$PERF_IDLE_COUNTS"
   perf_meta $sc title="memory per idle session" metric=user_kb_per_session unit="KB/session" \
     counts="${counts[*]}" \
-    columns="kernel_kb_per_session:kernel KB/session (server side),pss_mb:SUT PSS MB while held,held:held,processes:SUT processes,ready_s:s to open all" \
-    load="mxedge-bench --hold --sessions N --hold-seconds 5 (EHLO, then idle)" \
-    note="User memory: the SUT's PSS summed over all its processes, held minus before. Kernel memory: per server-side socket, the slab objects of a TCP socket (/proc/slabinfo: TCP, sock_inode_cache, filp, dentry) plus its buffers as reported by ss -tm. mxedge-dpdk preallocates its sessions (TCP, SMTP and spool state for its limit) and mbufs at start; their pages are faulted in on first use, so the user column is what held sessions actually touch and the PSS column is its whole footprint. Its TCP state lives in that memory, not in kernel sockets (kernel column 0)."
+    columns="kernel_kb_per_session:kernel KB/session (server side),pss_mb:SUT PSS MB while held,held:held,processes:SUT processes,ready_s:s to open all,fresh_accepted:fresh message accepted while held,fresh_ms:its connect→220 + EOD→250 ms,workers:worker lcores,client_procs:client processes" \
+    load="mxedge-bench --hold --sessions N (EHLO, then idle; spread over processes and 8 source addresses); then one fresh 4 KB message" \
+    note="User memory: the SUT's PSS summed over all its processes, held minus before. Kernel memory: per server-side socket, the slab objects of a TCP socket (/proc/slabinfo: TCP, sock_inode_cache, filp, dentry) plus its buffers as reported by ss -tm. mxedge-dpdk preallocates its sessions (TCP, SMTP and spool state, 1024 per worker lcore) and mbufs at start; their pages are faulted in on first use, so the user column is what held sessions actually touch and the PSS column is its whole footprint (DPDK memory without hugepages included). Its TCP state lives in that memory, not in kernel sockets (kernel column 0). It runs with enough worker lcores for the count (sharing the 2 CPUs). While the sessions are held, one more client sends a 4 KB message: fresh message accepted 1 means it got its 250. Postfix runs one smtpd per session; its process limit is raised to the count so every held session has its smtpd, and it is measured at the count it actually holds (held column)."
   # Postfix forks one smtpd per session, and its master starts the next one
   # only when the last is up (measured here: about 8 per second on the
   # loaded CI-class machine), so 10 k sessions would take ~20 minutes. Its
@@ -54,62 +102,96 @@ run_idle() {
   # count that opens in about a minute.
   local pf_n=500
   [ -n "$PERF_QUICK" ] && pf_n=100
+  local hardn; hardn=$(ulimit -Hn)
+  # The DPDK command line gets the worker count per case (mxedge_spawn
+  # reads this variable; the local keeps the driver's default intact).
+  local dpdk_base=$PERF_MXEDGE_DPDK_CMD PERF_MXEDGE_DPDK_CMD=$PERF_MXEDGE_DPDK_CMD
   for sys in $(perf_systems mxedge-dpdk mxedge-kernel postfix); do
     local st; st=$(sut $sys status)
     if [ "$st" != ok ]; then
       perf_unavailable $sc $sys "$st"
       continue
     fi
-    local list=("${counts[@]}") limit
-    # A server with a fixed session limit is measured at the limit and the
-    # larger counts say why they were not.
-    limit=$(sut_hook $sys session_limit)
-    if [ -n "$limit" ]; then
-      list=()
-      local at=$(( limit > 1024 ? limit - 24 : limit * 1000 / 1024 ))
-      [ -n "$PERF_QUICK" ] && [ "$at" -gt "${counts[0]}" ] && at=${counts[0]}
-      for n in "${counts[@]}"; do
-        if [ "$n" -gt "$limit" ]; then
-          perf_record_skip $sc $sys "$n sessions" "skipped: $sys serves at most $limit sessions ($(sut_hook $sys session_limit_why)); see the $at row"
-        else
-          list+=("$n")
-        fi
-      done
-      [ ${#list[@]} -gt 0 ] || list=("$at")
-    fi
-    if [ "$sys" = postfix ]; then
-      list=("$pf_n")
-      for n in "${counts[@]}"; do
-        [ "$n" -gt "$pf_n" ] || continue
-        local why; why=$(idle_fits "$n" 1400)
-        perf_record_skip $sc $sys "$n sessions" "${why:-skipped: one smtpd per session, started serially: too slow to open within the time bound}; linear in N, see the $pf_n row"
-      done
-    fi
+    local list=() per maxw cap at
+    case $sys in
+      mxedge-dpdk)
+        per=$(sut_hook $sys session_limit); per=${per:-1024}
+        maxw=$(idle_dpdk_max_workers)
+        cap=$(( maxw * per ))
+        for n in "${counts[@]}"; do
+          [ "$(idle_dpdk_workers "$n" "$per")" -gt "$maxw" ] || list+=("$n")
+        done
+        # Nothing fits: the largest count the compiled-in limits hold with
+        # the headroom. (Not measured by default: 64 busy-polling workers
+        # on 2 CPUs take minutes to start and to open it, past the time
+        # bound of perf/run all.)
+        [ ${#list[@]} -gt 0 ] || list=("$(( cap * 100 / 115 / 1000 * 1000 ))")
+        for n in "${counts[@]}"; do
+          [ "$(idle_dpdk_workers "$n" "$per")" -gt "$maxw" ] || continue
+          perf_record_skip $sc $sys "$n sessions" "skipped: at most $maxw worker lcores (DP_MAX_WORKERS, dataplane/dp.h) x $per preallocated sessions each (SESSIONS_PER_LCORE, dataplane/main.c) = $cap sessions, both compiled in; see the ${list[-1]} row"
+        done
+        ;;
+      mxedge-kernel)
+        # One process holds every session, one descriptor each; raising
+        # the hard limit needs CAP_SYS_RESOURCE, which a container may not
+        # grant. It is measured at the largest count under the limit.
+        for n in "${counts[@]}"; do
+          if [ "$hardn" != unlimited ] && [ "$hardn" -lt $(( n + 200 )) ]; then
+            at=$(( (hardn - 200) / 1000 * 1000 ))
+            perf_record_skip $sc $sys "$n sessions" "skipped: needs $n descriptors in its one process, the open-file hard limit here is $hardn (RLIMIT_NOFILE; root cannot raise it without CAP_SYS_RESOURCE); see the $at row"
+            [ "$at" -gt 0 ] && list+=("$at")
+          else
+            list+=("$n")
+          fi
+        done
+        ;;
+      postfix)
+        list=("$pf_n")
+        for n in "${counts[@]}"; do
+          [ "$n" -gt "$pf_n" ] || continue
+          local why; why=$(idle_fits "$n" 1400)
+          perf_record_skip $sc $sys "$n sessions" "${why:-skipped: one smtpd per session, started serially: too slow to open within the time bound}; linear in N, see the $pf_n row"
+        done
+        ;;
+    esac
+    # A count listed twice (two skipped counts map to one row) runs once.
+    mapfile -t list < <(printf '%s\n' "${list[@]}" | awk '!seen[$0]++')
     for n in "${list[@]}"; do
-      # Both ends need one descriptor per session; raising the hard limit
-      # needs CAP_SYS_RESOURCE, which a container may not grant.
-      if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $(( n + 100 )) ]; then
-        perf_record_skip $sc $sys "$n sessions" "skipped: open-file hard limit here is $(ulimit -Hn) (RLIMIT_NOFILE), $n sessions need more"
-        continue
+      local workers="" PERF_MXEDGE_START_TICKS=300
+      PERF_MXEDGE_DPDK_CMD=$dpdk_base
+      if [ "$sys" = mxedge-dpdk ]; then
+        workers=$(idle_dpdk_workers "$n" "$per")
+        [ "$workers" -ge 1 ] || workers=1
+        PERF_MXEDGE_DPDK_CMD="$dpdk_base --workers $workers --mem $(idle_dpdk_mem_mb "$workers")"
+        # Its memory is faulted in at start (mbufs, rings): ~3 s per worker
+        # on the loaded 2-CPU machine, on top of the driver's 30 s.
+        PERF_MXEDGE_START_TICKS=$(( 300 + workers * 30 ))
       fi
       PERF_IDLE_SESSIONS=$n perf_sut_up $sc $sys idle || break
       sleep 1
-      local pss0 slab0 sock0 ready=$PERF_WORK/ready raw=$PERF_OUT/raw/$sc-$sys-$n.json
+      local pss0 ready=$PERF_WORK/ready raw=$PERF_OUT/raw/$sc-$sys-$n.json
       pss0=$(perf_ns_pss_kb sut)
       rm -f "$ready"
-      perf_log "$sys: opening $n idle sessions"
+      perf_log "$sys: opening $n idle sessions${workers:+ ($workers worker lcores)}"
       local srcs=() s
       for s in "${PERF_CLI_SOURCES[@]}"; do srcs+=(--source "$s"); done
-      netns_exec cli "$PERF_BENCH" --hold --sessions "$n" --hold-seconds 8 --duration 240 \
+      # Held up to 120 s after all are up: long enough for the readings and
+      # the fresh message on a loaded machine; it is stopped (SIGTERM,
+      # report written) once they are done. Opening is capped at 120 s plus
+      # 1 s per 100 sessions (the bench's --duration ends a hold too).
+      local dur=$(( 120 + n / 100 + 120 ))
+      # netns_spawn: its pid is mxedge-bench itself (nsenter execs it), so
+      # the SIGTERM below reaches it (and through it its child processes).
+      netns_spawn cli "$PERF_BENCH" --hold --sessions "$n" --hold-seconds 120 --duration "$dur" \
         --timeout 60 --ready-file "$ready" --progress "${srcs[@]}" \
-        --target "$(sut $sys addr)" --json "$raw" >"$raw.txt" 2> >(sed 's/^/        /' >&2) &
-      local bpid=$! i
-      for i in $(seq 2400); do
+        --target "$(sut $sys addr)" --json "$raw" >"$raw.txt" 2> >(sed 's/^/        /' >&2)
+      local bpid=$NETNS_LAST_PID i
+      for i in $(seq $(( dur * 10 ))); do
         [ -e "$ready" ] && break
         kill -0 $bpid 2>/dev/null || break
         sleep 0.1
       done
-      local pss1 buf1 procs socks kkb
+      local pss1 buf1 procs socks kkb fresh=()
       if [ -e "$ready" ]; then
         sleep 2   # let the last processes settle
         pss1=$(perf_ns_pss_kb sut); buf1=$(perf_sock_buf_bytes sut)
@@ -122,8 +204,21 @@ run_idle() {
           socks=""
         fi
         procs=$(ip netns pids "$(netns_name sut)" | wc -l)
+        perf_log "$sys: $n held; one fresh message"
+        mapfile -t fresh < <(idle_fresh_message $sys "$PERF_OUT/raw/$sc-$sys-$n-fresh.json")
+        # Only a message sent while every session was still held counts.
+        if ! kill -0 $bpid 2>/dev/null; then
+          perf_log "$sys: the hold ended before the fresh message did: not counted"
+          fresh=()
+        fi
+        perf_log "$sys: fresh message: ${fresh[*]:-not measured}"
+        kill -TERM $bpid 2>/dev/null || true
       fi
       wait $bpid || true
+      if [ -n "${pss1:-}" ] && [ ! -s "$raw" ]; then
+        perf_log "$sys: mxedge-bench wrote no report"
+        unset pss1
+      fi
       if [ -z "${pss1:-}" ]; then
         perf_record_skip $sc $sys "$n sessions" "failed: not all $n sessions could be opened ($(sed -n 2p "$raw.txt" 2>/dev/null))"
       else
@@ -135,7 +230,9 @@ run_idle() {
           user_kb_per_session="$(perf_calc "($pss1 - $pss0) / $n")" \
           ${kkb:+kernel_kb_per_session="$kkb"} \
           held="$(perf_json "$raw" 'd["held_max"]')" processes="$procs" pss_mb="$(perf_calc "$pss1 / 1024")" \
-          ready_s="$(perf_json "$raw" 'd["hold_ready_s"]')" raw="${raw#"$PERF_OUT"/}"
+          ready_s="$(perf_json "$raw" 'd["hold_ready_s"]')" "${fresh[@]}" \
+          ${workers:+workers="$workers"} client_procs="$(perf_json "$raw" 'd.get("procs", 1)')" \
+          raw="${raw#"$PERF_OUT"/}"
         perf_log "$sys: $n sessions: $(( (pss1 - pss0) / n )) KB user per session, $procs processes"
       fi
       sut $sys stop

@@ -134,7 +134,9 @@ mxedge_dpdk_start() {
   netns_exec cli ethtool -K "$cif" tx off tso off gso off >/dev/null 2>&1 || true
   mxedge_spawn "$PERF_MXEDGE_DPDK_CMD" "$bin"
   local i log=$PERF_WORK/mxedge.log
-  for i in $(seq 300); do
+  # PERF_MXEDGE_START_TICKS: 0.1 s ticks to wait (many worker lcores
+  # sharing two CPUs start slowly: the idle scenario raises it).
+  for i in $(seq "${PERF_MXEDGE_START_TICKS:-300}"); do
     grep -q "running on" "$log" && break
     kill -0 "$MXEDGE_PID" 2>/dev/null || break
     sleep 0.1

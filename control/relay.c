@@ -1967,6 +1967,18 @@ static int state_rewrite(struct relay *r)
 		spool_qid_format(r->held[i].qid, id);
 		fprintf(f, "H %u %s\n", r->held[i].src, id);
 	}
+	/* Retry times read at start-up for messages perhaps not read back
+	 * yet (while still in the future), then the queue's own, which
+	 * come later and so win on the next load. */
+	for (i = 0; i < r->tk_size; i++) {
+		char id[SPOOL_QID_LEN + 1];
+
+		if (!r->tk[i].used || r->tk[i].next_us <= now_us())
+			continue;
+		spool_qid_format(r->tk[i].qid, id);
+		fprintf(f, "T %u %s %" PRIu64 " %u\n", r->tk[i].src, id, r->tk[i].next_us,
+			r->tk[i].attempts);
+	}
 	for (struct rmsg *m = r->msgs; m; m = m->next)
 		if (!m->gone && m->next_try_us > 1)
 			fprintf(f, "T %u %s %" PRIu64 " %u\n", m->src, m->id, m->next_try_us,

@@ -60,6 +60,7 @@ struct dp_config {
 	uint16_t smtp_port;      /* default 25 */
 	char hostname[254];      /* greeting, EHLO, Received: */
 	char spool_dir[256];
+	char log_file[256];      /* --log-file: reception log, "" = stderr */
 };
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
@@ -91,6 +92,7 @@ struct dp_lcore_stats {
 	uint64_t received;        /* frames another lcore handed to this one */
 	uint64_t dispatch_full;   /* hand-off dropped: the owner's ring was full */
 	uint64_t neigh_copies;    /* ARP/NDP copies made for the other lcores */
+	uint64_t log_dropped;     /* reception log lines lost: ring full (elog.h) */
 	/* Snapshot of the lcore's TCP stack, refreshed by the worker about
 	 * every 100 ms and at exit (tcp_stats_get is not for other threads). */
 	uint64_t tcp_conns_active;
@@ -103,6 +105,7 @@ struct tcp_stack;
 struct dp_worker;
 
 struct rte_ring;
+struct elog_ring;
 
 /* What a worker lcore needs; filled by main before launch. */
 struct dp_worker_params {
@@ -130,6 +133,7 @@ struct dp_worker_params {
 	const volatile int *stop;        /* set by the signal handler */
 	const volatile unsigned *ndomains; /* accepted domains configured */
 	struct dp_lcore_stats *stats;
+	struct elog_ring *log;           /* reception log ring (elog.h) or NULL */
 };
 
 /*

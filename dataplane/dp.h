@@ -62,6 +62,7 @@ struct dp_config {
 	char hostname[254];      /* greeting, EHLO, Received: */
 	char spool_dir[256];
 	char state_dir[256];     /* state.json + audit.log; "" = in memory */
+	char log_file[256];      /* --log-file: reception log, "" = stderr */
 };
 
 #define DP_DEFAULT_CONTROL "/run/mxedge/control.sock"
@@ -94,6 +95,7 @@ struct dp_lcore_stats {
 	uint64_t received;        /* frames another lcore handed to this one */
 	uint64_t dispatch_full;   /* hand-off dropped: the owner's ring was full */
 	uint64_t neigh_copies;    /* ARP/NDP copies made for the other lcores */
+	uint64_t log_dropped;     /* reception log lines lost: ring full (elog.h) */
 	/* Snapshot of the lcore's TCP stack, refreshed by the worker about
 	 * every 100 ms and at exit (tcp_stats_get is not for other threads). */
 	uint64_t tcp_conns_active;
@@ -106,6 +108,7 @@ struct tcp_stack;
 struct dp_worker;
 
 struct rte_ring;
+struct elog_ring;
 
 /* What a worker lcore needs; filled by main before launch. */
 struct dp_worker_params {
@@ -133,6 +136,7 @@ struct dp_worker_params {
 	const volatile int *stop;        /* set by the signal handler */
 	const volatile unsigned *ndomains; /* accepted domains configured */
 	struct dp_lcore_stats *stats;
+	struct elog_ring *log;           /* reception log ring (elog.h) or NULL */
 };
 
 /*

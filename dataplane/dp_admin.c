@@ -1630,6 +1630,7 @@ void dp_stats_put(json_t *o, const struct dp_lcore_stats *st)
 	PUT("clients_blocked", st->clients_blocked);
 	PUT("rcpt_rejected", st->rcpt_rejected);
 	PUT("store_errors", st->store_errors);
+	PUT("log_dropped", st->log_dropped);
 #undef PUT
 }
 

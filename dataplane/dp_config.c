@@ -56,6 +56,8 @@ void dp_usage(void *fp)
 "  --smtp-port N        SMTP listen port (default 25, or the listen: port)\n"
 "  --spool DIR          spool directory (default /var/spool/mxedge, spool.dir)\n"
 "  --hostname NAME      name in the greeting, EHLO and Received: (hostname:)\n"
+"  --log-file PATH      Postfix-format reception log (default: stderr);\n"
+"                       SIGHUP reopens it (logrotate)\n"
 "  --control PATH       control socket for mxedgectl (default " DP_DEFAULT_CONTROL ")\n"
 "  --no-control         no control socket\n"
 "  --state-dir DIR      keep control-socket changes (state.json) and the audit\n"
@@ -259,6 +261,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "smtp-port", required_argument, NULL, 'P' },
 		{ "spool", required_argument, NULL, 's' },
 		{ "hostname", required_argument, NULL, 'n' },
+		{ "log-file", required_argument, NULL, 'L' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -405,6 +408,14 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 				rc = -EINVAL;
 			} else {
 				strcpy(cfg->hostname, optarg);
+			}
+			break;
+		case 'L':
+			if (strlen(optarg) >= sizeof(cfg->log_file)) {
+				fprintf(stderr, "mxedge: --log-file: path too long\n");
+				rc = -EINVAL;
+			} else {
+				strcpy(cfg->log_file, optarg);
 			}
 			break;
 		case 'f':

@@ -25,6 +25,8 @@
 #include <rte_ring.h>
 
 #include "dp.h"
+#include "elog.h"
+#include "etx.h"
 #include "smtp.h"
 #include "spool.h"
 #include "tcp.h"
@@ -56,20 +58,6 @@
 _Static_assert(TCP_DROP__COUNT <= DP_TCP_DROP_SLOTS,
 	       "dp_lcore_stats.tcp_drops is too small for enum tcp_drop");
 
-enum tx_state {
-	TX_NONE = 0, /* no transaction */
-	TX_ENV,      /* MAIL seen: envelope collecting in env[] */
-	TX_BEGUN,    /* BEGIN record appended, body streaming */
-	TX_ENDED,    /* END record appended, 250 waits for durability */
-};
-
-enum pend {
-	PEND_NONE = 0,
-	PEND_BEGIN,   /* DATA answered PENDING: BEGIN hit a full ring */
-	PEND_END,     /* EOM answered PENDING: END hit a full ring */
-	PEND_DURABLE, /* EOM answered PENDING: waiting for the sync thread */
-};
-
 struct dp_sess {
 	struct dp_worker *w;
 	struct tcp_conn *conn;
@@ -77,39 +65,18 @@ struct dp_sess {
 	struct dp_sess *pprev, *pnext;    /* poll list */
 	bool on_poll;
 	bool overflow;                    /* a reply did not fit: abort */
-	bool body_failed;
-	enum tx_state tx;
-	enum pend pend;
-	uint64_t qid;
-	uint64_t commit_off;
-	uint64_t arrival_us;
 	uint64_t start_ms;                /* accepted at (session_max_s) */
 	bool counted;                     /* holds a per-client slot: ckey */
-	uint8_t ckey[16];
-	struct spool_msg msg;
-	char qid_txt[SPOOL_QID_LEN + 1];
-	char peer[56];                    /* for Received: ("IPv6:..." form) */
-	char client[48];                  /* plain address for the envelope */
-	/* env[]: mail_from NUL params NUL, then per RCPT addr NUL notify NUL
-	 * orcpt NUL (empty = absent). */
-	unsigned env_len, nrcpt;
-	char env[ENV_BYTES];
+	uint8_t ckey[ETX_CLIENT_KEY];
+	struct etx_tx t;                  /* transaction, log state (etx.h) */
+	char env[ENV_BYTES];              /* t's envelope text */
 	_Alignas(16) uint8_t smtp[SMTP_SESSION_MAX];
-};
-
-/* Sessions one client holds (limits.max_sessions_per_client): an open
- * addressing table (linear probing) with room for twice the session pool,
- * so it is never more than half full. n == 0: empty slot. */
-struct dp_client {
-	uint8_t key[16];
-	uint32_t n;
 };
 
 struct dp_worker {
 	struct dp_worker_params p;
-	struct dp_client *clients;
-	uint32_t cmask;
-	uint64_t cseed;                   /* random: addresses cannot aim at a chain */
+	struct etx_ctx x;                 /* shared transaction code (etx.h) */
+	struct etx_clients *clients;      /* sessions per client */
 	unsigned per_client;              /* 0: no per-client limit */
 	uint64_t session_max_ms;          /* 0: no lifetime cap */
 	struct tcp_stack *tcp;
@@ -118,8 +85,6 @@ struct dp_worker {
 	struct dp_sess *free_list;
 	struct dp_sess *active;
 	struct dp_sess *poll;
-	struct spool_rcpt *rcpts;         /* scratch for spool_begin */
-	unsigned max_rcpts;
 	uint64_t tsc_hz;
 	uint64_t wall_base_ns;            /* wall clock at tsc_base */
 	uint64_t tsc_base;
@@ -263,65 +228,6 @@ static void poll_del(struct dp_sess *s)
 	s->pprev = s->pnext = NULL;
 }
 
-/* The per-client key: an IPv4 address as ::ffff:a.b.c.d, an IPv6
- * address cut to its /64 (one site or host usually holds a whole /64, so
- * counting single IPv6 addresses would not limit anybody). */
-static void client_key(const struct tcp_addr *a, uint8_t key[16])
-{
-	memset(key, 0, 16);
-	if (a->family == 4) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12, a->a, 4);
-	} else {
-		memcpy(key, a->a, 8);
-	}
-}
-
-static uint32_t client_hash(const struct dp_worker *w, const uint8_t key[16])
-{
-	uint64_t a, b, h;
-
-	memcpy(&a, key, 8);
-	memcpy(&b, key + 8, 8);
-	h = (a ^ w->cseed) * 0xff51afd7ed558ccdull;
-	h ^= h >> 33;
-	h = (h ^ b) * 0xc4ceb9fe1a85ec53ull;
-	h ^= h >> 33;
-	return (uint32_t)h & w->cmask;
-}
-
-/* The slot of @key, or the empty slot where it would go. */
-static struct dp_client *client_slot(struct dp_worker *w, const uint8_t key[16])
-{
-	uint32_t i = client_hash(w, key);
-
-	while (w->clients[i].n && memcmp(w->clients[i].key, key, 16))
-		i = (i + 1) & w->cmask;
-	return &w->clients[i];
-}
-
-/* A session of @key ended; frees the slot at zero (backward-shift deletion
- * keeps every probe chain intact without tombstones). */
-static void client_put(struct dp_worker *w, const uint8_t key[16])
-{
-	struct dp_client *c = client_slot(w, key);
-	uint32_t i, j, k;
-
-	if (c->n == 0 || --c->n)
-		return;
-	i = (uint32_t)(c - w->clients);
-	for (j = (i + 1) & w->cmask; w->clients[j].n; j = (j + 1) & w->cmask) {
-		k = client_hash(w, w->clients[j].key);
-		/* Move j back into the hole at i unless its home k lies
-		 * cyclically in (i, j]. */
-		if (i <= j ? (k <= i || k > j) : (k <= i && k > j)) {
-			w->clients[i] = w->clients[j];
-			w->clients[j].n = 0;
-			i = j;
-		}
-	}
-}
-
 /* Ends the session and releases the connection: graceful close (queued
  * replies and a FIN go out) unless a reply overflowed. Unread input is
  * discarded first so tcp_close does not turn into a reset that could eat
@@ -333,9 +239,10 @@ static void sess_close(struct dp_sess *s)
 
 	poll_del(s);
 	if (s->counted) {
-		client_put(w, s->ckey);
+		etx_clients_put(w->clients, s->ckey);
 		s->counted = false;
 	}
+	etx_session_end(&w->x, &s->t, wall_us(w));
 	smtp_session_fini(sess_smtp(s)); /* raises ABORT for an open tx */
 	if (s->prev)
 		s->prev->next = s->next;
@@ -359,83 +266,6 @@ static void sess_close(struct dp_sess *s)
 }
 
 /* ------------------------------------------------------------------ */
-/* envelope                                                            */
-
-static int env_put(struct dp_sess *s, const char *p, size_t n)
-{
-	if (n >= ENV_BYTES - s->env_len)
-		return -ENOSPC;
-	memcpy(s->env + s->env_len, p, n);
-	s->env_len += (unsigned)n;
-	s->env[s->env_len++] = '\0';
-	return 0;
-}
-
-static const char *env_next(const char *p)
-{
-	return p + strlen(p) + 1;
-}
-
-/* MAIL parameters as the spool stores them: the RFC keywords. */
-static void mail_params(const struct smtp_event *ev, char *out, size_t cap)
-{
-	static const char *const body[] = { "", " BODY=7BIT", " BODY=8BITMIME" };
-	static const char *const ret[] = { "", " RET=FULL", " RET=HDRS" };
-	int n;
-
-	n = snprintf(out, cap, "%s%s%s", body[ev->body], ret[ev->ret],
-		     ev->smtputf8 ? " SMTPUTF8" : "");
-	if (n < 0 || (size_t)n >= cap)
-		n = 0;
-	if (ev->size)
-		n += snprintf(out + n, cap - (size_t)n, " SIZE=%llu",
-			      (unsigned long long)ev->size);
-	if (ev->envid && (size_t)n < cap)
-		snprintf(out + n, cap - (size_t)n, " ENVID=%.*s",
-			 (int)ev->envid_len, ev->envid);
-	/* Drop the leading blank. */
-	if (out[0] == ' ')
-		memmove(out, out + 1, strlen(out));
-}
-
-static int tx_begin(struct dp_sess *s)
-{
-	struct dp_worker *w = s->w;
-	struct spool_envelope env;
-	const char *p = s->env;
-	unsigned i;
-
-	memset(&env, 0, sizeof(env));
-	env.arrival_us = s->arrival_us;
-	env.client_addr = s->client;
-	env.helo = smtp_helo(sess_smtp(s));
-	env.mail_from = p;
-	p = env_next(p);
-	env.mail_params = p[0] ? p : NULL;
-	p = env_next(p);
-	for (i = 0; i < s->nrcpt && i < w->max_rcpts; i++) {
-		w->rcpts[i].addr = p;
-		p = env_next(p);
-		w->rcpts[i].notify = p[0] ? p : NULL;
-		p = env_next(p);
-		w->rcpts[i].orcpt = p[0] ? p : NULL;
-		p = env_next(p);
-	}
-	env.nrcpt = i;
-	env.rcpts = w->rcpts;
-	return spool_begin(w->p.spool, &s->msg, s->qid, &env);
-}
-
-static void tx_reset(struct dp_sess *s)
-{
-	s->tx = TX_NONE;
-	s->pend = PEND_NONE;
-	s->env_len = 0;
-	s->nrcpt = 0;
-	s->body_failed = false;
-}
-
-/* ------------------------------------------------------------------ */
 /* SMTP engine upcalls                                                 */
 
 static void smtp_write(void *ctx, const void *buf, size_t len)
@@ -445,6 +275,7 @@ static void smtp_write(void *ctx, const void *buf, size_t len)
 
 	if (s->conn == NULL || s->overflow)
 		return;
+	etx_reply(&s->t, buf, len);
 	n = tcp_send(s->conn, buf, len);
 	/* The engine needs every byte taken; we keep SEND_RESERVE free before
 	 * feeding input, so only a client that pipelines far beyond what it
@@ -453,140 +284,18 @@ static void smtp_write(void *ctx, const void *buf, size_t len)
 		s->overflow = true;
 }
 
-static bool rcpt_domain_ok(struct dp_worker *w, const char *a, size_t n)
-{
-	const char *at = memrchr(a, '@', n);
-
-	if (*w->p.ndomains == 0)
-		return true; /* no domain configured: accept all */
-	/* RFC 5321 §4.5.1: "postmaster" without a domain must be accepted. */
-	if (at == NULL)
-		return n == 10 && strncasecmp(a, "postmaster", 10) == 0;
-	return tbl_domain_lookup(w->p.tables, at + 1,
-				 n - (size_t)(at + 1 - a)) != NULL;
-}
-
+/* The engine's events go to the shared transaction code; the session
+ * only keeps the poll list in step with what it waits for. */
 static int smtp_event(void *ctx, struct smtp_session *ss, struct smtp_event *ev)
 {
 	struct dp_sess *s = ctx;
-	struct dp_worker *w = s->w;
-	char params[256];
-	int rc;
+	int rc = etx_event(&s->w->x, &s->t, ss, ev, wall_us(s->w));
 
-	switch (ev->type) {
-	case SMTP_EV_CONNECT: {
-		struct tcp_conn_info ci;
-
-		tcp_conn_get_info(s->conn, &ci);
-		if (tbl_client_check(w->p.tables, ci.remote.family,
-				     ci.remote.a) == TBL_BLOCKED) {
-			w->p.stats->clients_blocked++;
-			ev->reply = "554 5.7.1 Client host rejected: access denied";
-			return SMTP_REJECT;
-		}
-		return SMTP_ACCEPT;
-	}
-	case SMTP_EV_MAIL:
-		tx_reset(s);
-		s->qid = spool_qid_new(w->p.spool, wall_us(w) / 1000u);
-		spool_qid_format(s->qid, s->qid_txt);
-		s->arrival_us = wall_us(w);
-		memset(&s->msg, 0, sizeof(s->msg));
-		mail_params(ev, params, sizeof(params));
-		if (env_put(s, ev->addr, ev->addr_len) < 0 ||
-		    env_put(s, params, strlen(params)) < 0) {
-			ev->reply = "552 5.3.4 Envelope too large";
-			s->env_len = 0;
-			return SMTP_REJECT;
-		}
-		s->tx = TX_ENV;
-		ev->queue_id = s->qid_txt;
-		return SMTP_ACCEPT;
-	case SMTP_EV_RCPT: {
-		unsigned save = s->env_len;
-		char notify[40];
-
-		if (!rcpt_domain_ok(w, ev->addr, ev->addr_len)) {
-			w->p.stats->rcpt_rejected++;
-			ev->reply = "550 5.1.2 Recipient domain not accepted here";
-			return SMTP_REJECT;
-		}
-		snprintf(notify, sizeof(notify), "%s%s%s%s",
-			 (ev->notify & SMTP_NOTIFY_NEVER) ? "NEVER" : "",
-			 (ev->notify & SMTP_NOTIFY_SUCCESS) ? "SUCCESS," : "",
-			 (ev->notify & SMTP_NOTIFY_FAILURE) ? "FAILURE," : "",
-			 (ev->notify & SMTP_NOTIFY_DELAY) ? "DELAY," : "");
-		if (notify[0] && notify[strlen(notify) - 1] == ',')
-			notify[strlen(notify) - 1] = '\0';
-		if (s->nrcpt >= w->max_rcpts ||
-		    env_put(s, ev->addr, ev->addr_len) < 0 ||
-		    env_put(s, notify, strlen(notify)) < 0 ||
-		    env_put(s, ev->orcpt ? ev->orcpt : "", ev->orcpt ? ev->orcpt_len : 0) < 0) {
-			s->env_len = save;
-			ev->reply = "452 4.5.3 Too many recipients";
-			return SMTP_REJECT;
-		}
-		s->nrcpt++;
-		return SMTP_ACCEPT;
-	}
-	case SMTP_EV_DATA:
-		rc = tx_begin(s);
-		if (rc == 0) {
-			s->tx = TX_BEGUN;
-			return SMTP_ACCEPT;
-		}
-		if (rc == -EAGAIN) {
-			/* Ring full: the 354 waits until the sync thread
-			 * frees room; the loop retries. */
-			s->pend = PEND_BEGIN;
-			poll_add(s);
-			return SMTP_PENDING;
-		}
-		w->p.stats->store_errors++;
-		ev->reply = "451 4.3.0 Error: queue file write error";
-		return SMTP_REJECT;
-	case SMTP_EV_BODY:
-		if (s->body_failed)
-			return SMTP_REJECT;
-		rc = spool_data(w->p.spool, &s->msg, ev->data, ev->len);
-		if (rc < 0) {
-			/* Feeding stops before the ring is this full, so
-			 * this is a spool failure (or a huge chunk). */
-			s->body_failed = true;
-			w->p.stats->store_errors++;
-			ev->reply = rc == -EAGAIN ?
-				"452 4.3.1 Insufficient system storage" :
-				"451 4.3.0 Error: queue file write error";
-			return SMTP_REJECT;
-		}
-		return SMTP_ACCEPT;
-	case SMTP_EV_EOM:
-		if (s->body_failed) {
-			ev->reply = "451 4.3.0 Error: queue file write error";
-			return SMTP_REJECT;
-		}
-		rc = spool_end(w->p.spool, &s->msg, &s->commit_off);
-		if (rc == 0 || rc == -EAGAIN) {
-			if (rc == 0)
-				s->tx = TX_ENDED;
-			s->pend = rc == 0 ? PEND_DURABLE : PEND_END;
-			poll_add(s);
-			return SMTP_PENDING;
-		}
-		w->p.stats->store_errors++;
-		ev->reply = "451 4.3.0 Error: queue file write error";
-		return SMTP_REJECT;
-	case SMTP_EV_ABORT:
-		/* An ENDED message stays: it may already be durable, and
-		 * keeping it only risks a duplicate (smtp.h). */
-		if (s->tx == TX_BEGUN)
-			(void)spool_abort(w->p.spool, &s->msg);
+	if (rc == SMTP_PENDING)
+		poll_add(s);
+	else if (ev->type == SMTP_EV_ABORT)
 		poll_del(s);
-		tx_reset(s);
-		return SMTP_ACCEPT;
-	default:
-		return SMTP_ACCEPT;
-	}
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -643,11 +352,9 @@ static void sess_drive(struct dp_sess *s)
 static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 {
 	struct dp_sess *s = w->free_list;
-	struct dp_client *cl = NULL;
 	struct tcp_conn_info ci;
-	const char *pfx = "";
-	uint8_t key[16];
-	char client[48];
+	uint8_t key[ETX_CLIENT_KEY];
+	bool counted = false;
 
 	if (s == NULL || *w->p.stop) {
 		/* RFC 5321 §3.8: 421 when the service is not available. */
@@ -656,16 +363,16 @@ static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 		goto refuse;
 	}
 	tcp_conn_get_info(c, &ci);
-	inet_ntop(ci.remote.family == 4 ? AF_INET : AF_INET6, ci.remote.a,
-		  client, sizeof(client));
 	if (w->per_client) {
-		client_key(&ci.remote, key);
-		cl = client_slot(w, key);
-		if (cl->n >= w->per_client) {
+		etx_client_key(ci.remote.family, ci.remote.a, key);
+		if (etx_clients_take(w->clients, key, w->per_client) < 0) {
 			/* One address must not hold the whole pool; Postfix's
 			 * anvil answers the same (smtpd_client_connection_
 			 * count_limit), RFC 3463 X.7.0 security/policy. */
-			char r[160];
+			char r[160], client[48];
+
+			inet_ntop(ci.remote.family == 4 ? AF_INET : AF_INET6,
+				  ci.remote.a, client, sizeof(client));
 
 			w->p.stats->sessions_client_limit++;
 			snprintf(r, sizeof(r), "421 4.7.0 %.60s Error: too many "
@@ -673,6 +380,7 @@ static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 			(void)tcp_send(c, r, strlen(r));
 			goto refuse;
 		}
+		counted = true;
 	}
 	w->free_list = s->next;
 	memset(s, 0, offsetof(struct dp_sess, env));
@@ -683,19 +391,15 @@ static struct dp_sess *sess_accept(struct dp_worker *w, struct tcp_conn *c)
 		w->active->prev = s;
 	w->active = s;
 	tcp_set_udata(c, s);
-	if (cl) {
-		memcpy(cl->key, key, 16);
-		cl->n++;
-		memcpy(s->ckey, key, 16);
+	if (counted) {
+		memcpy(s->ckey, key, sizeof(key));
 		s->counted = true;
 	}
 	s->start_ms = now_ms(w);
-	memcpy(s->client, client, sizeof(s->client));
-	if (ci.remote.family == 6)
-		pfx = "IPv6:"; /* RFC 5321 §4.1.3 address literal */
-	snprintf(s->peer, sizeof(s->peer), "%s%s", pfx, s->client);
+	etx_session_start(&w->x, &s->t, ci.remote.family, ci.remote.a, s->env,
+			  sizeof(s->env), wall_us(w));
 	w->p.stats->sessions++;
-	smtp_session_init(s->smtp, w->smtp, s, s->peer, now_ms(w));
+	smtp_session_init(s->smtp, w->smtp, s, s->t.peer, now_ms(w));
 	smtp_start(sess_smtp(s), now_ms(w));
 	sess_drive(s);
 	return s->conn == c ? s : NULL;
@@ -739,63 +443,19 @@ static unsigned handle_events(struct dp_worker *w)
 static unsigned poll_pass(struct dp_worker *w)
 {
 	struct dp_sess *s = w->poll, *next;
-	int err = spool_writer_error(w->p.spool);
+	struct etx_answer ans;
 	unsigned done = 0;
-	int rc;
 
 	for (; s; s = next) {
 		struct smtp_session *ss = sess_smtp(s);
+		enum etx_pend was = s->t.pend;
 
 		next = s->pnext;
-		switch (s->pend) {
-		case PEND_BEGIN:
-			rc = tx_begin(s);
-			if (rc == -EAGAIN)
-				continue;
-			poll_del(s);
-			s->pend = PEND_NONE;
-			if (rc == 0)
-				s->tx = TX_BEGUN;
-			else
-				w->p.stats->store_errors++;
-			smtp_complete(ss, rc == 0 ? SMTP_ACCEPT : SMTP_REJECT,
-				      rc == 0 ? NULL : "451 4.3.0 Error: queue file write error",
-				      now_ms(w));
-			break;
-		case PEND_END:
-			rc = spool_end(w->p.spool, &s->msg, &s->commit_off);
-			if (rc == -EAGAIN)
-				continue;
-			if (rc == 0) {
-				s->tx = TX_ENDED;
-				s->pend = PEND_DURABLE;
-				continue;
-			}
-			poll_del(s);
-			tx_reset(s);
-			w->p.stats->store_errors++;
-			smtp_complete(ss, SMTP_REJECT,
-				      "451 4.3.0 Error: queue file write error", now_ms(w));
-			break;
-		case PEND_DURABLE:
-			if (err == 0 && !spool_durable(w->p.spool, s->commit_off))
-				continue;
-			poll_del(s);
-			tx_reset(s);
-			if (err == 0)
-				w->p.stats->messages++;
-			else
-				w->p.stats->store_errors++;
-			/* RFC 5321 §4.1.1.4: 250 only once the message is
-			 * on stable storage; 451 if the spool failed. */
-			smtp_complete(ss, err == 0 ? SMTP_ACCEPT : SMTP_REJECT,
-				      err == 0 ? NULL : "451 4.3.0 Error: queue file write error",
-				      now_ms(w));
-			break;
-		case PEND_NONE:
-			poll_del(s);
-			break;
-		}
+		if (etx_poll(&w->x, &s->t, ss, wall_us(w), &ans) == ETX_POLL_WAIT)
+			continue;
+		poll_del(s);
+		if (was != ETX_PEND_NONE)
+			smtp_complete(ss, ans.verdict, ans.reply, now_ms(w));
 		done++;
 		if (s->conn)
 			sess_drive(s);
@@ -816,13 +476,15 @@ static void timeouts(struct dp_worker *w)
 	for (s = w->active; s; s = next) {
 		next = s->next;
 		if (smtp_timeout(sess_smtp(s), now)) {
+			s->t.timed_out = true;
 			sess_drive(s);
 			continue;
 		}
 		if (w->session_max_ms == 0 || now - s->start_ms < w->session_max_ms ||
-		    s->pend != PEND_NONE)
+		    s->t.pend != ETX_PEND_NONE)
 			continue;
 		w->p.stats->sessions_expired++;
+		s->t.timed_out = true;
 		if (smtp_wants(sess_smtp(s)) == SMTP_WANT_INPUT ||
 		    smtp_wants(sess_smtp(s)) == SMTP_WANT_ANSWER)
 			(void)tcp_send(s->conn, w->expired_reply, strlen(w->expired_reply));
@@ -840,13 +502,14 @@ static unsigned stop_pass(struct dp_worker *w, bool force)
 
 	for (s = w->active; s; s = next) {
 		next = s->next;
-		if (!force && s->tx != TX_NONE) {
+		if (!force && etx_busy(&s->t)) {
 			left++;
 			continue;
 		}
 		if (smtp_wants(sess_smtp(s)) == SMTP_WANT_INPUT ||
 		    smtp_wants(sess_smtp(s)) == SMTP_WANT_ANSWER)
 			(void)tcp_send(s->conn, bye, sizeof(bye) - 1);
+		etx_reply(&s->t, bye, sizeof(bye) - 1);
 		sess_close(s);
 	}
 	return left;
@@ -1204,15 +867,16 @@ struct dp_worker *dp_worker_create(const struct dp_worker_params *p)
 			cfg->hostname, strerror(errno));
 		goto fail;
 	}
-	w->max_rcpts = f->max_recipients ? f->max_recipients : 100;
-	w->rcpts = calloc(w->max_rcpts, sizeof(*w->rcpts));
+	w->x.spool = p->spool;
+	w->x.tables = p->tables;
+	w->x.ndomains = p->ndomains;
+	w->x.stats = p->stats;
+	w->x.log = p->log;
+	w->x.max_rcpts = f->max_recipients ? f->max_recipients : 100;
+	w->x.rcpts = calloc(w->x.max_rcpts, sizeof(*w->x.rcpts));
 	w->sess = calloc(p->max_sessions, sizeof(*w->sess));
-	for (w->cmask = 1; w->cmask < 2 * p->max_sessions; w->cmask <<= 1)
-		;
-	w->clients = calloc(w->cmask, sizeof(*w->clients));
-	w->cmask--;
-	w->cseed = rte_rand();
-	if (w->rcpts == NULL || w->sess == NULL || w->clients == NULL)
+	w->clients = etx_clients_create(p->max_sessions, rte_rand());
+	if (w->x.rcpts == NULL || w->sess == NULL || w->clients == NULL)
 		goto fail;
 	for (i = p->max_sessions; i-- > 0;) {
 		w->sess[i].w = w;
@@ -1247,8 +911,8 @@ void dp_worker_destroy(struct dp_worker *w)
 		sess_close(w->active);
 	tcp_destroy(w->tcp);
 	smtp_server_destroy(w->smtp);
-	free(w->clients);
+	etx_clients_destroy(w->clients);
 	free(w->sess);
-	free(w->rcpts);
+	free(w->x.rcpts);
 	free(w);
 }

@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 
 #include "dp.h"
+#include "elog.h"
 #include "kio.h"
 #include "spool.h"
 #include "tcp.h"
@@ -71,6 +72,15 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
+}
+
+/* The reception log (elog.h); SIGHUP reopens its file for logrotate. */
+static struct elog *mail_log;
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	elog_reopen(mail_log);
 }
 
 /* Run-to-completion loop of one worker lcore: no locks, no syscalls. */
@@ -754,6 +764,13 @@ int main(int argc, char **argv)
 		       " incomplete, %" PRIu64 " torn-tail bytes, %u damaged segments\n",
 		       cfg.spool_dir, rep.messages, rep.incomplete, rep.torn_bytes,
 		       rep.corrupt_segments);
+		mail_log = elog_open(&(struct elog_config){ .path = cfg.log_file,
+				     .hostname = cfg.hostname, .rings = nw });
+		if (mail_log == NULL || elog_start(mail_log) < 0) {
+			fprintf(stderr, "mxedge: log file %s: %s\n",
+				cfg.log_file[0] ? cfg.log_file : "(stderr)", strerror(errno));
+			goto out;
+		}
 	}
 	workers_live = nw;
 	RTE_LCORE_FOREACH_WORKER(lc) {
@@ -779,6 +796,7 @@ int main(int argc, char **argv)
 				.spool_ring_bytes = SPOOL_RING_BYTES,
 				.max_sessions = sessions, .stop = &stop_requested,
 				.ndomains = &domain_count, .stats = &lcore_stats[lc],
+				.log = elog_ring(mail_log, q),
 			};
 
 			workers[lc].dp = dp_worker_create(&wp);
@@ -789,6 +807,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_hup);
 	q = 0;
 	RTE_LCORE_FOREACH_WORKER(lc) {
 		if (q == nw)
@@ -829,6 +848,7 @@ out:
 		dp_worker_destroy(workers[lc].dp);
 		workers[lc].dp = NULL;
 	}
+	elog_close(mail_log); /* after the workers: their last lines */
 	spool_close(spool);
 	rings_free();
 	dp_admin_stop(&adm);

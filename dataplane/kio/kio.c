@@ -7,8 +7,9 @@
  * session whose message ended waits on the thread's poll list until the
  * spool's sync thread reports the END record durable; only then does the
  * engine get SMTP_ACCEPT and the 250 go out (RFC 5321 §4.1.1.4: the 250
- * hands responsibility to us). Event handling mirrors dp_worker.c so both
- * I/O modes store the same records and answer the same way.
+ * hands responsibility to us). The events themselves go to etx.c, the
+ * code dp_worker.c uses too, so both I/O modes store the same records,
+ * answer the same way and write the same log lines.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,10 +22,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "elog.h"
+#include "etx.h"
 #include "kio.h"
 #include "smtp.h"
 #include "spool.h"
@@ -50,21 +54,6 @@
  * the fdatasync time without spinning a core. */
 #define DURABLE_POLL_NS 100000
 
-enum tx_state {
-	TX_NONE = 0, /* no transaction */
-	TX_ENV,      /* MAIL seen: envelope collecting in env[] */
-	TX_BEGUN,    /* BEGIN record appended, body streaming */
-	TX_ENDED,    /* END record appended, 250 waits for durability */
-};
-
-enum pend {
-	PEND_NONE = 0,
-	PEND_BEGIN,   /* DATA answered PENDING: BEGIN hit a full ring */
-	PEND_END,     /* EOM answered PENDING: END hit a full ring */
-	PEND_DURABLE, /* EOM answered PENDING: waiting for the sync thread */
-	PEND_ROOM,    /* input held back until the ring has room again */
-};
-
 struct kworker;
 
 struct kconn {
@@ -75,27 +64,15 @@ struct kconn {
 	bool on_poll;
 	bool broken;                 /* peer gone or unanswerable: drop */
 	bool eof;                    /* peer sent FIN */
-	bool body_failed;
+	bool counted;                /* holds a per-client slot: ckey */
 	uint32_t ev_mask;            /* what epoll watches now */
-	enum tx_state tx;
-	enum pend pend;
-	uint64_t qid;
-	uint64_t commit_off;
-	uint64_t arrival_us;
 	uint64_t start_ms;           /* accepted at (session_max_s) */
-	struct spool_msg msg;
-	char qid_txt[SPOOL_QID_LEN + 1];
-	int family;                  /* 4 or 6, for the tables */
-	uint8_t addr[16];
-	char peer[56];               /* for Received: ("IPv6:..." form) */
-	char client[48];             /* plain address for the envelope */
+	uint8_t ckey[ETX_CLIENT_KEY];
+	struct etx_tx t;             /* transaction, log state (etx.h) */
 	char *out;                   /* replies not yet sent */
 	size_t out_len, out_off, out_cap;
 	size_t in_len;
-	/* env[]: mail_from NUL params NUL, then per RCPT addr NUL notify NUL
-	 * orcpt NUL (empty = absent); the same layout as dp_worker.c. */
-	unsigned env_len, nrcpt;
-	char env[ENV_BYTES];
+	char env[ENV_BYTES];         /* t's envelope text */
 	uint8_t in[IN_CAP];
 	_Alignas(16) uint8_t smtp[SMTP_SESSION_MAX];
 };
@@ -109,12 +86,12 @@ struct kworker {
 	int lfd[LISTEN_MAX];
 	struct smtp_server *smtp;
 	struct spool_writer *spool;
+	struct etx_ctx x;            /* shared transaction code (etx.h) */
+	struct etx_clients *clients; /* sessions per client */
 	struct dp_lcore_stats *st;
 	struct kconn *conns;
 	struct kconn *poll;
 	unsigned nconns;
-	struct spool_rcpt *rcpts;    /* scratch for spool_begin */
-	unsigned max_rcpts;
 	char busy_reply[96];
 	char expired_reply[96];
 	const char *hostname;
@@ -159,6 +136,7 @@ static void smtp_write(void *ctx, const void *buf, size_t len)
 
 	if (c->broken)
 		return;
+	etx_reply(&c->t, buf, len);
 	if (c->out_len + len > c->out_cap) {
 		cap = c->out_cap ? c->out_cap : 1024;
 		while (cap < c->out_len + len)
@@ -237,6 +215,9 @@ static void conn_free(struct kconn *c)
 	char sink[512];
 
 	poll_del(c);
+	if (c->counted)
+		etx_clients_put(w->clients, c->ckey);
+	etx_session_end(&w->x, &c->t, wall_us());
 	smtp_session_fini(sess_smtp(c)); /* raises ABORT for an open tx */
 	epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	if (!c->broken) {
@@ -258,82 +239,6 @@ static void conn_free(struct kconn *c)
 }
 
 /* ------------------------------------------------------------------ */
-/* envelope (same layout and formatting as dp_worker.c)                */
-
-static int env_put(struct kconn *c, const char *p, size_t n)
-{
-	if (n >= ENV_BYTES - c->env_len)
-		return -ENOSPC;
-	memcpy(c->env + c->env_len, p, n);
-	c->env_len += (unsigned)n;
-	c->env[c->env_len++] = '\0';
-	return 0;
-}
-
-static const char *env_next(const char *p)
-{
-	return p + strlen(p) + 1;
-}
-
-/* MAIL parameters as the spool stores them: the RFC keywords. */
-static void mail_params(const struct smtp_event *ev, char *out, size_t cap)
-{
-	static const char *const body[] = { "", " BODY=7BIT", " BODY=8BITMIME" };
-	static const char *const ret[] = { "", " RET=FULL", " RET=HDRS" };
-	int n;
-
-	n = snprintf(out, cap, "%s%s%s", body[ev->body], ret[ev->ret],
-		     ev->smtputf8 ? " SMTPUTF8" : "");
-	if (n < 0 || (size_t)n >= cap)
-		n = 0;
-	if (ev->size)
-		n += snprintf(out + n, cap - (size_t)n, " SIZE=%llu",
-			      (unsigned long long)ev->size);
-	if (ev->envid && (size_t)n < cap)
-		snprintf(out + n, cap - (size_t)n, " ENVID=%.*s",
-			 (int)ev->envid_len, ev->envid);
-	if (out[0] == ' ')
-		memmove(out, out + 1, strlen(out));
-}
-
-static int tx_begin(struct kconn *c)
-{
-	struct kworker *w = c->w;
-	struct spool_envelope env;
-	const char *p = c->env;
-	unsigned i;
-
-	memset(&env, 0, sizeof(env));
-	env.arrival_us = c->arrival_us;
-	env.client_addr = c->client;
-	env.helo = smtp_helo(sess_smtp(c));
-	env.mail_from = p;
-	p = env_next(p);
-	env.mail_params = p[0] ? p : NULL;
-	p = env_next(p);
-	for (i = 0; i < c->nrcpt && i < w->max_rcpts; i++) {
-		w->rcpts[i].addr = p;
-		p = env_next(p);
-		w->rcpts[i].notify = p[0] ? p : NULL;
-		p = env_next(p);
-		w->rcpts[i].orcpt = p[0] ? p : NULL;
-		p = env_next(p);
-	}
-	env.nrcpt = i;
-	env.rcpts = w->rcpts;
-	return spool_begin(w->spool, &c->msg, c->qid, &env);
-}
-
-static void tx_reset(struct kconn *c)
-{
-	c->tx = TX_NONE;
-	c->pend = PEND_NONE;
-	c->env_len = 0;
-	c->nrcpt = 0;
-	c->body_failed = false;
-}
-
-/* ------------------------------------------------------------------ */
 /* SMTP engine upcalls                                                 */
 
 static int64_t smtp_unix_time(void *ctx)
@@ -342,138 +247,18 @@ static int64_t smtp_unix_time(void *ctx)
 	return (int64_t)time(NULL);
 }
 
-static bool rcpt_domain_ok(struct kworker *w, const char *a, size_t n)
-{
-	const char *at = memrchr(a, '@', n);
-
-	if (*w->k->p.ndomains == 0)
-		return true; /* no domain configured: accept all */
-	/* RFC 5321 §4.5.1: "postmaster" without a domain must be accepted. */
-	if (at == NULL)
-		return n == 10 && strncasecmp(a, "postmaster", 10) == 0;
-	return tbl_domain_lookup(w->k->p.tables, at + 1,
-				 n - (size_t)(at + 1 - a)) != NULL;
-}
-
+/* The engine's events go to the shared transaction code; the session
+ * only keeps the poll list in step with what it waits for. */
 static int smtp_event(void *ctx, struct smtp_session *ss, struct smtp_event *ev)
 {
 	struct kconn *c = ctx;
-	struct kworker *w = c->w;
-	char params[256];
-	int rc;
+	int rc = etx_event(&c->w->x, &c->t, ss, ev, wall_us());
 
-	(void)ss;
-	switch (ev->type) {
-	case SMTP_EV_CONNECT:
-		if (tbl_client_check(w->k->p.tables, c->family, c->addr) ==
-		    TBL_BLOCKED) {
-			w->st->clients_blocked++;
-			ev->reply = "554 5.7.1 Client host rejected: access denied";
-			return SMTP_REJECT;
-		}
-		return SMTP_ACCEPT;
-	case SMTP_EV_MAIL:
-		tx_reset(c);
-		c->arrival_us = wall_us();
-		c->qid = spool_qid_new(w->spool, c->arrival_us / 1000u);
-		spool_qid_format(c->qid, c->qid_txt);
-		memset(&c->msg, 0, sizeof(c->msg));
-		mail_params(ev, params, sizeof(params));
-		if (env_put(c, ev->addr, ev->addr_len) < 0 ||
-		    env_put(c, params, strlen(params)) < 0) {
-			ev->reply = "552 5.3.4 Envelope too large";
-			c->env_len = 0;
-			return SMTP_REJECT;
-		}
-		c->tx = TX_ENV;
-		ev->queue_id = c->qid_txt;
-		return SMTP_ACCEPT;
-	case SMTP_EV_RCPT: {
-		unsigned save = c->env_len;
-		char notify[40];
-
-		if (!rcpt_domain_ok(w, ev->addr, ev->addr_len)) {
-			w->st->rcpt_rejected++;
-			ev->reply = "550 5.1.2 Recipient domain not accepted here";
-			return SMTP_REJECT;
-		}
-		snprintf(notify, sizeof(notify), "%s%s%s%s",
-			 (ev->notify & SMTP_NOTIFY_NEVER) ? "NEVER" : "",
-			 (ev->notify & SMTP_NOTIFY_SUCCESS) ? "SUCCESS," : "",
-			 (ev->notify & SMTP_NOTIFY_FAILURE) ? "FAILURE," : "",
-			 (ev->notify & SMTP_NOTIFY_DELAY) ? "DELAY," : "");
-		if (notify[0] && notify[strlen(notify) - 1] == ',')
-			notify[strlen(notify) - 1] = '\0';
-		if (c->nrcpt >= w->max_rcpts ||
-		    env_put(c, ev->addr, ev->addr_len) < 0 ||
-		    env_put(c, notify, strlen(notify)) < 0 ||
-		    env_put(c, ev->orcpt ? ev->orcpt : "",
-			    ev->orcpt ? ev->orcpt_len : 0) < 0) {
-			c->env_len = save;
-			ev->reply = "452 4.5.3 Too many recipients";
-			return SMTP_REJECT;
-		}
-		c->nrcpt++;
-		return SMTP_ACCEPT;
-	}
-	case SMTP_EV_DATA:
-		rc = tx_begin(c);
-		if (rc == 0) {
-			c->tx = TX_BEGUN;
-			return SMTP_ACCEPT;
-		}
-		if (rc == -EAGAIN) {
-			/* Ring full: the 354 waits until the sync thread
-			 * frees room; the poll pass retries. */
-			c->pend = PEND_BEGIN;
-			poll_add(c);
-			return SMTP_PENDING;
-		}
-		w->st->store_errors++;
-		ev->reply = "451 4.3.0 Error: queue file write error";
-		return SMTP_REJECT;
-	case SMTP_EV_BODY:
-		if (c->body_failed)
-			return SMTP_REJECT;
-		rc = spool_data(w->spool, &c->msg, ev->data, ev->len);
-		if (rc < 0) {
-			/* Feeding stops before the ring is this full, so
-			 * this is a spool failure. */
-			c->body_failed = true;
-			w->st->store_errors++;
-			ev->reply = rc == -EAGAIN ?
-				"452 4.3.1 Insufficient system storage" :
-				"451 4.3.0 Error: queue file write error";
-			return SMTP_REJECT;
-		}
-		return SMTP_ACCEPT;
-	case SMTP_EV_EOM:
-		if (c->body_failed) {
-			ev->reply = "451 4.3.0 Error: queue file write error";
-			return SMTP_REJECT;
-		}
-		rc = spool_end(w->spool, &c->msg, &c->commit_off);
-		if (rc == 0 || rc == -EAGAIN) {
-			if (rc == 0)
-				c->tx = TX_ENDED;
-			c->pend = rc == 0 ? PEND_DURABLE : PEND_END;
-			poll_add(c);
-			return SMTP_PENDING;
-		}
-		w->st->store_errors++;
-		ev->reply = "451 4.3.0 Error: queue file write error";
-		return SMTP_REJECT;
-	case SMTP_EV_ABORT:
-		/* An ENDED message stays: it may already be durable, and
-		 * keeping it only risks a duplicate (smtp.h). */
-		if (c->tx == TX_BEGUN)
-			(void)spool_abort(w->spool, &c->msg);
+	if (rc == SMTP_PENDING)
+		poll_add(c);
+	else if (ev->type == SMTP_EV_ABORT)
 		poll_del(c);
-		tx_reset(c);
-		return SMTP_ACCEPT;
-	default:
-		return SMTP_ACCEPT;
-	}
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -496,7 +281,7 @@ static void conn_set_events(struct kconn *c)
 
 	if (smtp_wants(sess_smtp(c)) == SMTP_WANT_INPUT && !c->eof &&
 	    c->in_len < IN_CAP && c->out_len - c->out_off < OUT_HIGH &&
-	    c->pend != PEND_ROOM)
+	    c->t.pend != ETX_PEND_ROOM)
 		want |= EPOLLIN;
 	if (c->out_off < c->out_len)
 		want |= EPOLLOUT;
@@ -520,7 +305,7 @@ static void conn_drive(struct kconn *c)
 	while (c->in_len > 0 && smtp_wants(s) == SMTP_WANT_INPUT &&
 	       !c->broken && c->out_len - c->out_off < OUT_HIGH) {
 		if (!spool_has_room(c->w)) {
-			c->pend = PEND_ROOM;
+			c->t.pend = ETX_PEND_ROOM;
 			poll_add(c);
 			break;
 		}
@@ -538,7 +323,7 @@ static void conn_drive(struct kconn *c)
 	/* After the client's FIN, what input is left and cannot be consumed
 	 * is an unfinished line: nothing more will complete it. */
 	if (c->broken || smtp_wants(s) == SMTP_WANT_CLOSE ||
-	    (smtp_wants(s) == SMTP_WANT_INPUT && c->eof && c->pend != PEND_ROOM &&
+	    (smtp_wants(s) == SMTP_WANT_INPUT && c->eof && c->t.pend != ETX_PEND_ROOM &&
 	     (c->in_len == 0 || c->out_len - c->out_off < OUT_HIGH))) {
 		conn_free(c);
 		return;
@@ -565,41 +350,22 @@ static void conn_read(struct kconn *c)
 	conn_drive(c);
 }
 
-static void peer_names(struct kconn *c, const struct sockaddr_storage *ss)
+/* The client's address family (4 or 6; a v4-mapped IPv6 address is the
+ * IPv4 client it stands for) and address bytes. */
+static int peer_addr(const struct sockaddr_storage *ss, uint8_t addr[16])
 {
 	if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
 
 		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-			c->family = 4;
-			memcpy(c->addr, &a->sin6_addr.s6_addr[12], 4);
-		} else {
-			c->family = 6;
-			memcpy(c->addr, &a->sin6_addr, 16);
+			memcpy(addr, &a->sin6_addr.s6_addr[12], 4);
+			return 4;
 		}
-	} else {
-		c->family = 4;
-		memcpy(c->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+		memcpy(addr, &a->sin6_addr, 16);
+		return 6;
 	}
-	inet_ntop(c->family == 4 ? AF_INET : AF_INET6, c->addr, c->client,
-		  sizeof(c->client));
-	/* RFC 5321 §4.1.3: an IPv6 address literal carries the tag. */
-	snprintf(c->peer, sizeof(c->peer), "%s%s", c->family == 6 ? "IPv6:" : "",
-		 c->client);
-}
-
-/* Sessions this thread holds from @c's client: the same IPv4 address or
- * the same IPv6 /64 (one site usually holds a whole /64). A walk over the
- * thread's sessions: this path makes a syscall per connection anyway. */
-static unsigned client_sessions(const struct kworker *w, const struct kconn *c)
-{
-	const struct kconn *o;
-	size_t len = c->family == 4 ? 4 : 8;
-	unsigned n = 0;
-
-	for (o = w->conns; o; o = o->next)
-		n += o->family == c->family && !memcmp(o->addr, c->addr, len);
-	return n;
+	memcpy(addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	return 4;
 }
 
 static void accept_all(struct kworker *w, int lfd)
@@ -609,7 +375,8 @@ static void accept_all(struct kworker *w, int lfd)
 		socklen_t sl = sizeof(ss);
 		struct epoll_event ev;
 		struct kconn *c;
-		int one = 1;
+		uint8_t addr[16], key[ETX_CLIENT_KEY];
+		int one = 1, family;
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -624,24 +391,34 @@ static void accept_all(struct kworker *w, int lfd)
 			close(fd);
 			continue;
 		}
-		peer_names(c, &ss);
-		if (w->per_client && client_sessions(w, c) >= w->per_client) {
+		family = peer_addr(&ss, addr);
+		etx_client_key(family, addr, key);
+		if (w->per_client &&
+		    etx_clients_take(w->clients, key, w->per_client) < 0) {
 			/* As Postfix's smtpd_client_connection_count_limit;
 			 * RFC 3463 X.7.0: security or policy status. */
-			char r[160];
+			char r[160], client[48];
 
+			inet_ntop(family == 4 ? AF_INET : AF_INET6, addr, client,
+				  sizeof(client));
 			w->st->sessions_client_limit++;
 			snprintf(r, sizeof(r), "421 4.7.0 %.60s Error: too many "
-				 "connections from %s\r\n", w->hostname, c->client);
+				 "connections from %s\r\n", w->hostname, client);
 			(void)!send(fd, r, strlen(r), MSG_NOSIGNAL);
 			close(fd);
 			free(c);
 			continue;
 		}
+		if (w->per_client) {
+			memcpy(c->ckey, key, sizeof(key));
+			c->counted = true;
+		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->fd = fd;
 		c->w = w;
 		c->start_ms = mono_ms();
+		etx_session_start(&w->x, &c->t, family, addr, c->env,
+				  sizeof(c->env), wall_us());
 		c->next = w->conns;
 		if (w->conns)
 			w->conns->prev = c;
@@ -653,7 +430,7 @@ static void accept_all(struct kworker *w, int lfd)
 		ev.data.ptr = c;
 		c->ev_mask = EPOLLIN;
 		epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev);
-		smtp_session_init(c->smtp, w->smtp, c, c->peer, mono_ms());
+		smtp_session_init(c->smtp, w->smtp, c, c->t.peer, mono_ms());
 		smtp_start(sess_smtp(c), mono_ms());
 		conn_drive(c);
 	}
@@ -663,67 +440,25 @@ static void accept_all(struct kworker *w, int lfd)
 static void poll_pass(struct kworker *w)
 {
 	struct kconn *c = w->poll, *next;
-	int err = spool_writer_error(w->spool);
-	int rc;
+	struct etx_answer ans;
 
 	for (; c; c = next) {
 		struct smtp_session *ss = sess_smtp(c);
+		enum etx_pend was = c->t.pend;
 
 		next = c->pnext;
-		switch (c->pend) {
-		case PEND_BEGIN:
-			rc = tx_begin(c);
-			if (rc == -EAGAIN)
+		if (was == ETX_PEND_ROOM) {
+			/* Input held back: resume once the ring has room. */
+			if (!spool_has_room(w) && spool_writer_error(w->spool) == 0)
 				continue;
 			poll_del(c);
-			c->pend = PEND_NONE;
-			if (rc == 0)
-				c->tx = TX_BEGUN;
-			else
-				w->st->store_errors++;
-			smtp_complete(ss, rc == 0 ? SMTP_ACCEPT : SMTP_REJECT,
-				      rc == 0 ? NULL : "451 4.3.0 Error: queue file write error",
-				      mono_ms());
-			break;
-		case PEND_END:
-			rc = spool_end(w->spool, &c->msg, &c->commit_off);
-			if (rc == -EAGAIN)
-				continue;
-			if (rc == 0) {
-				c->tx = TX_ENDED;
-				c->pend = PEND_DURABLE;
-				continue;
-			}
-			poll_del(c);
-			tx_reset(c);
-			w->st->store_errors++;
-			smtp_complete(ss, SMTP_REJECT,
-				      "451 4.3.0 Error: queue file write error", mono_ms());
-			break;
-		case PEND_DURABLE:
-			if (err == 0 && !spool_durable(w->spool, c->commit_off))
+			c->t.pend = ETX_PEND_NONE;
+		} else {
+			if (etx_poll(&w->x, &c->t, ss, wall_us(), &ans) == ETX_POLL_WAIT)
 				continue;
 			poll_del(c);
-			tx_reset(c);
-			if (err == 0)
-				w->st->messages++;
-			else
-				w->st->store_errors++;
-			/* RFC 5321 §4.1.1.4: 250 only once the message is
-			 * on stable storage; 451 if the spool failed. */
-			smtp_complete(ss, err == 0 ? SMTP_ACCEPT : SMTP_REJECT,
-				      err == 0 ? NULL : "451 4.3.0 Error: queue file write error",
-				      mono_ms());
-			break;
-		case PEND_ROOM:
-			if (!spool_has_room(w) && err == 0)
-				continue;
-			poll_del(c);
-			c->pend = PEND_NONE;
-			break;
-		case PEND_NONE:
-			poll_del(c);
-			break;
+			if (was != ETX_PEND_NONE)
+				smtp_complete(ss, ans.verdict, ans.reply, mono_ms());
 		}
 		conn_drive(c);
 	}
@@ -737,6 +472,7 @@ static void timeouts(struct kworker *w)
 	for (c = w->conns; c; c = next) {
 		next = c->next;
 		if (smtp_timeout(sess_smtp(c), now)) {
+			c->t.timed_out = true;
 			conn_drive(c);
 			continue;
 		}
@@ -745,9 +481,10 @@ static void timeouts(struct kworker *w)
 		 * message waiting on the spool still gets its answer; any
 		 * other open transaction is aborted (RFC 5321 §3.8). */
 		if (w->session_max_ms == 0 || now - c->start_ms < w->session_max_ms ||
-		    c->pend != PEND_NONE)
+		    c->t.pend != ETX_PEND_NONE)
 			continue;
 		w->st->sessions_expired++;
+		c->t.timed_out = true;
 		if (smtp_wants(sess_smtp(c)) == SMTP_WANT_INPUT ||
 		    smtp_wants(sess_smtp(c)) == SMTP_WANT_ANSWER)
 			smtp_write(c, w->expired_reply, strlen(w->expired_reply));
@@ -765,7 +502,7 @@ static unsigned stop_pass(struct kworker *w, bool force)
 
 	for (c = w->conns; c; c = next) {
 		next = c->next;
-		if (!force && c->tx != TX_NONE) {
+		if (!force && etx_busy(&c->t)) {
 			left++;
 			continue;
 		}
@@ -925,6 +662,17 @@ static unsigned listen_addrs(const struct dp_config *cfg,
 	return n;
 }
 
+/* A hash seed clients cannot guess (they could otherwise aim their
+ * addresses at one probe chain of the per-client table). */
+static uint64_t client_seed(unsigned i)
+{
+	uint64_t seed;
+
+	if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+		seed = wall_us() * 0x9e3779b97f4a7c15ull + i;
+	return seed;
+}
+
 struct kio *kio_create(const struct kio_params *p)
 {
 	static const struct smtp_ops ops = {
@@ -998,11 +746,17 @@ struct kio *kio_create(const struct kio_params *p)
 				cfg->hostname, strerror(errno));
 			goto fail;
 		}
-		w->max_rcpts = f->max_recipients ? f->max_recipients : 100;
-		w->rcpts = calloc(w->max_rcpts, sizeof(*w->rcpts));
+		w->x.spool = w->spool;
+		w->x.tables = p->tables;
+		w->x.ndomains = p->ndomains;
+		w->x.stats = w->st;
+		w->x.log = p->logs ? p->logs[i] : NULL;
+		w->x.max_rcpts = f->max_recipients ? f->max_recipients : 100;
+		w->x.rcpts = calloc(w->x.max_rcpts, sizeof(*w->x.rcpts));
+		w->clients = etx_clients_create(p->max_sessions, client_seed(i));
 		w->ep = epoll_create1(EPOLL_CLOEXEC);
-		if (w->rcpts == NULL || w->ep < 0) {
-			rc = errno;
+		if (w->x.rcpts == NULL || w->clients == NULL || w->ep < 0) {
+			rc = errno ? errno : ENOMEM;
 			fprintf(stderr, "mxedge: thread %u: %s\n", i, strerror(rc));
 			goto fail;
 		}
@@ -1082,7 +836,8 @@ void kio_destroy(struct kio *k)
 		if (w->ep >= 0)
 			close(w->ep);
 		smtp_server_destroy(w->smtp);
-		free(w->rcpts);
+		etx_clients_destroy(w->clients);
+		free(w->x.rcpts);
 	}
 	free(k->w);
 	free(k);

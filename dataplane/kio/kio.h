@@ -23,6 +23,7 @@
 
 struct kio;
 struct spool;
+struct elog_ring;
 
 /* What the workers need; filled by kio_main() or a test. */
 struct kio_params {
@@ -35,6 +36,8 @@ struct kio_params {
 	const volatile int *stop;        /* set by the signal handler */
 	const volatile unsigned *ndomains; /* accepted domains configured */
 	struct dp_lcore_stats *stats;    /* @threads slots, one per thread */
+	struct elog_ring *const *logs;   /* @threads reception log rings
+	                                  * (elog.h), or NULL: no log */
 };
 
 /*

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "elog.h"
 #include "kio.h"
 #include "spool.h"
 
@@ -32,6 +33,15 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
+}
+
+/* The reception log (elog.h); SIGHUP reopens its file for logrotate. */
+static struct elog *mail_log;
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	elog_reopen(mail_log);
 }
 
 static uint64_t mono_ms(void)
@@ -123,8 +133,9 @@ int kio_main(struct dp_config *cfg)
 	struct dp_admin adm = { 0 };
 	struct sigaction sa;
 	struct kio_params kp;
+	struct elog_ring *logs[SPOOL_MAX_WRITERS];
 	uint64_t deadline;
-	unsigned threads = cfg->queues, sessions;
+	unsigned threads = cfg->queues, sessions, li;
 	char err[512];
 	int status = 1;
 
@@ -169,6 +180,15 @@ int kio_main(struct dp_config *cfg)
 		fprintf(stderr, "mxedge: %s\n", strerror(ENOMEM));
 		goto out;
 	}
+	mail_log = elog_open(&(struct elog_config){ .path = cfg->log_file,
+			     .hostname = cfg->hostname, .rings = threads });
+	if (mail_log == NULL || elog_start(mail_log) < 0) {
+		fprintf(stderr, "mxedge: log file %s: %s\n",
+			cfg->log_file[0] ? cfg->log_file : "(stderr)", strerror(errno));
+		goto out;
+	}
+	for (li = 0; li < threads && li < SPOOL_MAX_WRITERS; li++)
+		logs[li] = elog_ring(mail_log, li);
 	sessions = cfg->file.max_sessions / threads;
 	if (sessions > SESSIONS_PER_THREAD)
 		sessions = SESSIONS_PER_THREAD;
@@ -178,7 +198,7 @@ int kio_main(struct dp_config *cfg)
 		.cfg = cfg, .tables = tables, .spool = spool,
 		.spool_ring_bytes = SPOOL_RING_BYTES, .threads = threads,
 		.max_sessions = sessions, .stop = &stop_requested,
-		.ndomains = &domain_count, .stats = stats,
+		.ndomains = &domain_count, .stats = stats, .logs = logs,
 	};
 	k = kio_create(&kp);
 	if (k == NULL)
@@ -189,6 +209,8 @@ int kio_main(struct dp_config *cfg)
 	sa.sa_handler = on_signal;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_hup;
+	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if (kio_start(k) < 0) {
 		fprintf(stderr, "mxedge: cannot start worker threads\n");
@@ -227,6 +249,8 @@ int kio_main(struct dp_config *cfg)
 	status = 0;
 out:
 	kio_destroy(k);
+	elog_close(mail_log); /* after the workers: their last lines */
+	mail_log = NULL;
 	/* Syncs whatever was appended; nothing unsynced was acknowledged. */
 	spool_close(spool);
 	dp_admin_stop(&adm);

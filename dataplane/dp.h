@@ -285,6 +285,11 @@ struct dp_admin {
 int dp_admin_start(struct dp_admin *a, const struct dp_config *cfg,
 		   char *err, size_t errlen);
 
+/* dp_admin_sighup - async-signal-safe: ask the next dp_admin_poll() to
+ * reload the configuration file (SIGHUP). For processes whose own SIGHUP
+ * handler also does other things (reopening the reception log). */
+void dp_admin_sighup(void);
+
 /*
  * dp_admin_poll - the supervisor's turn: serve the control socket (waiting
  * up to @timeout_ms; sleeps that long without one), expire TTL entries once

@@ -98,6 +98,11 @@ static void on_sighup(int sig)
 	reload_requested = 1;
 }
 
+void dp_admin_sighup(void)
+{
+	reload_requested = 1;
+}
+
 __attribute__((format(printf, 3, 4)))
 static int bad_args(const char **code, char **msg, const char *fmt, ...)
 {

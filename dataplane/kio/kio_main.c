@@ -35,13 +35,15 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
-/* The reception log (elog.h); SIGHUP reopens its file for logrotate. */
+/* The reception log (elog.h). SIGHUP reopens its file for logrotate and
+ * reloads the configuration, as operators expect of a mail daemon. */
 static struct elog *mail_log;
 
 static void on_hup(int sig)
 {
 	(void)sig;
 	elog_reopen(mail_log);
+	dp_admin_sighup();
 }
 
 static uint64_t mono_ms(void)

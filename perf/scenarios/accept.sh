@@ -77,7 +77,7 @@ run_accept() {
     size=4096 duration_s=$dur warmup_s=$warm sessions="${sessions[*]}" ratio_to=postfix \
     metric=accepted_per_s unit="messages/s, smtp-source" \
     load="smtp-source -s N -m M -l 3900 (M sized to about ${src_s}s), then mxedge-bench --sessions N --per-session 1 --size 4096 --duration $dur (closed loop), per round; rounds rotate through the systems" \
-    note="Rate: smtp-source, M messages over wall time, one message per connection. Latency: mxedge-bench in the same run. Postfix relays to smtp-sink while it accepts; mxedge has no relay yet and only accepts and spools (250 only after fdatasync). mxedge-dpdk: the DPDK dataplane on the sut veth through net_af_xdp, one worker lcore (plus the main lcore); the client's checksum and segmentation offloads are off while it runs (generic XDP). mxedge-kernel: see mxedge_kernel_impl in the JSON."
+    note="Rate: smtp-source, M messages over wall time, one message per connection. Latency: mxedge-bench in the same run. Postfix relays to smtp-sink while it accepts; mxedge only accepts and spools here (250 only after fdatasync): its relay, mxedge-control, is measured in the drain scenario. mxedge-dpdk: the DPDK dataplane on the sut veth through net_af_xdp, one worker lcore (plus the main lcore); the client's checksum and segmentation offloads are off while it runs (generic XDP). mxedge-kernel: see mxedge_kernel_impl in the JSON."
   perf_sink_start
   # Rounds: every system once per round, in turn, so a change in the
   # shared machine's load hits all of them alike instead of whichever

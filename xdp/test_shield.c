@@ -350,6 +350,19 @@ static void test_truncated_and_malformed(void **state)
 	assert_int_equal(testenv_run(shield_prog_fd(S), buf, 14 + 22, IFX, 0, NULL, NULL),
 			 XDP_DROP);
 	assert_int_equal(delta(SHIELD_R_DROP_MALFORMED), 1);
+
+	/* The lists come before the rest of the TCP header: a blocked source
+	 * is dropped as blocked whatever its header says; an allowlisted one
+	 * is still checked in full. */
+	add(SHIELD_LIST_BLOCK, "198.18.22.0/24");
+	add(SHIELD_LIST_ALLOW, "198.18.22.7");
+	p.src = "198.18.22.1";
+	p.tcpflags = SYN | 0x01;
+	expect(&p, XDP_DROP, SHIELD_R_DROP_BLOCK_PREFIX);
+	p.src = "198.18.22.7";
+	expect(&p, XDP_DROP, SHIELD_R_DROP_MALFORMED);
+	del(SHIELD_LIST_ALLOW, "198.18.22.7");
+	del(SHIELD_LIST_BLOCK, "198.18.22.0/24");
 }
 
 static void test_ports_configurable(void **state)

@@ -166,6 +166,32 @@ int shield_config_set(struct shield *s, const struct shield_config *c)
 	return 0;
 }
 
+int shield_ports_set(struct shield *s, const uint16_t *ports, size_t n)
+{
+	struct shield_config c;
+	size_t i, k, used = 0;
+	int err;
+
+	if (!s || !ports || n == 0)
+		return -EINVAL;
+	err = shield_config_get(s, &c);
+	if (err)
+		return err;
+	memset(c.ports, 0, sizeof(c.ports));
+	for (i = 0; i < n; i++) {
+		if (ports[i] == 0)
+			return -EINVAL;
+		for (k = 0; k < used && c.ports[k] != ports[i]; k++)
+			;
+		if (k < used)
+			continue;
+		if (used == SHIELD_MAX_PORTS)
+			return -E2BIG;
+		c.ports[used++] = ports[i];
+	}
+	return shield_config_set(s, &c);
+}
+
 int shield_own_set(struct shield *s, const struct shield_cidr *addrs, size_t n)
 {
 	struct shield_own v;

@@ -383,6 +383,57 @@ static void test_ports_configurable(void **state)
 	assert_int_equal(shield_config_set(S, &keep), 0);
 }
 
+/* The dataplane's listen ports replace the guarded set: a blocked source
+ * is dropped on the new port, port 25 becomes "not SMTP" (and so is not
+ * judged by the lists), bad sets are refused and change nothing, and the
+ * other settings survive. */
+static void test_ports_from_dataplane(void **state)
+{
+	struct testenv_pkt p = { .family = 4, .src = "198.18.21.1", .dport = 2525,
+				 .tcpflags = SYN };
+	static const uint16_t one[] = { 2525 }, dup[] = { 2525, 2526, 2525 },
+			      bad[] = { 2525, 0 }, many[] = { 1, 2, 3, 4, 5 };
+	struct shield_config keep, c;
+	struct shield_cidr blk;
+
+	assert_int_equal(shield_config_get(S, &keep), 0);
+	c = keep;
+	assert_int_equal(shield_config_set_rate(&c, 7, 9), 0);
+	assert_int_equal(shield_config_set(S, &c), 0);
+	assert_int_equal(shield_cidr_parse("198.18.21.1", &blk), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &blk, 0), 0);
+
+	assert_int_equal(shield_ports_set(S, one, 1), 0);
+	expect(&p, XDP_DROP, SHIELD_R_DROP_BLOCK_EXACT);
+	p.dport = 25;
+	expect(&p, XDP_PASS, SHIELD_R_PASS_NOT_SMTP);
+	assert_int_equal(shield_config_get(S, &c), 0);
+	assert_int_equal(c.ports[0], 2525);
+	assert_int_equal(c.ports[1], 0);
+	assert_int_equal(c.rate_interval_ns, 1000000000ull / 7); /* untouched */
+
+	assert_int_equal(shield_ports_set(S, dup, 3), 0);
+	assert_int_equal(shield_config_get(S, &c), 0);
+	assert_int_equal(c.ports[0], 2525);
+	assert_int_equal(c.ports[1], 2526);
+	assert_int_equal(c.ports[2], 0);
+	p.dport = 2526;
+	expect(&p, XDP_DROP, SHIELD_R_DROP_BLOCK_EXACT);
+
+	assert_int_equal(shield_ports_set(S, bad, 2), -EINVAL);
+	assert_int_equal(shield_ports_set(S, one, 0), -EINVAL);
+	assert_int_equal(shield_ports_set(S, NULL, 1), -EINVAL);
+	assert_int_equal(shield_ports_set(S, many, 5), -E2BIG);
+	assert_int_equal(shield_config_get(S, &c), 0);
+	assert_int_equal(c.ports[0], 2525); /* refused sets changed nothing */
+	assert_int_equal(c.ports[1], 2526);
+
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &blk), 0);
+	assert_int_equal(shield_config_set(S, &keep), 0);
+	p.dport = 25;
+	expect(&p, XDP_PASS, SHIELD_R_PASS_NO_XSK);
+}
+
 static void test_rate_limit_shared_across_queues(void **state)
 {
 	struct testenv_pkt p = { .family = 4, .src = "198.18.70.1", .dport = 25, .tcpflags = SYN };
@@ -741,6 +792,7 @@ int main(void)
 		cmocka_unit_test(test_fragments),
 		cmocka_unit_test(test_truncated_and_malformed),
 		cmocka_unit_test(test_ports_configurable),
+		cmocka_unit_test(test_ports_from_dataplane),
 		cmocka_unit_test(test_rate_limit_shared_across_queues),
 		cmocka_unit_test(test_xsk_redirect_and_empty_slot),
 		cmocka_unit_test(test_own_addresses),

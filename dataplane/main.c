@@ -727,6 +727,13 @@ int main(int argc, char **argv)
 			if (rc < 0)
 				fprintf(stderr, "mxedge: telling the shield our addresses: %s\n",
 					strerror(-rc));
+			/* The shield guards the port we listen on, not the
+			 * compiled-in 25/465/587: the PMD loads the object
+			 * itself, so the ports go into its pinned config. */
+			rc = shield_ports_set(shield, &cfg.smtp_port, 1);
+			if (rc < 0)
+				fprintf(stderr, "mxedge: telling the shield our port %u: %s\n",
+					cfg.smtp_port, strerror(-rc));
 		}
 	}
 	rte_eth_dev_info_get(port, &dinfo);

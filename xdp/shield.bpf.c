@@ -445,18 +445,14 @@ __noinline int shield_list_match6(__u32 lg, const struct pkt *p)
 	}
 }
 
-/* Is p's source in list (active generation)? MATCH_NONE/EXACT/PREFIX.
- * IPv4 is answered inline (one or two lookups), IPv6 by the global above. */
-static __always_inline int list_match(__u32 list, const struct pkt *p)
+/* Is p's source in the set of list whose mxedge_gen word is gw (active
+ * generation in bit 0)? MATCH_NONE/EXACT/PREFIX. IPv4 is answered inline
+ * (one or two lookups), IPv6 by the global above. */
+static __always_inline int set_match(__u32 list, __u32 gw, const struct pkt *p)
 {
 	const struct shield_set_meta *m;
-	__u32 *g, gen, lg;
+	__u32 gen = gw & 1, lg = list * 2 + gen;
 
-	g = bpf_map_lookup_elem(&mxedge_gen, &list);
-	if (!g || (*g & SHIELD_GEN_EMPTY))
-		return MATCH_NONE;
-	gen = *g & 1;
-	lg = list * 2 + gen;
 	if (p->family != 4) {
 		m = bpf_map_lookup_elem(&mxedge_meta, &lg);
 		if (!m || (!m->n_exact && !m->n_pfx)) /* empty list */
@@ -469,6 +465,16 @@ static __always_inline int list_match(__u32 list, const struct pkt *p)
 			   : v4_match(&mxedge_bb0, &mxedge_bl0, p);
 	return gen ? v4_match(&mxedge_ab1, &mxedge_al1, p)
 		   : v4_match(&mxedge_ab0, &mxedge_al0, p);
+}
+
+/* Is p's source in list (active generation)? MATCH_NONE/EXACT/PREFIX. */
+static __always_inline int list_match(__u32 list, const struct pkt *p)
+{
+	__u32 *g = bpf_map_lookup_elem(&mxedge_gen, &list);
+
+	if (!g || (*g & SHIELD_GEN_EMPTY))
+		return MATCH_NONE;
+	return set_match(list, *g, p);
 }
 
 /* GCRA form of a token bucket: a source may open a connection when its
@@ -919,25 +925,72 @@ static __always_inline int icmp6_frame(struct xdp_md *ctx,
 	return count(ctx, SHIELD_R_PASS_NOT_TCP, XDP_PASS);
 }
 
-/* Everything after parsing: lists, rate, flood, hand-off. */
-static __always_inline int shield_decide(struct xdp_md *ctx,
-					 const struct shield_config *cfg,
-					 const struct pkt *p)
+/* IPv4 blocklist lookup for blocked(): the /24 word of generation gen and,
+ * when the word says so, the /24's leaf. Returns the drop reason or 0. One
+ * straight path per outcome (no match result merged with the IPv6 one),
+ * so nothing is carried through the stack. */
+static __always_inline __u32 block4(void *bitmap, void *leaves, __be32 saddr)
 {
+	__u32 host = bpf_ntohl(saddr), blk = host >> 8, idx = blk >> 6;
+	struct shield_v4_word *w = bpf_map_lookup_elem(bitmap, &idx);
+	struct shield_v4_leaf *leaf;
+	__u64 bit = 1ull << (blk & 63);
+
+	if (!w)
+		return 0;
+	if (w->covered & bit)
+		return SHIELD_R_DROP_BLOCK_PREFIX;
+	if (!(w->longer & bit)) /* the common case: one array lookup */
+		return 0;
+	leaf = bpf_map_lookup_elem(leaves, &blk);
+	if (!leaf)
+		return 0;
+	bit = 1ull << (host & 63);
+	idx = (host >> 6) & 3;
+	if (leaf->exact[idx] & bit)
+		return SHIELD_R_DROP_BLOCK_EXACT;
+	if (leaf->pfx[idx] & bit)
+		return SHIELD_R_DROP_BLOCK_PREFIX;
+	return 0;
+}
+
+/* Is the source blocked (and not allowed)? Returns the drop reason, or 0
+ * to go on. Only SMTP-port traffic gets here: the lists' scope. */
+static __always_inline __u32 blocked(struct xdp_md *ctx, const struct pkt *p)
+{
+	__u32 list = SHIELD_LIST_BLOCK, gw, reason;
+	__u32 *g = bpf_map_lookup_elem(&mxedge_gen, &list);
 	int m;
 
-	if (!p)
-		return XDP_PASS;
-	m = list_match(SHIELD_LIST_BLOCK, p);
-	if (m != MATCH_NONE) {
-		if (list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)
-			return drop(ctx, cfg,
-				    m == MATCH_EXACT ? SHIELD_R_DROP_BLOCK_EXACT
-						     : SHIELD_R_DROP_BLOCK_PREFIX,
-				    p);
-		count(ctx, SHIELD_C_ALLOW_HIT, 0);
+	if (!g)
+		return 0;
+	gw = *g;
+	if (gw & SHIELD_GEN_EMPTY)
+		return 0;
+	if (p->family == 4) {
+		reason = gw & 1 ? block4(&mxedge_bb1, &mxedge_bl1, p->src.w[3])
+				: block4(&mxedge_bb0, &mxedge_bl0, p->src.w[3]);
+	} else {
+		m = set_match(SHIELD_LIST_BLOCK, gw, p);
+		reason = m == MATCH_NONE ? 0
+			 : m == MATCH_EXACT ? SHIELD_R_DROP_BLOCK_EXACT
+					    : SHIELD_R_DROP_BLOCK_PREFIX;
 	}
+	/* the blocklist's word says whether the allowlist is empty: then
+	 * its own word is not read at all */
+	if (!reason || (gw & SHIELD_GEN_ALLOW_EMPTY) ||
+	    list_match(SHIELD_LIST_ALLOW, p) == MATCH_NONE)
+		return reason;
+	count(ctx, SHIELD_C_ALLOW_HIT, 0);
+	return 0;
+}
 
+/* A well-formed SMTP-port segment from a source the lists let through:
+ * rate, flood, hand-off. */
+static __always_inline int shield_admit(struct xdp_md *ctx,
+					const struct shield_config *cfg,
+					const struct pkt *p)
+{
 	if ((p->tcpflags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN) {
 		/* Coarse clock (tick resolution, a few ms): enough for
 		 * per-second rates, and far cheaper than bpf_ktime_get_ns
@@ -959,6 +1012,25 @@ static __always_inline int shield_decide(struct xdp_md *ctx,
 	return to_dataplane(ctx);
 }
 
+/* Is port one of the guarded ports? The four 16-bit slots are compared two
+ * at a time (SWAR, two 32-bit loads instead of four loads and eight
+ * branches): slots ^ port has a zero half exactly where a slot equals the
+ * port, and (x - 0x00010001) & ~x & 0x80008000 is non-zero iff x has a
+ * zero half. Port 0 (reserved, never a listener; it is what an unused
+ * slot holds) never matches. */
+static __always_inline int smtp_port(const struct shield_config *cfg,
+				     __u16 port)
+{
+	__u32 pp = port * 0x00010001u, a, b;
+
+	__builtin_memcpy(&a, (const void *)&cfg->ports[0], 4);
+	__builtin_memcpy(&b, (const void *)&cfg->ports[2], 4);
+	a ^= pp;
+	b ^= pp;
+	return port && ((((a - 0x00010001u) & ~a) | ((b - 0x00010001u) & ~b)) &
+			0x80008000u);
+}
+
 SEC("xdp")
 int mxedge_shield(struct xdp_md *ctx)
 {
@@ -968,7 +1040,7 @@ int mxedge_shield(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct pkt p = {};
 	struct tcphdr *th;
-	__u32 ip_end, l4off, i;
+	__u32 ip_end, l4off, i, reason;
 	int is_frag = 0;
 	void *l3, *l4;
 	__u16 proto;
@@ -989,7 +1061,6 @@ int mxedge_shield(struct xdp_md *ctx)
 		l3 = vh + 1;
 	}
 	p.l3off = l3 - data;
-	cfg = config();
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = l3;
@@ -998,12 +1069,12 @@ int mxedge_shield(struct xdp_md *ctx)
 
 		p.family = 4;
 		if ((void *)(iph + 1) > end)
-			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+			return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 		hl = iph->ihl * 4;
 		tot = bpf_ntohs(iph->tot_len);
 		if (iph->version != 4 || hl < 20 || tot < hl ||
 		    l3 + tot > end)
-			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+			return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 		if (iph->protocol != IPPROTO_TCP)
 			return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_TCP);
 		frag = bpf_ntohs(iph->frag_off);
@@ -1021,10 +1092,10 @@ int mxedge_shield(struct xdp_md *ctx)
 
 		p.family = 6;
 		if ((void *)(ip6h + 1) > end)
-			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+			return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 		ip_end = 40 + bpf_ntohs(ip6h->payload_len);
 		if (ip6h->version != 6 || l3 + ip_end > end)
-			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+			return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 		__builtin_memcpy(&p.src, &ip6h->saddr, 16);
 		nh = ip6h->nexthdr;
 		if (nh == IPPROTO_ICMPV6)
@@ -1040,12 +1111,12 @@ int mxedge_shield(struct xdp_md *ctx)
 			if (w >> 16 == WALK_LATER_FRAG)
 				return count(ctx, SHIELD_R_PASS_FRAGMENT, XDP_PASS);
 			if (w >> 16 != WALK_TCP)
-				return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+				return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 			l4off = w & 0x3fff;
 			is_frag = (w >> 14) & 1;
 		}
 		if (l4off > ip_end)
-			return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+			return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 	} else if (proto == bpf_htons(ETH_P_ARP)) {
 		return arp_frame(ctx, l3);
 	} else {
@@ -1056,17 +1127,24 @@ int mxedge_shield(struct xdp_md *ctx)
 	l4 = l3 + l4off;
 	th = l4;
 	if (l4 + 4 > end || l4off + 4 > ip_end) /* no room even for the ports */
-		return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
+		return drop(ctx, config(), SHIELD_R_DROP_MALFORMED, &p);
 	p.dport = bpf_ntohs(th->dest);
-	for (i = 0; i < SHIELD_MAX_PORTS; i++)
-		if (cfg->ports[i] && cfg->ports[i] == p.dport)
-			break;
-	if (i == SHIELD_MAX_PORTS)
+	/* Read here, not at the top: traffic that is not TCP never needs it,
+	 * and the pointer is not carried (spilled) through the parser. */
+	cfg = config();
+	if (!smtp_port(cfg, p.dport))
 		return pass_or_own(ctx, &p, SHIELD_R_PASS_NOT_SMTP);
 	/* Fragmented TCP to an MX is never needed (PMTUD, RFC 1191/8201) and
 	 * the dataplane does not reassemble. */
 	if (is_frag)
 		return drop(ctx, cfg, SHIELD_R_DROP_FRAGMENT, &p);
+	/* The lists before the rest of the TCP header: a blocked source is
+	 * dropped (as blocked) whatever its header says, so the blocked path
+	 * does no more than parse, look up and count. Everything the lists
+	 * let through is checked in full below. */
+	reason = blocked(ctx, &p);
+	if (reason)
+		return drop(ctx, cfg, reason, &p);
 	if ((void *)(th + 1) > end || th->doff < 5 ||
 	    l4off + th->doff * 4 > ip_end)
 		return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
@@ -1075,7 +1153,7 @@ int mxedge_shield(struct xdp_md *ctx)
 	if ((p.tcpflags & TCPF_SYN) && (p.tcpflags & (TCPF_RST | TCPF_FIN)))
 		return drop(ctx, cfg, SHIELD_R_DROP_MALFORMED, &p);
 	p.l4off = l4off;
-	return shield_decide(ctx, cfg, &p);
+	return shield_admit(ctx, cfg, &p);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -166,6 +166,32 @@ int shield_config_set(struct shield *s, const struct shield_config *c)
 	return 0;
 }
 
+int shield_ports_set(struct shield *s, const uint16_t *ports, size_t n)
+{
+	struct shield_config c;
+	size_t i, k, used = 0;
+	int err;
+
+	if (!s || !ports || n == 0)
+		return -EINVAL;
+	err = shield_config_get(s, &c);
+	if (err)
+		return err;
+	memset(c.ports, 0, sizeof(c.ports));
+	for (i = 0; i < n; i++) {
+		if (ports[i] == 0)
+			return -EINVAL;
+		for (k = 0; k < used && c.ports[k] != ports[i]; k++)
+			;
+		if (k < used)
+			continue;
+		if (used == SHIELD_MAX_PORTS)
+			return -E2BIG;
+		c.ports[used++] = ports[i];
+	}
+	return shield_config_set(s, &c);
+}
+
 int shield_own_set(struct shield *s, const struct shield_cidr *addrs, size_t n)
 {
 	struct shield_own v;
@@ -713,23 +739,52 @@ static uint32_t v4_host(const struct shield_cidr *c)
 
 /* ---- meta (per list/generation summary) --------------------------------- */
 
-/* Writes list l's mxedge_gen value: generation gen, flagged empty or not
- * (one aligned 4-byte update). */
-static int gen_write(struct shield *s, enum shield_list l, uint32_t gen, int empty)
+/* Sets or clears SHIELD_GEN_ALLOW_EMPTY in the blocklist's word (only
+ * that bit; no write when it is already right). */
+static int gen_allow_hint(struct shield *s, int allow_empty)
 {
-	uint32_t key = l, v = (gen & 1) | (empty ? SHIELD_GEN_EMPTY : 0);
+	uint32_t key = SHIELD_LIST_BLOCK, v = 0, want;
 
-	if (bpf_map_update_elem(s->gen, &key, &v, BPF_ANY))
+	if (bpf_map_lookup_elem(s->gen, &key, &v))
+		return -errno;
+	want = allow_empty ? v | SHIELD_GEN_ALLOW_EMPTY : v & ~SHIELD_GEN_ALLOW_EMPTY;
+	if (want != v && bpf_map_update_elem(s->gen, &key, &want, BPF_ANY))
 		return -errno;
 	return 0;
 }
 
+/* Writes list l's mxedge_gen value: generation gen, flagged empty or not
+ * (one aligned 4-byte update). The blocklist's word keeps its allowlist
+ * hint; for the allowlist the hint is cleared before a non-empty set
+ * becomes active and set only after an empty one has, so the program
+ * never skips an allowlist that has entries. */
+static int gen_write(struct shield *s, enum shield_list l, uint32_t gen, int empty)
+{
+	uint32_t key = l, v = (gen & 1) | (empty ? SHIELD_GEN_EMPTY : 0), old = 0;
+	int err;
+
+	if (l == SHIELD_LIST_BLOCK) {
+		if (bpf_map_lookup_elem(s->gen, &key, &old))
+			return -errno;
+		v |= old & SHIELD_GEN_ALLOW_EMPTY;
+	} else if (!empty && (err = gen_allow_hint(s, 0))) {
+		return err;
+	}
+	if (bpf_map_update_elem(s->gen, &key, &v, BPF_ANY))
+		return -errno;
+	if (l == SHIELD_LIST_ALLOW && empty)
+		return gen_allow_hint(s, 1);
+	return 0;
+}
+
 /* Sets or clears list l's empty flag from its active generation's entry
- * counts; no write when the flag is already right. */
+ * counts (no write when the flag is already right), and the allowlist
+ * hint in the blocklist's word from the allowlist's flag. */
 static int gen_flag_refresh(struct shield *s, enum shield_list l)
 {
 	struct shield_set_meta m;
 	uint32_t key = l, v = 0, want;
+	int err = 0;
 
 	if (bpf_map_lookup_elem(s->gen, &key, &v))
 		return -errno;
@@ -737,7 +792,11 @@ static int gen_flag_refresh(struct shield *s, enum shield_list l)
 	if (bpf_map_lookup_elem(s->meta, &key, &m))
 		return -errno;
 	want = (v & 1) | (m.n_exact == 0 && m.n_pfx == 0 ? SHIELD_GEN_EMPTY : 0);
-	return want == v ? 0 : gen_write(s, l, v & 1, want & SHIELD_GEN_EMPTY);
+	if (want != (v & (1 | SHIELD_GEN_EMPTY)))
+		err = gen_write(s, l, v & 1, want & SHIELD_GEN_EMPTY);
+	else if (l == SHIELD_LIST_ALLOW)
+		err = gen_allow_hint(s, !!(want & SHIELD_GEN_EMPTY));
+	return err;
 }
 
 static int active_gen(struct shield *s, enum shield_list l, uint32_t *gen)

@@ -104,6 +104,15 @@ int shield_config_get(struct shield *s, struct shield_config *out);
  * Returns 0, -EINVAL (bad field), or -errno from the map update. */
 int shield_config_set(struct shield *s, const struct shield_config *c);
 
+/* shield_ports_set: the TCP ports the shield guards (the dataplane's
+ * listen ports): n of them, 1..SHIELD_MAX_PORTS, each 1..65535 (duplicates
+ * are kept once). Every other setting stays as it is. Traffic to other
+ * ports is then "not SMTP": it goes to the kernel, or to the dataplane if
+ * addressed to one of its own addresses (shield_own_set). Returns 0,
+ * -EINVAL (n = 0, NULL or port 0), -E2BIG (more distinct ports than
+ * SHIELD_MAX_PORTS) or -errno. */
+int shield_ports_set(struct shield *s, const uint16_t *ports, size_t n);
+
 /* shield_own_set: tells the shield the dataplane's own host addresses on
  * the interface (IPv4 /32, IPv6 /128; at most SHIELD_MAX_OWN per family;
  * n = 0 clears them). Frames for them that are not SMTP (ARP with one of

@@ -48,6 +48,13 @@ enum shield_list {
  * which only costs lookups. */
 #define SHIELD_GEN_EMPTY 0x2u
 
+/* In mxedge_gen[SHIELD_LIST_BLOCK] only: the allowlist is empty, so a
+ * blocked source is dropped without reading the allowlist's word (one map
+ * read less on every block drop). A hint that may only err towards "not
+ * empty": the loader clears it before the allowlist gets its first entry
+ * and sets it after the last one is gone. */
+#define SHIELD_GEN_ALLOW_EMPTY 0x4u
+
 /* Why a packet got its verdict. Each reason implies exactly one verdict
  * (shield_reason_verdict() in the library); counters are indexed by it. */
 enum shield_reason {

@@ -350,6 +350,19 @@ static void test_truncated_and_malformed(void **state)
 	assert_int_equal(testenv_run(shield_prog_fd(S), buf, 14 + 22, IFX, 0, NULL, NULL),
 			 XDP_DROP);
 	assert_int_equal(delta(SHIELD_R_DROP_MALFORMED), 1);
+
+	/* The lists come before the rest of the TCP header: a blocked source
+	 * is dropped as blocked whatever its header says; an allowlisted one
+	 * is still checked in full. */
+	add(SHIELD_LIST_BLOCK, "198.18.22.0/24");
+	add(SHIELD_LIST_ALLOW, "198.18.22.7");
+	p.src = "198.18.22.1";
+	p.tcpflags = SYN | 0x01;
+	expect(&p, XDP_DROP, SHIELD_R_DROP_BLOCK_PREFIX);
+	p.src = "198.18.22.7";
+	expect(&p, XDP_DROP, SHIELD_R_DROP_MALFORMED);
+	del(SHIELD_LIST_ALLOW, "198.18.22.7");
+	del(SHIELD_LIST_BLOCK, "198.18.22.0/24");
 }
 
 static void test_ports_configurable(void **state)
@@ -368,6 +381,57 @@ static void test_ports_configurable(void **state)
 	memset(c.ports, 0, sizeof(c.ports)); /* no port at all is refused */
 	assert_int_equal(shield_config_set(S, &c), -EINVAL);
 	assert_int_equal(shield_config_set(S, &keep), 0);
+}
+
+/* The dataplane's listen ports replace the guarded set: a blocked source
+ * is dropped on the new port, port 25 becomes "not SMTP" (and so is not
+ * judged by the lists), bad sets are refused and change nothing, and the
+ * other settings survive. */
+static void test_ports_from_dataplane(void **state)
+{
+	struct testenv_pkt p = { .family = 4, .src = "198.18.21.1", .dport = 2525,
+				 .tcpflags = SYN };
+	static const uint16_t one[] = { 2525 }, dup[] = { 2525, 2526, 2525 },
+			      bad[] = { 2525, 0 }, many[] = { 1, 2, 3, 4, 5 };
+	struct shield_config keep, c;
+	struct shield_cidr blk;
+
+	assert_int_equal(shield_config_get(S, &keep), 0);
+	c = keep;
+	assert_int_equal(shield_config_set_rate(&c, 7, 9), 0);
+	assert_int_equal(shield_config_set(S, &c), 0);
+	assert_int_equal(shield_cidr_parse("198.18.21.1", &blk), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &blk, 0), 0);
+
+	assert_int_equal(shield_ports_set(S, one, 1), 0);
+	expect(&p, XDP_DROP, SHIELD_R_DROP_BLOCK_EXACT);
+	p.dport = 25;
+	expect(&p, XDP_PASS, SHIELD_R_PASS_NOT_SMTP);
+	assert_int_equal(shield_config_get(S, &c), 0);
+	assert_int_equal(c.ports[0], 2525);
+	assert_int_equal(c.ports[1], 0);
+	assert_int_equal(c.rate_interval_ns, 1000000000ull / 7); /* untouched */
+
+	assert_int_equal(shield_ports_set(S, dup, 3), 0);
+	assert_int_equal(shield_config_get(S, &c), 0);
+	assert_int_equal(c.ports[0], 2525);
+	assert_int_equal(c.ports[1], 2526);
+	assert_int_equal(c.ports[2], 0);
+	p.dport = 2526;
+	expect(&p, XDP_DROP, SHIELD_R_DROP_BLOCK_EXACT);
+
+	assert_int_equal(shield_ports_set(S, bad, 2), -EINVAL);
+	assert_int_equal(shield_ports_set(S, one, 0), -EINVAL);
+	assert_int_equal(shield_ports_set(S, NULL, 1), -EINVAL);
+	assert_int_equal(shield_ports_set(S, many, 5), -E2BIG);
+	assert_int_equal(shield_config_get(S, &c), 0);
+	assert_int_equal(c.ports[0], 2525); /* refused sets changed nothing */
+	assert_int_equal(c.ports[1], 2526);
+
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &blk), 0);
+	assert_int_equal(shield_config_set(S, &keep), 0);
+	p.dport = 25;
+	expect(&p, XDP_PASS, SHIELD_R_PASS_NO_XSK);
 }
 
 static void test_rate_limit_shared_across_queues(void **state)
@@ -728,6 +792,7 @@ int main(void)
 		cmocka_unit_test(test_fragments),
 		cmocka_unit_test(test_truncated_and_malformed),
 		cmocka_unit_test(test_ports_configurable),
+		cmocka_unit_test(test_ports_from_dataplane),
 		cmocka_unit_test(test_rate_limit_shared_across_queues),
 		cmocka_unit_test(test_xsk_redirect_and_empty_slot),
 		cmocka_unit_test(test_own_addresses),

@@ -352,7 +352,19 @@ static void test_lists_emptied_and_refilled(void **state)
 	assert_int_equal(verdict(S, "198.18.5.5"), XDP_DROP);
 	assert_int_equal(shield_add(S, SHIELD_LIST_ALLOW, &alw, 0), 0);
 	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);
+	/* the blocklist's word carries an "allowlist empty" hint: replacing
+	 * the blocklist must keep the allowlist in force */
+	{
+		struct shield_bulk *b = shield_bulk_begin(S, SHIELD_LIST_BLOCK);
+
+		assert_non_null(b);
+		assert_int_equal(shield_bulk_add(b, &blk, 0), 0);
+		assert_int_equal(shield_bulk_commit(b), 0);
+	}
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);
+	assert_int_equal(verdict(S, "198.18.5.6"), XDP_PASS);
 	allow_bulk(NULL);
+	assert_int_equal(verdict(S, "198.18.5.5"), XDP_DROP);
 	/* the blocklist emptied by a delete, then refilled */
 	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &blk), 0);
 	assert_int_equal(verdict(S, "198.18.5.5"), XDP_PASS);

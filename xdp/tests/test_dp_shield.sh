@@ -6,6 +6,9 @@
 # shield's drop counter rises, the dataplane's RX stays flat) while the
 # allowed one goes on delivering; the kernel's own address on the same
 # veth keeps answering ping and a TCP service, also for the blocked source.
+# The edge listens on a non-default port (2525), which the dataplane writes
+# into the shield's config: the lists guard 2525, and port 25 is no longer
+# SMTP for the shield (a blocked source's SYN to it is not dropped in XDP).
 #   test_dp_shield.sh MXEDGE MXEDGECTL MXEDGE_SPOOL SHIELD_BPF_O MXEDGE_SHIELD
 set -euo pipefail
 mxedge=$1 ctl=$2 spooltool=$3 obj=$4 cli=$5
@@ -50,7 +53,7 @@ netns_exec client ip addr add 198.18.0.4/24 dev "$cif"
 netns_exec client ethtool -K "$cif" tx off tso off gso off >/dev/null 2>&1 || true
 
 netns_spawn edge "$mxedge" --port "af_xdp:$eif" --xdp-prog "$obj" \
-  --addr 198.18.0.1/24 --addr 2001:db8::1/64 --smtp-port 25 --spool "$spool" \
+  --addr 198.18.0.1/24 --addr 2001:db8::1/64 --smtp-port 2525 --spool "$spool" \
   --hostname mx.edge.test --control "$sock" --no-huge --duration 200 >"$log" 2>&1
 pid=$NETNS_LAST_PID
 for _ in $(seq 300); do
@@ -71,6 +74,10 @@ err=$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf own 198.18.0.5 198.18.0.6 198
 echo "$err" | grep -q "at most 4 addresses per family" || fail "own error message: $err"
 [ "$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf own | tr '\n' ' ')" = "$own" ] || fail "a refused set changed the addresses"
 echo "ok: the dataplane told the shield its addresses: $own (bad sets refused)"
+grep -q "telling the shield our port" "$log" && fail "dataplane could not set its port"
+ports=$(netns_exec edge "$cli" --pin-dir /sys/fs/bpf config | grep -o 'ports=[0-9,]*')
+[ "$ports" = "ports=2525,0,0,0" ] || fail "shield's guarded ports: '$ports'"
+echo "ok: the dataplane told the shield its listen port: $ports"
 
 # A kernel TCP service on the management address of the same veth.
 netns_spawn edge $py -c '
@@ -91,7 +98,7 @@ print(s.recv(64).decode().strip())' "$1" "$2"
 cat >"$work/send.py" <<'EOF'
 import smtplib, sys
 host, src, body = sys.argv[1:4]
-s = smtplib.SMTP(host, 25, local_hostname='client.test', timeout=20,
+s = smtplib.SMTP(host, 2525, local_hostname='client.test', timeout=20,
                  source_address=(src, 0))
 s.ehlo()
 assert s.mail('a@client.test')[0] == 250
@@ -147,7 +154,7 @@ import socket
 s = socket.socket()
 s.bind(("198.18.0.4", 0)); s.settimeout(1.5)
 try:
-    s.connect(("198.18.0.1", 25)); print("connected")
+    s.connect(("198.18.0.1", 2525)); print("connected")
 except (socket.timeout, OSError) as e:
     print("refused" if isinstance(e, ConnectionRefusedError) else "timeout")')
   [ "$res" = timeout ] || fail "blocked source: handshake $res"
@@ -159,7 +166,7 @@ echo "ok: blocked source cannot complete a handshake: $((d1 - d0)) SYNs dropped 
 
 # 5. ... while the allowed source on the same client and interface delivers,
 #    and the blocked source still reaches the kernel's own services.
-out=$(netns_exec client timeout 40 swaks --server 198.18.0.1 --local-interface 198.18.0.2 \
+out=$(netns_exec client timeout 40 swaks --server 198.18.0.1 --port 2525 --local-interface 198.18.0.2 \
   --helo swaks.test --from s@client.test --to d@edge.test --body "swaks while .4 is blocked" 2>&1) \
   || fail "swaks from the allowed source: $out"
 q=$(echo "$out" | grep -o 'queued as [0-9A-Za-z]*' | awk '{print $3}' | head -1)
@@ -169,6 +176,25 @@ q=$(echo "$out" | grep -o 'queued as [0-9A-Za-z]*' | awk '{print $3}' | head -1)
 netns_exec client ping -I 198.18.0.4 -c1 -W2 198.18.0.3 >/dev/null || fail "ping from the blocked source"
 "$spooltool" list "$spool" | grep -q "client=198.18.0.4" && fail "blocked source stored something"
 echo "ok: allowed source delivers meanwhile ($q); management from the blocked source passes"
+
+# 6. Port 25 per the new config: not guarded, so the blocked source's SYN
+#    to it is not dropped in XDP; being for the dataplane's address, it
+#    goes to the dataplane (redirect_xsk), which listens on 2525 only and
+#    resets it.
+d0=$(xdp_count drop_block_exact); n0=$(xdp_count redirect_xsk)
+res=$(netns_exec client timeout 5 $py -c '
+import socket
+s = socket.socket()
+s.bind(("198.18.0.4", 0)); s.settimeout(3)
+try:
+    s.connect(("198.18.0.1", 25)); print("connected")
+except (socket.timeout, OSError) as e:
+    print("refused" if isinstance(e, ConnectionRefusedError) else "timeout")')
+[ "$res" = refused ] || fail "blocked source to port 25: $res, expected a reset from the dataplane"
+d1=$(xdp_count drop_block_exact); n1=$(xdp_count redirect_xsk)
+[ "$d1" -eq "$d0" ] || fail "port 25 SYN dropped as blocked ($d0 -> $d1)"
+[ "$n1" -gt "$n0" ] || fail "port 25 SYN not handed to the dataplane (redirect_xsk $n0 -> $n1)"
+echo "ok: port 25 is not guarded any more: handed to the dataplane and reset (redirect_xsk $n0 -> $n1)"
 
 kill -TERM "$pid"; rc=0; wait "$pid" || rc=$?
 [ "$rc" -eq 0 ] || fail "exit status $rc after SIGTERM"

@@ -1759,6 +1759,12 @@ static void release_segments(struct relay *r)
 		if (n < 0)
 			fprintf(stderr, "mxedge-control: releasing spool segments: %s\n",
 				strerror(-n));
+		/* Segments went: the low-water marks moved, so lines a
+		 * rewrite had to keep (mail then still queued) may now go.
+		 * Without this a log that stopped growing after a rewrite
+		 * that kept them would stay at its size. */
+		if (n > 0)
+			r->state_limit = r->rc.state_log_max;
 	}
 }
 

@@ -81,10 +81,17 @@ void relay_dsn_of(int code, const char *text, char *out);
 /*
  * relay_dot_stuff - RFC 5321 §4.5.2: append @len message bytes to @out
  * (@cap bytes) with a '.' doubled at each line start, a final CRLF if the
- * message lacks one, and the ".CRLF" terminator. Returns bytes written, or
- * the size needed (> @cap) when @out is too small.
+ * message lacks one, and the ".CRLF" terminator. A line starts at the
+ * first byte and after every LF (bare LF included; a bare CR starts none).
+ * Returns bytes written, or the size needed when @out is NULL or too small
+ * (nothing written then). With @cap >= relay_dot_stuff_bound(@len) it is
+ * one memchr/memcpy pass over @msg.
  */
 size_t relay_dot_stuff(const unsigned char *msg, size_t len, char *out, size_t cap);
+
+/* relay_dot_stuff_bound - an upper bound of relay_dot_stuff()'s output for
+ * @len message bytes (len + ceil(len / 2) + 5). */
+size_t relay_dot_stuff_bound(size_t len);
 
 /* One failed recipient for a delivery status notification. */
 struct relay_dsn_rcpt {

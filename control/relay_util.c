@@ -56,27 +56,76 @@ void relay_dsn_of(int code, const char *text, char *out)
 	snprintf(out, 16, "%d.0.0", cls >= 2 && cls <= 5 ? cls : 4);
 }
 
+size_t relay_dot_stuff_bound(size_t len)
+{
+	/* Every doubled dot needs a line start holding a '.', and line
+	 * starts after the first need a '\n' before them: at most one
+	 * extra byte per two input bytes, rounded up; then CRLF and ".CRLF". */
+	return len + (len + 1) / 2 + 5;
+}
+
+/* Does the message lack a final CRLF (RFC 5321 §4.1.1.4: the body ends
+ * with one before the terminating dot)? An empty message needs none. */
+static bool needs_crlf(const unsigned char *msg, size_t len)
+{
+	return len > 0 && !(len >= 2 && msg[len - 2] == '\r' && msg[len - 1] == '\n');
+}
+
+/* The exact stuffed size: the line starts that hold a '.' (the first
+ * byte and every byte after a '\n', bare LF included, as the writer
+ * below) found with memchr, not byte by byte. */
+static size_t dot_stuff_size(const unsigned char *msg, size_t len)
+{
+	const unsigned char *p = msg, *end = msg + len;
+	size_t n = len + 3 + (needs_crlf(msg, len) ? 2 : 0);
+
+	while (p < end) {
+		const unsigned char *nl;
+
+		if (*p == '.')
+			n++;
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL)
+			break;
+		p = nl + 1;
+	}
+	return n;
+}
+
 size_t relay_dot_stuff(const unsigned char *msg, size_t len, char *out, size_t cap)
 {
-	size_t n = 0, i;
-	bool bol = true;
+	const unsigned char *p = msg, *end = msg + len;
+	char *o = out;
 
-#define PUT(c) do { if (n < cap) out[n] = (char)(c); n++; } while (0)
-	for (i = 0; i < len; i++) {
-		if (bol && msg[i] == '.')
-			PUT('.');
-		PUT(msg[i]);
-		bol = msg[i] == '\n';
+	/* A caller that reserved relay_dot_stuff_bound() bytes gets one
+	 * pass; anyone else gets the size checked first. */
+	if (out == NULL || cap < relay_dot_stuff_bound(len)) {
+		size_t need = dot_stuff_size(msg, len);
+
+		if (out == NULL || need > cap)
+			return need;
 	}
-	if (len > 0 && !(len >= 2 && msg[len - 2] == '\r' && msg[len - 1] == '\n')) {
-		PUT('\r');
-		PUT('\n');
+	/* RFC 5321 §4.5.2: a line that starts with '.' gets one more. A
+	 * line starts at the first byte and after every '\n' (a bare LF
+	 * too, as receivers that accept bare LF would see a line there);
+	 * a bare CR does not start one. Whole lines go with one memcpy. */
+	while (p < end) {
+		const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t k = nl ? (size_t)(nl + 1 - p) : (size_t)(end - p);
+
+		if (*p == '.')
+			*o++ = '.';
+		memcpy(o, p, k);
+		o += k;
+		p += k;
 	}
-	PUT('.');
-	PUT('\r');
-	PUT('\n');
-#undef PUT
-	return n;
+	if (needs_crlf(msg, len)) {
+		*o++ = '\r';
+		*o++ = '\n';
+	}
+	memcpy(o, ".\r\n", 3);
+	o += 3;
+	return (size_t)(o - out);
 }
 
 /* A growing output buffer; on ENOMEM it stops growing and reports it. */

@@ -110,6 +110,106 @@ static void test_dot_stuff(void **state)
 	assert_memory_equal(out, ".\r\n", 3);
 }
 
+/* The RFC 5321 §4.5.2 rule spelled out byte by byte: the oracle the
+ * memchr/memcpy implementation is checked against. */
+static size_t ref_dot_stuff(const unsigned char *msg, size_t len, char *out)
+{
+	size_t n = 0;
+	bool bol = true;
+
+	for (size_t i = 0; i < len; i++) {
+		if (bol && msg[i] == '.')
+			out[n++] = '.';
+		out[n++] = (char)msg[i];
+		bol = msg[i] == '\n';
+	}
+	if (len > 0 && !(len >= 2 && msg[len - 2] == '\r' && msg[len - 1] == '\n')) {
+		out[n++] = '\r';
+		out[n++] = '\n';
+	}
+	memcpy(out + n, ".\r\n", 3);
+	return n + 3;
+}
+
+/* Stuffs @msg with an exact-size buffer, a bound-size one and a too
+ * small one, and checks each against @want. */
+static void check_stuff(const char *msg, size_t len, const char *want, size_t wlen)
+{
+	size_t bound = relay_dot_stuff_bound(len);
+	char *out = malloc(bound + 16);
+	size_t n;
+
+	assert_non_null(out);
+	assert_true(bound >= wlen);
+	assert_int_equal(relay_dot_stuff((const unsigned char *)msg, len, NULL, 0), wlen);
+	memset(out, 'Z', bound + 16);
+	n = relay_dot_stuff((const unsigned char *)msg, len, out, bound);
+	assert_int_equal(n, wlen);
+	assert_memory_equal(out, want, wlen);
+	assert_int_equal(out[bound], 'Z');           /* nothing past the bound */
+	memset(out, 'Z', bound + 16);
+	n = relay_dot_stuff((const unsigned char *)msg, len, out, wlen);
+	assert_int_equal(n, wlen);
+	assert_memory_equal(out, want, wlen);
+	assert_int_equal(out[wlen], 'Z');            /* exact fit: no overrun */
+	memset(out, 'Z', bound + 16);
+	/* One byte short: the size is reported and nothing is written. */
+	n = relay_dot_stuff((const unsigned char *)msg, len, out, wlen - 1);
+	assert_int_equal(n, wlen);
+	assert_int_equal(out[0], 'Z');
+	free(out);
+}
+
+#define CHECK_STUFF(msg, want) check_stuff(msg, sizeof(msg) - 1, want, sizeof(want) - 1)
+
+static void test_dot_stuff_edges(void **state)
+{
+	/* Lines starting with '.', including a lone "." line that would
+	 * end the DATA early if it went out unstuffed. */
+	CHECK_STUFF(".", "..\r\n.\r\n");
+	CHECK_STUFF(".\r\n", "..\r\n.\r\n");
+	CHECK_STUFF("a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n");
+	CHECK_STUFF("..\r\n...\r\n", "...\r\n....\r\n.\r\n");
+	CHECK_STUFF("a.b\r\n x.\r\n", "a.b\r\n x.\r\n.\r\n"); /* not at a line start */
+	/* A bare LF starts a line (receivers that accept it see one); a
+	 * bare CR does not. Bytes are never converted: the body stays as
+	 * it was accepted. */
+	CHECK_STUFF("a\n.b\r\n", "a\n..b\r\n.\r\n");
+	CHECK_STUFF("a\r.b\r\n", "a\r.b\r\n.\r\n");
+	CHECK_STUFF("\n.\n.", "\n..\n..\r\n.\r\n");
+	/* Message without a final CRLF: one is added before ".CRLF". */
+	CHECK_STUFF("no newline", "no newline\r\n.\r\n");
+	CHECK_STUFF("ends in LF\n", "ends in LF\n\r\n.\r\n");
+	CHECK_STUFF("ends in CR\r", "ends in CR\r\r\n.\r\n");
+	CHECK_STUFF("ends in dot\r\n.", "ends in dot\r\n..\r\n.\r\n");
+	CHECK_STUFF("\r\n", "\r\n.\r\n");
+	CHECK_STUFF("\n", "\n\r\n.\r\n");
+	CHECK_STUFF("\r", "\r\r\n.\r\n");
+	/* The worst case for the bound: every byte-pair is ".\n". */
+	CHECK_STUFF(".\n.\n.\n.", "..\n..\n..\n..\r\n.\r\n");
+}
+
+/* Random messages over the bytes that matter ('.', CR, LF, other), of
+ * every length around the points where the copy loop switches between
+ * lines, compared with the byte-by-byte rule. */
+static void test_dot_stuff_random(void **state)
+{
+	static const char alpha[] = ".\r\nx";
+	unsigned seed = 12345;
+	unsigned char msg[600];
+	char want[1000];
+
+	for (unsigned iter = 0; iter < 20000; iter++) {
+		size_t len = iter % 40 < 30 ? iter % 40 : (iter * 7919u) % sizeof(msg);
+
+		for (size_t i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			msg[i] = (unsigned char)alpha[(seed >> 16) % 4];
+		}
+		check_stuff((const char *)msg, len, want, ref_dot_stuff(msg, len, want));
+	}
+}
+
 static void test_bounce(void **state)
 {
 	static const char orig[] =
@@ -657,6 +757,8 @@ int main(void)
 		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_dsn_of),
 		cmocka_unit_test(test_dot_stuff),
+		cmocka_unit_test(test_dot_stuff_edges),
+		cmocka_unit_test(test_dot_stuff_random),
 		cmocka_unit_test(test_bounce),
 		cmocka_unit_test_setup_teardown(test_client_per_recipient, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_connection_lost, setup_dir, teardown_dir),

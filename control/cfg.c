@@ -407,6 +407,9 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 				       &c->max_message_size);
 		if (!strcmp(key, "max_sessions"))
 			return get_uint(w, v, "limits.max_sessions", 1, 100000000, &c->max_sessions);
+		if (!strcmp(key, "sessions_per_lcore"))
+			return get_uint(w, v, "limits.sessions_per_lcore", 1, CFG_MAX_SESSIONS_PER_LCORE,
+					&c->sessions_per_lcore);
 		if (!strcmp(key, "max_sessions_per_client"))
 			return get_uint(w, v, "limits.max_sessions_per_client", 0, 100000000,
 					&c->max_sessions_per_client);
@@ -417,8 +420,8 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		if (!strcmp(key, "max_errors"))
 			return get_uint(w, v, "limits.max_errors", 1, 1000, &c->max_errors);
 		return fail_at(w, k, "unknown key \"%s\" in limits (expected: max_message_size, "
-			       "max_sessions, max_sessions_per_client, session_max_s, max_recipients, "
-			       "max_errors)", key);
+			       "max_sessions, sessions_per_lcore, max_sessions_per_client, session_max_s, "
+			       "max_recipients, max_errors)", key);
 	}
 	if (!strcmp(sect, "timeouts")) {
 		if (!strcmp(key, "command_s"))
@@ -563,6 +566,7 @@ void cfg_defaults(struct cfg *c)
 	strcpy(c->control_socket, "/run/mxedge/control.sock");
 	c->max_message_size = 50ULL * 1024 * 1024;
 	c->max_sessions = 100000;
+	c->sessions_per_lcore = 1024;
 	c->max_sessions_per_client = 50; /* Postfix smtpd_client_connection_count_limit */
 	c->session_max_s = 600;     /* inactivity timeouts alone let a drip live forever */
 	c->max_recipients = 100;    /* RFC 5321 §4.5.3.1.8 minimum */

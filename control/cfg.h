@@ -13,6 +13,9 @@
 #include <stdint.h>
 
 #define CFG_MAX_LISTEN 8
+/* limits.sessions_per_lcore: the TCP stack holds twice as many connections
+ * (closing ones) and caps them at 2^24; a million keeps that far off. */
+#define CFG_MAX_SESSIONS_PER_LCORE 1000000
 
 enum cfg_io { CFG_IO_DPDK = 0, CFG_IO_KERNEL = 1 };
 
@@ -78,6 +81,9 @@ struct cfg {
 	char state_dir[256];
 	uint64_t max_message_size;
 	unsigned max_sessions;
+	/* DPDK dataplane: SMTP sessions preallocated per worker lcore (TCP
+	 * connections, mbufs and SMTP state are sized from it at start). */
+	unsigned sessions_per_lcore;
 	unsigned max_sessions_per_client; /* per address (IPv6: per /64); 0 = off */
 	unsigned session_max_s;      /* total session lifetime cap; 0 = off */
 	unsigned max_recipients;

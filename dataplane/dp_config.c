@@ -39,6 +39,10 @@ void dp_usage(void *fp)
 "                         rss       NIC RSS, symmetric key, RETA verified at start\n"
 "                         software  each queue's lcore hashes and hands over\n"
 "  --xdp-prog PATH      af_xdp: XDP object the PMD attaches (the shield)\n"
+"  --sessions-per-lcore N  SMTP sessions preallocated per worker lcore\n"
+"                       (default 1024; limits.sessions_per_lcore); past them a\n"
+"                       client gets 421 4.3.2. Mbufs are sized from it: raise\n"
+"                       --mem with it (~33 KiB per session without hugepages)\n"
 "  --mem MB             memory without hugepages (default 512)\n"
 "  --no-huge            do not use hugepages even when reserved\n"
 "  --idle-sleep US      a worker lcore idle for 20 us naps US, doubling up to\n"
@@ -248,6 +252,7 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 		{ "dispatch", required_argument, NULL, 'D' },
 		{ "xdp-prog", required_argument, NULL, 'x' },
 		{ "mem", required_argument, NULL, 'm' },
+		{ "sessions-per-lcore", required_argument, NULL, 'T' },
 		{ "no-huge", no_argument, NULL, 'H' },
 		{ "idle-sleep", required_argument, NULL, 'I' },
 		{ "duration", required_argument, NULL, 'd' },
@@ -343,6 +348,10 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 			break;
 		case 'm':
 			rc = parse_uint("--mem", optarg, 128, 1 << 20, &cfg->mem_mb);
+			break;
+		case 'T':
+			rc = parse_uint("--sessions-per-lcore", optarg, 1,
+					CFG_MAX_SESSIONS_PER_LCORE, &cfg->file.sessions_per_lcore);
 			break;
 		case 'H':
 			cfg->force_no_huge = true;

@@ -40,8 +40,6 @@
 #define TX_DESC 1024
 #define BURST 32
 #define MBUF_CACHE 256
-/* Preallocated SMTP sessions per worker lcore (memory: ~9 KiB each). */
-#define SESSIONS_PER_LCORE 1024
 /* Spool ring per writer; the workers' backpressure needs its size. */
 #define SPOOL_RING_BYTES (8u << 20)
 /* Hand-off rings between workers (frames), power of two. */
@@ -657,9 +655,13 @@ int main(int argc, char **argv)
 	if (!smtp_on)
 		nw = cfg.queues; /* counting frames needs no hand-off */
 	if (smtp_on) {
+		/* limits.max_sessions spread over the workers, each holding
+		 * at most limits.sessions_per_lcore (--sessions-per-lcore):
+		 * every session, its TCP connection and its mbufs are
+		 * preallocated, so this sizes the memory below. */
 		sessions = cfg.file.max_sessions / nw;
-		if (sessions > SESSIONS_PER_LCORE)
-			sessions = SESSIONS_PER_LCORE;
+		if (sessions > cfg.file.sessions_per_lcore)
+			sessions = cfg.file.sessions_per_lcore;
 		if (sessions == 0)
 			sessions = 1;
 		if (dispatch_choose(port, &cfg, &rss) < 0)

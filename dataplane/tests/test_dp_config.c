@@ -265,6 +265,42 @@ static void test_smtp_options(void **state)
 	unlink(path);
 }
 
+/* limits.sessions_per_lcore sizes the preallocated sessions: 1024 unless
+ * the file or --sessions-per-lcore says otherwise (the option wins), and
+ * nothing outside 1..CFG_MAX_SESSIONS_PER_LCORE gets through. */
+static void test_sessions_per_lcore(void **state)
+{
+	struct dp_config cfg;
+	const char *path;
+
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t"), 0);
+	assert_int_equal(cfg.file.sessions_per_lcore, 1024);
+	dp_config_free(&cfg);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--sessions-per-lcore", "110000"), 0);
+	assert_int_equal(cfg.file.sessions_per_lcore, 110000);
+	dp_config_free(&cfg);
+	path = write_file("limits:\n  sessions_per_lcore: 4096\n");
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--config", (char *)path), 0);
+	assert_int_equal(cfg.file.sessions_per_lcore, 4096);
+	dp_config_free(&cfg);
+	assert_int_equal(PARSE(&cfg, "--sessions-per-lcore", "7", "--port", "tap:t",
+			       "--config", (char *)path), 0);
+	assert_int_equal(cfg.file.sessions_per_lcore, 7);
+	dp_config_free(&cfg);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--sessions-per-lcore", "0"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--sessions-per-lcore", "1000001"),
+			 -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--sessions-per-lcore", "1k"), -EINVAL);
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--sessions-per-lcore"), -EINVAL);
+	path = write_file("limits:\n  sessions_per_lcore: 0\n");
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--config", (char *)path), -EINVAL);
+	dp_config_free(&cfg);
+	path = write_file("limits:\n  sessions_per_lcore: 2000000\n");
+	assert_int_equal(PARSE(&cfg, "--port", "tap:t", "--config", (char *)path), -EINVAL);
+	dp_config_free(&cfg);
+	unlink(path);
+}
+
 static void test_help_version(void **state)
 {
 	struct dp_config cfg;
@@ -284,6 +320,7 @@ int main(void)
 		cmocka_unit_test(test_control_option),
 		cmocka_unit_test(test_config_file),
 		cmocka_unit_test(test_smtp_options),
+		cmocka_unit_test(test_sessions_per_lcore),
 		cmocka_unit_test(test_help_version),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

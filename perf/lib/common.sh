@@ -57,6 +57,7 @@ perf_init() {
     net.ipv4.ip_local_port_range="1024 65000"
   netns_exec snk sysctl -qw net.core.somaxconn=8192
   PERF_SUT_ADDR=198.18.0.1
+  PERF_CLI_ADDR=198.18.0.2
   PERF_SINK_ADDR=198.18.1.2
   PERF_SUT_RELAY_ADDR=198.18.1.1
   PERF_CLI_SOURCES=(198.18.0.10 198.18.0.11 198.18.0.12 198.18.0.13

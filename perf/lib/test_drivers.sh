@@ -5,7 +5,8 @@
 # otherwise (the legacy mxedge-kio is never measured); the relay row needs
 # mxedge-control and --io; the JSON metadata names what was chosen; the
 # DPDK command line is the af_xdp one of dataplane/tests/test_smtp_dp.sh; the
-# session limit that makes the idle scenario skip 10 k for DPDK is there.
+# idle scenario's DPDK session pool (--sessions-per-lcore and
+# limits.max_sessions) reaches mxedge and is accepted by it.
 set -euo pipefail
 here=$(dirname "$(readlink -f "$0")")
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -70,10 +71,26 @@ echo "ok: mxedge with --io -> mxedge --io=kernel ($cmd)"
 cmd=$(mxedge_fill "$PERF_MXEDGE_DPDK_CMD" /b/mxedge)
 [ "$cmd" = "/b/mxedge --config /x/mxedge.yaml --port af_xdp:v1sutcli --addr 198.18.0.1/24 --smtp-port 25 --spool /x/spool --hostname sut.bench.test --no-control" ] \
   || fail "dpdk command: $cmd"
-[ "$(mxedge_dpdk_session_limit)" = 1024 ] || fail "session limit $(mxedge_dpdk_session_limit)"
-grep -q "^#define SESSIONS_PER_LCORE 1024$" "$here/../../dataplane/main.c" \
-  || fail "dataplane/main.c's SESSIONS_PER_LCORE is no longer 1024: update mxedge_dpdk_session_limit"
-echo "ok: DPDK command line and session limit"
+echo "ok: DPDK command line"
+
+# The idle scenario's pool: one worker, --sessions-per-lcore and the
+# limits.max_sessions line in the generated config file.
+PERF_WORK=$t/spawn; mkdir -p "$PERF_WORK"
+netns_spawn() { NETNS_LAST_PID=$$; shift; echo "$*" >"$t/spawned"; }
+PERF_MXEDGE_LIMITS="max_sessions: 105064" \
+  mxedge_spawn "{bin} --config {config} --port {port} --sessions-per-lcore 105064" /b/mxedge
+grep -qx "  max_sessions_per_client: 0" "$PERF_WORK/mxedge.yaml" || fail "spawn config: $(cat "$PERF_WORK/mxedge.yaml")"
+grep -qx "  max_sessions: 105064" "$PERF_WORK/mxedge.yaml" || fail "spawn limits: $(cat "$PERF_WORK/mxedge.yaml")"
+grep -q -- "--sessions-per-lcore 105064$" "$t/spawned" || fail "spawned: $(cat "$t/spawned")"
+real=$(PERF_TOP=$REAL_TOP PERF_MXEDGE_BUILD="" mxedge_find dataplane/mxedge 2>/dev/null || true)
+if [ -n "$real" ] && "$real" --help 2>&1 | grep -q -- --sessions-per-lcore; then
+  out=$("$real" --check-config --config "$PERF_WORK/mxedge.yaml" --sessions-per-lcore 105064 2>&1) \
+    || fail "$real refuses the idle pool's settings: $out"
+  echo "ok: idle pool settings (accepted by $real --check-config)"
+else
+  echo "ok: idle pool settings"
+fi
+MXEDGE_SPOOL=/x/spool MXEDGE_CONFIG=/x/mxedge.yaml
 
 # Templates override one row without touching the other.
 PERF_MXEDGE_IO_CMD="{bin} --io=kernel --addr {ip}/24 --spool {spool}"

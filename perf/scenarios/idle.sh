@@ -50,24 +50,18 @@ idle_fits() {  # idle_fits N KB_PER_SESSION -> prints reason when not
   fi
 }
 
-# The DPDK dataplane preallocates its sessions per worker lcore (the
-# driver's session_limit: dataplane/main.c SESSIONS_PER_LCORE) and takes
-# at most DP_MAX_WORKERS workers (dataplane/dp.h); both are compiled in.
-# Workers beyond the machine's CPUs share them (dp_eal_argv maps lcores
-# round robin), which is slow but holds idle sessions.
-idle_dpdk_max_workers() {
-  local w
-  w=$(sed -n 's/^#define DP_MAX_WORKERS \([0-9][0-9]*\).*/\1/p' "$PERF_TOP/dataplane/dp.h" 2>/dev/null)
-  echo "${w:-64}"
-}
-# Workers for N sessions at PER per worker: flows go to workers by a hash
-# of their 4-tuple, so a worker gets N/W plus a few times sqrt(N/W); 15 %
-# headroom keeps the fullest below its limit (past it a client gets 421).
-idle_dpdk_workers() { echo $(( ($1 * 115 / 100 + $2 - 1) / $2 )); }
-# Memory for the EAL without hugepages: mbufs (about 10.7 k per worker at
-# ~2.4 KB: rings, 8 per session, hand-off rings) and the spool ring
-# (8 MB per worker), plus the base.
-idle_dpdk_mem_mb() { echo $(( 256 + $1 * 40 )); }
+# The DPDK dataplane preallocates its sessions per worker lcore
+# (limits.sessions_per_lcore, --sessions-per-lcore): each count runs on
+# one worker lcore sized for it, so no hash imbalance needs headroom and
+# no extra busy lcores share the 2 CPUs. The pool gets the count plus 5 %
+# and 64 (the fresh message, sessions still closing from the ramp-up).
+idle_dpdk_sessions() { echo $(( $1 + $1 / 20 + 64 )); }
+# EAL memory without hugepages for S sessions: 8 mbufs per session (the
+# pool is sized from the sessions: dataplane/main.c), each taking a whole
+# 4 KB page without hugepages (a pool object never spans pages), plus the
+# spool ring and the port's rings. Measured: 105,064 sessions start in
+# 3600 MB and not in 3000.
+idle_dpdk_mem_mb() { echo $(( 384 + $1 * 34 / 1000 )); }
 
 # A fresh message while the sessions are held: what a user notices when
 # an edge full of idle connections stops taking mail. One session, one
@@ -94,13 +88,14 @@ run_idle() {
     counts="${counts[*]}" \
     columns="kernel_kb_per_session:kernel KB/session (server side),pss_mb:SUT PSS MB while held,held:held,processes:SUT processes,ready_s:s to open all,fresh_accepted:fresh message accepted while held,fresh_ms:its connect→220 + EOD→250 ms,workers:worker lcores,client_procs:client processes" \
     load="mxedge-bench --hold --sessions N (EHLO, then idle; spread over processes and 8 source addresses); then one fresh 4 KB message" \
-    note="User memory: the SUT's PSS summed over all its processes, held minus before. Kernel memory: per server-side socket, the slab objects of a TCP socket (/proc/slabinfo: TCP, sock_inode_cache, filp, dentry) plus its buffers as reported by ss -tm. mxedge-dpdk preallocates its sessions (TCP, SMTP and spool state, 1024 per worker lcore) and mbufs at start; their pages are faulted in on first use, so the user column is what held sessions actually touch and the PSS column is its whole footprint (DPDK memory without hugepages included). Its TCP state lives in that memory, not in kernel sockets (kernel column 0). It runs with enough worker lcores for the count (sharing the 2 CPUs). While the sessions are held, one more client sends a 4 KB message: fresh message accepted 1 means it got its 250. Postfix runs one smtpd per session; its process limit is raised to the count so every held session has its smtpd, and it is measured at the count it actually holds (held column)."
+    note="User memory: the SUT's PSS summed over all its processes, held minus before. Kernel memory: per server-side socket, the slab objects of a TCP socket (/proc/slabinfo: TCP, sock_inode_cache, filp, dentry) plus its buffers as reported by ss -tm. mxedge-dpdk preallocates its sessions (TCP, SMTP and spool state, --sessions-per-lcore: the count plus 5 %) and their mbufs (8 per session) at start; the mbufs are written then, the session state is faulted in on first use, so the user column is what held sessions actually touch and the PSS column is its whole footprint (DPDK memory without hugepages included). Its TCP state lives in that memory, not in kernel sockets (kernel column 0). It runs them on one worker lcore. While the sessions are held, one more client sends a 4 KB message: fresh message accepted 1 means it got its 250. Postfix runs one smtpd per session; its process limit is raised to the count so every held session has its smtpd, and it is measured at the count it actually holds (held column)."
   # Postfix forks one smtpd per session, and its master starts the next one
   # only when the last is up (measured here: about 8 per second on the
   # loaded CI-class machine), so 10 k sessions would take ~20 minutes. Its
   # cost is one process per session, linear in N: it is measured at a
-  # count that opens in about a minute.
-  local pf_n=500
+  # count that opens in about a minute (500 took 100-225 s, a fifth of
+  # the time bound of perf/run all, for the same per-session figure).
+  local pf_n=250
   [ -n "$PERF_QUICK" ] && pf_n=100
   local hardn; hardn=$(ulimit -Hn)
   # The DPDK command line gets the worker count per case (mxedge_spawn
@@ -115,21 +110,8 @@ run_idle() {
     local list=() per maxw cap at
     case $sys in
       mxedge-dpdk)
-        per=$(sut_hook $sys session_limit); per=${per:-1024}
-        maxw=$(idle_dpdk_max_workers)
-        cap=$(( maxw * per ))
-        for n in "${counts[@]}"; do
-          [ "$(idle_dpdk_workers "$n" "$per")" -gt "$maxw" ] || list+=("$n")
-        done
-        # Nothing fits: the largest count the compiled-in limits hold with
-        # the headroom. (Not measured by default: 64 busy-polling workers
-        # on 2 CPUs take minutes to start and to open it, past the time
-        # bound of perf/run all.)
-        [ ${#list[@]} -gt 0 ] || list=("$(( cap * 100 / 115 / 1000 * 1000 ))")
-        for n in "${counts[@]}"; do
-          [ "$(idle_dpdk_workers "$n" "$per")" -gt "$maxw" ] || continue
-          perf_record_skip $sc $sys "$n sessions" "skipped: at most $maxw worker lcores (DP_MAX_WORKERS, dataplane/dp.h) x $per preallocated sessions each (SESSIONS_PER_LCORE, dataplane/main.c) = $cap sessions, both compiled in; see the ${list[-1]} row"
-        done
+        # Every count: the pool is a start-up setting, not a limit.
+        list=("${counts[@]}")
         ;;
       mxedge-kernel)
         # One process holds every session, one descriptor each; raising
@@ -159,13 +141,18 @@ run_idle() {
     for n in "${list[@]}"; do
       local workers="" PERF_MXEDGE_START_TICKS=300
       PERF_MXEDGE_DPDK_CMD=$dpdk_base
+      local PERF_MXEDGE_LIMITS=""
       if [ "$sys" = mxedge-dpdk ]; then
-        workers=$(idle_dpdk_workers "$n" "$per")
-        [ "$workers" -ge 1 ] || workers=1
-        PERF_MXEDGE_DPDK_CMD="$dpdk_base --workers $workers --mem $(idle_dpdk_mem_mb "$workers")"
-        # Its memory is faulted in at start (mbufs, rings): ~3 s per worker
-        # on the loaded 2-CPU machine, on top of the driver's 30 s.
-        PERF_MXEDGE_START_TICKS=$(( 300 + workers * 30 ))
+        local spl; spl=$(idle_dpdk_sessions "$n")
+        workers=1
+        PERF_MXEDGE_DPDK_CMD="$dpdk_base --sessions-per-lcore $spl --mem $(idle_dpdk_mem_mb "$spl")"
+        # limits.max_sessions (100000 by default) is spread over the
+        # workers before sessions_per_lcore caps each share.
+        PERF_MXEDGE_LIMITS="max_sessions: $spl"
+        # Its memory is faulted in at start (every mbuf is written):
+        # 30 s to well over a minute for 100 k sessions on the loaded
+        # 2-CPU machine, on top of the driver's 30 s.
+        PERF_MXEDGE_START_TICKS=$(( 300 + spl / 100 ))
       fi
       PERF_IDLE_SESSIONS=$n perf_sut_up $sc $sys idle || break
       sleep 1

@@ -18,10 +18,11 @@
 # shellcheck source=../../../tests/lib/bpffs.sh
 source "$PERF_TOP/tests/lib/bpffs.sh"
 
-mxedge_find() {  # mxedge_find RELATIVE_PATH (PERF_MXEDGE_BUILD may name a build dir)
+mxedge_find() {  # mxedge_find RELATIVE_PATH [-f] (PERF_MXEDGE_BUILD may name a build dir)
   local b
+  # -f: a data file (an XDP object), not a program
   for b in ${PERF_MXEDGE_BUILD:-} "$PERF_TOP"/build/release "$PERF_TOP"/build/*; do
-    [ -x "$b/$1" ] && { echo "$b/$1"; return 0; }
+    test "${2:--x}" "$b/$1" && { echo "$b/$1"; return 0; }
   done
   return 1
 }
@@ -92,7 +93,13 @@ mxedge_spawn() {  # mxedge_spawn COMMAND...: in the sut namespace, more descript
   # Every load generator session comes from one address: the per-client
   # limit (limits.max_sessions_per_client, 50 by default) would refuse them.
   MXEDGE_CONFIG=$PERF_WORK/mxedge.yaml
-  printf 'limits:\n  max_sessions_per_client: 0\n' >"$MXEDGE_CONFIG"
+  # PERF_MXEDGE_LIMITS: more "key: value" lines under limits: (the idle
+  # scenario's limits.max_sessions for the DPDK pool).
+  # PERF_MXEDGE_YAML: more top-level YAML (the shield system's allowlist).
+  { printf 'limits:\n  max_sessions_per_client: 0\n'
+    [ -z "${PERF_MXEDGE_LIMITS:-}" ] || printf '  %s\n' "$PERF_MXEDGE_LIMITS"
+    [ -z "${PERF_MXEDGE_YAML:-}" ] || printf '%s\n' "$PERF_MXEDGE_YAML"
+  } >"$MXEDGE_CONFIG"
   local cmd; cmd=$(mxedge_fill "$1" "$2")
   echo "$cmd" >"$PERF_WORK/mxedge.cmd"
   # Idle sessions need a descriptor each on the kernel-socket path; root
@@ -142,7 +149,8 @@ mxedge_dpdk_start() {
     sleep 0.1
   done
   if ! grep -q "SMTP on $PERF_SUT_ADDR" "$log"; then
-    echo "mxedge (DPDK) did not start serving SMTP: $(tail -5 "$log")" >&2
+    # libbpf/libxdp's notes (dispatcher fallback) are not the reason.
+    echo "mxedge (DPDK) did not start serving SMTP within $(( ${PERF_MXEDGE_START_TICKS:-300} / 10 )) s: $(grep -v '^lib\(bpf\|xdp\)' "$log" | tail -3)" >&2
     return 1
   fi
   # ARP warm-up: the first answer proves frames flow both ways.
@@ -175,10 +183,41 @@ mxedge_dpdk_stop() {
   netns_exec sut ip link set dev "$sif" xdp off 2>/dev/null || true
   netns_exec cli ethtool -K "$cif" tx on tso on gso on >/dev/null 2>&1 || true
 }
-# The dataplane preallocates its sessions: 1024 per worker lcore
-# (dataplane/main.c SESSIONS_PER_LCORE), and SMTP runs on one lcore.
-mxedge_dpdk_session_limit() { echo 1024; }
-mxedge_dpdk_session_limit_why() { echo "1024 preallocated per worker lcore, and SMTP runs on one lcore: dataplane/README.md, Limits"; }
+
+# mxedge-dpdk-shield: the same dataplane with the XDP shield in front of
+# it (--xdp-prog xdp/shield.bpf.o: the af_xdp PMD attaches the shield,
+# which redirects SMTP to the dataplane's socket after its checks; as in
+# dataplane/tests/test_shield_dp.sh). The shield runs its defaults:
+# per-source SYN rate 20/s (burst 40), flood mode past 50 k SYN/s in
+# hand-off (the dataplane answers with its own SYN cookies: XDP-minted
+# cookies use the kernel's secret, which the userspace stack cannot
+# validate, xdp/README.md). The load generator's addresses are on the
+# allowlist (YAML allowlist:, loaded into the shield at start; the flood
+# spoofs random 198.18.0.0/15 sources, one of which may be it), as an
+# operator lists a known relay: one source opening hundreds of sessions a
+# second is what the per-source rate limit exists to stop.
+mxedge_dpdk_shield_status() {
+  mxedge_find xdp/shield.bpf.o -f >/dev/null \
+    || { echo "not built yet: xdp/shield.bpf.o not found under build/"; return 0; }
+  mxedge_dpdk_status
+}
+mxedge_dpdk_shield_start() {
+  local obj; obj=$(mxedge_find xdp/shield.bpf.o -f) || return 1
+  PERF_MXEDGE_DPDK_CMD="$PERF_MXEDGE_DPDK_CMD --xdp-prog $obj" \
+    PERF_MXEDGE_YAML="allowlist: [$PERF_CLI_ADDR]" mxedge_dpdk_start "$@" || return 1
+  grep -q "XDP shield active" "$PERF_WORK/mxedge.log" \
+    || { echo "mxedge (DPDK) started without the shield: $(tail -5 "$PERF_WORK/mxedge.log")" >&2; return 1; }
+}
+mxedge_dpdk_shield_stop() { mxedge_dpdk_stop; }
+mxedge_dpdk_shield_pids() { ip netns pids "$(netns_name sut)"; }
+mxedge_dpdk_shield_addr() { echo "$PERF_SUT_ADDR:25"; }
+mxedge_dpdk_shield_received_count() { mxedge_spool_count; }
+# The shield's verdict counters (mxedge-shield stats on the maps the
+# dataplane pinned in the sut's bpffs), for the scenario's raw files.
+mxedge_dpdk_shield_stats() {
+  local tool; tool=$(mxedge_find xdp/mxedge-shield) || return 0
+  netns_exec sut "$tool" stats 2>&1 || true
+}
 mxedge_kernel_pids() { ip netns pids "$(netns_name sut)"; }
 mxedge_dpdk_pids() { ip netns pids "$(netns_name sut)"; }
 mxedge_kernel_addr() { echo "$PERF_SUT_ADDR:25"; }

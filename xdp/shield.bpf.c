@@ -13,7 +13,8 @@
  *   dataplane's own addresses               -> the same redirect
  * Lists are O(1) structures, not LPM tries (xdp/README.md "Lookup
  * structures"): IPv4 in DIR-24-8 style (a /24 array answers prefixes up to
- * /24; a /24 with longer entries has a 256-bit leaf: at most two lookups);
+ * /24; a /24 with longer entries has a 256-bit leaf, read from a slot array
+ * laid out by the last bulk load, else from a hash: at most two lookups);
  * IPv6 via a /32 node that holds up to 6 of its /32../64 prefixes inline
  * (compared, not looked up) and says which other lengths exist below it,
  * then one probe per such length (/128 in the exact hash; lengths shorter
@@ -39,6 +40,21 @@
 #endif
 #ifndef SHIELD_ALLOW_ENTRIES
 #define SHIELD_ALLOW_ENTRIES (1u << 18)
+#endif
+/* Leaf slots per generation (struct shield_v4_slot, 72 bytes each,
+ * preallocated; mmapable so a bulk load writes them with one memcpy):
+ * /24 blocks with /25../32 entries beyond these are answered by the leaf
+ * hash. */
+#ifndef SHIELD_BLOCK_SLOTS
+#define SHIELD_BLOCK_SLOTS (1u << 18)
+#endif
+#ifndef SHIELD_ALLOW_SLOTS
+#define SHIELD_ALLOW_SLOTS (1u << 16)
+#endif
+/* 0: leaves from the hash only, as before the slot array (the A/B build
+ * perf/xdp compares against, on the same maps). */
+#ifndef SHIELD_LEAF_SLOTS
+#define SHIELD_LEAF_SLOTS 1
 #endif
 #ifndef SHIELD_RATE_ENTRIES
 #define SHIELD_RATE_ENTRIES (1u << 18)
@@ -102,6 +118,16 @@ struct frag_hdr6 {
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
 	} name SEC(".maps")
 
+#define SLOT_MAP(name, n)                                                      \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
+		__uint(max_entries, n);                                        \
+		__uint(map_flags, BPF_F_MMAPABLE);                             \
+		__type(key, __u32);                                            \
+		__type(value, struct shield_v4_slot);                          \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
+	} name SEC(".maps")
+
 #define NODE_MAP(name, n)                                                      \
 	struct {                                                               \
 		__uint(type, BPF_MAP_TYPE_HASH);                               \
@@ -112,9 +138,10 @@ struct frag_hdr6 {
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
 	} name SEC(".maps")
 
-/* b = block, a = allow; x = exact, b = /24 array, p = prefix, l = /24 leaf,
- * v = IPv6 /32 node (named v since its value grew inline prefixes: maps
- * pinned by older objects keep their own names); 0/1 = generation */
+/* b = block, a = allow; x = exact, w = /24 array, p = prefix, l = /24 leaf
+ * (hash), s = /24 leaf slots (array), v = IPv6 /32 node; 0/1 = generation.
+ * Maps whose value grew got a new letter (v, w), so maps pinned by an
+ * older object are not reused with the wrong layout. */
 EXACT_MAP(mxedge_bx0, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_bx1, SHIELD_BLOCK_ENTRIES);
 EXACT_MAP(mxedge_ax0, SHIELD_ALLOW_ENTRIES);
@@ -123,10 +150,14 @@ PFX_MAP(mxedge_bp0, SHIELD_BLOCK_ENTRIES);
 PFX_MAP(mxedge_bp1, SHIELD_BLOCK_ENTRIES);
 PFX_MAP(mxedge_ap0, SHIELD_ALLOW_ENTRIES);
 PFX_MAP(mxedge_ap1, SHIELD_ALLOW_ENTRIES);
-BITMAP_MAP(mxedge_bb0);
-BITMAP_MAP(mxedge_bb1);
-BITMAP_MAP(mxedge_ab0);
-BITMAP_MAP(mxedge_ab1);
+BITMAP_MAP(mxedge_bw0);
+BITMAP_MAP(mxedge_bw1);
+BITMAP_MAP(mxedge_aw0);
+BITMAP_MAP(mxedge_aw1);
+SLOT_MAP(mxedge_bs0, SHIELD_BLOCK_SLOTS);
+SLOT_MAP(mxedge_bs1, SHIELD_BLOCK_SLOTS);
+SLOT_MAP(mxedge_as0, SHIELD_ALLOW_SLOTS);
+SLOT_MAP(mxedge_as1, SHIELD_ALLOW_SLOTS);
 LEAF_MAP(mxedge_bl0, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_bl1, SHIELD_BLOCK_ENTRIES);
 LEAF_MAP(mxedge_al0, SHIELD_ALLOW_ENTRIES);
@@ -337,8 +368,37 @@ static __always_inline int pfx_probe(__u32 lg, const struct pkt *p, __u32 plen)
 	return m != NULL;
 }
 
+/* Number of set bits (BPF has no popcount instruction). */
+static __always_inline __u32 popcount64(__u64 x)
+{
+	x -= (x >> 1) & 0x5555555555555555ull;
+	x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+	return (__u32)((x * 0x0101010101010101ull) >> 56);
+}
+
+/* The leaf of /24 block blk, whose `longer` bit (bit) is set in w: from
+ * the slot array when the word is laid out there and the slot's tag says
+ * it is blk's (an array read), else from the leaf hash. NULL: none. */
+static __always_inline const struct shield_v4_leaf *
+v4_leaf(const struct shield_v4_word *w, __u64 bit, void *slots, void *leaves,
+	__u32 blk)
+{
+	__u32 slot = w->base;
+
+	if (SHIELD_LEAF_SLOTS && slot != SHIELD_SLOT_NONE) {
+		const struct shield_v4_slot *sl;
+
+		slot += popcount64(w->longer & (bit - 1));
+		sl = bpf_map_lookup_elem(slots, &slot);
+		if (sl && sl->blk == blk)
+			return &sl->leaf;
+	}
+	return bpf_map_lookup_elem(leaves, &blk);
+}
+
 /* IPv4: the /24 word, and the /24's leaf only when it has one. */
-static __always_inline int v4_match(void *bitmap, void *leaves,
+static __always_inline int v4_match(void *bitmap, void *slots, void *leaves,
 				    const struct pkt *p)
 {
 	{
@@ -346,7 +406,7 @@ static __always_inline int v4_match(void *bitmap, void *leaves,
 		__u32 blk = host >> 8;
 		__u32 idx = blk >> 6;
 		struct shield_v4_word *w = bpf_map_lookup_elem(bitmap, &idx);
-		struct shield_v4_leaf *leaf;
+		const struct shield_v4_leaf *leaf;
 		__u64 bit = 1ull << (blk & 63);
 
 		if (!w)
@@ -355,7 +415,7 @@ static __always_inline int v4_match(void *bitmap, void *leaves,
 			return MATCH_PREFIX;
 		if (!(w->longer & bit)) /* the common case: one array lookup */
 			return MATCH_NONE;
-		leaf = bpf_map_lookup_elem(leaves, &blk);
+		leaf = v4_leaf(w, bit, slots, leaves, blk);
 		if (!leaf)
 			return MATCH_NONE;
 		bit = 1ull << (host & 63);
@@ -461,10 +521,10 @@ static __always_inline int set_match(__u32 list, __u32 gw, const struct pkt *p)
 	}
 	/* IPv4 needs no summary: an empty set is all-zero words */
 	if (list == SHIELD_LIST_BLOCK)
-		return gen ? v4_match(&mxedge_bb1, &mxedge_bl1, p)
-			   : v4_match(&mxedge_bb0, &mxedge_bl0, p);
-	return gen ? v4_match(&mxedge_ab1, &mxedge_al1, p)
-		   : v4_match(&mxedge_ab0, &mxedge_al0, p);
+		return gen ? v4_match(&mxedge_bw1, &mxedge_bs1, &mxedge_bl1, p)
+			   : v4_match(&mxedge_bw0, &mxedge_bs0, &mxedge_bl0, p);
+	return gen ? v4_match(&mxedge_aw1, &mxedge_as1, &mxedge_al1, p)
+		   : v4_match(&mxedge_aw0, &mxedge_as0, &mxedge_al0, p);
 }
 
 /* Is p's source in list (active generation)? MATCH_NONE/EXACT/PREFIX. */
@@ -929,11 +989,12 @@ static __always_inline int icmp6_frame(struct xdp_md *ctx,
  * when the word says so, the /24's leaf. Returns the drop reason or 0. One
  * straight path per outcome (no match result merged with the IPv6 one),
  * so nothing is carried through the stack. */
-static __always_inline __u32 block4(void *bitmap, void *leaves, __be32 saddr)
+static __always_inline __u32 block4(void *bitmap, void *slots, void *leaves,
+				    __be32 saddr)
 {
 	__u32 host = bpf_ntohl(saddr), blk = host >> 8, idx = blk >> 6;
 	struct shield_v4_word *w = bpf_map_lookup_elem(bitmap, &idx);
-	struct shield_v4_leaf *leaf;
+	const struct shield_v4_leaf *leaf;
 	__u64 bit = 1ull << (blk & 63);
 
 	if (!w)
@@ -942,7 +1003,7 @@ static __always_inline __u32 block4(void *bitmap, void *leaves, __be32 saddr)
 		return SHIELD_R_DROP_BLOCK_PREFIX;
 	if (!(w->longer & bit)) /* the common case: one array lookup */
 		return 0;
-	leaf = bpf_map_lookup_elem(leaves, &blk);
+	leaf = v4_leaf(w, bit, slots, leaves, blk);
 	if (!leaf)
 		return 0;
 	bit = 1ull << (host & 63);
@@ -968,8 +1029,10 @@ static __always_inline __u32 blocked(struct xdp_md *ctx, const struct pkt *p)
 	if (gw & SHIELD_GEN_EMPTY)
 		return 0;
 	if (p->family == 4) {
-		reason = gw & 1 ? block4(&mxedge_bb1, &mxedge_bl1, p->src.w[3])
-				: block4(&mxedge_bb0, &mxedge_bl0, p->src.w[3]);
+		reason = gw & 1 ? block4(&mxedge_bw1, &mxedge_bs1, &mxedge_bl1,
+					 p->src.w[3])
+				: block4(&mxedge_bw0, &mxedge_bs0, &mxedge_bl0,
+					 p->src.w[3]);
 	} else {
 		m = set_match(SHIELD_LIST_BLOCK, gw, p);
 		reason = m == MATCH_NONE ? 0

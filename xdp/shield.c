@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ struct shield {
 	int pfx[SHIELD_LIST_COUNT][GENS];
 	int leaf[SHIELD_LIST_COUNT][GENS];
 	int node[SHIELD_LIST_COUNT][GENS];
+	int slot[SHIELD_LIST_COUNT][GENS];
 	int meta, gen, cfg, cnt, rate, synm, events;
 	int own; /* -1: pinned by an object without mxedge_own */
 	int owned; /* fds above were opened by us (pinned handle) */
@@ -34,9 +36,10 @@ struct shield {
 	int ev_n;
 };
 
-enum { KINDS = 5 };
-/* exact, /24 array, prefix, /24 leaf, IPv6 /32 node ("v": see shield.bpf.c) */
-static const char *const map_kind = "xbplv";
+enum { KINDS = 6 };
+/* exact, /24 array ("w"), prefix, /24 leaf hash, IPv6 /32 node ("v"), /24
+ * leaf slots: the letters as in shield.bpf.c */
+static const char *const map_kind = "xwplvs";
 
 static void map_name(char *buf, size_t len, enum shield_list l, int kind, int gen)
 {
@@ -54,7 +57,9 @@ static int *kind_fd(struct shield *s, int kind, enum shield_list l, int gen)
 		return &s->pfx[l][gen];
 	if (kind == 3)
 		return &s->leaf[l][gen];
-	return &s->node[l][gen];
+	if (kind == 4)
+		return &s->node[l][gen];
+	return &s->slot[l][gen];
 }
 
 static struct shield *shield_alloc(void)
@@ -332,6 +337,12 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
 
 			if (want && (err = bpf_map__set_max_entries(m, want)))
+				goto fail;
+		}
+		if (n[8] == 's') { /* leaf slots: a quarter of the entries */
+			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
+
+			if (want && (err = bpf_map__set_max_entries(m, want / 4 ? want / 4 : 1)))
 				goto fail;
 		}
 	}
@@ -871,13 +882,18 @@ static int bitmap_or_range(int fd, uint32_t first_blk, uint64_t nblk, int which,
 	while (b < last) {
 		uint32_t idx = (uint32_t)(b >> 6);
 		struct shield_v4_word w;
-		__u64 mask = 0, *f = which == BIT_COVERED ? &w.covered : &w.longer;
+		__u64 mask = 0, old, *f = which == BIT_COVERED ? &w.covered : &w.longer;
 
 		if (bpf_map_lookup_elem(fd, &idx, &w))
 			return -errno;
 		for (; b < last && (b >> 6) == idx; b++)
 			mask |= 1ull << (b & 63);
+		old = *f;
 		*f = set ? (*f | mask) : (*f & ~mask);
+		/* other blocks' leaves would shift in the slot layout: the
+		 * word's leaves come from the hash until the next bulk load */
+		if (which == BIT_LONGER && *f != old)
+			w.base = SHIELD_SLOT_NONE;
 		if (bpf_map_update_elem(fd, &idx, &w, BPF_ANY))
 			return -errno;
 	}
@@ -950,12 +966,49 @@ static void leaf_bits(struct shield_v4_leaf *lf, int pfx, uint32_t first,
 	}
 }
 
+static uint32_t popcount64(uint64_t x)
+{
+	return (uint32_t)__builtin_popcountll(x);
+}
+
+/* A leaf whose /24 already has its `longer` bit: when the word is laid
+ * out in the slot array, the slot is rewritten in place (its tag stays
+ * blk; the program reads each 64-bit word old or new, as it would a hash
+ * element replaced under it). */
+static int leaf_slot_update(struct shield *s, enum shield_list l, uint32_t gen,
+			    uint32_t blk, const struct shield_v4_leaf *lf, int *done)
+{
+	uint32_t idx = blk >> 6, slot;
+	struct shield_v4_word w;
+	struct shield_v4_slot sv;
+	uint64_t bit = 1ull << (blk & 63);
+
+	*done = 0;
+	if (bpf_map_lookup_elem(s->bitmap[l][gen], &idx, &w))
+		return -errno;
+	if (!(w.longer & bit))
+		return 0;
+	*done = 1;
+	if (w.base == SHIELD_SLOT_NONE)
+		return 0;
+	slot = w.base + popcount64(w.longer & (bit - 1));
+	if (bpf_map_lookup_elem(s->slot[l][gen], &slot, &sv))
+		return -errno;
+	if (sv.blk != blk) { /* not laid out as the word says: use the hash */
+		w.base = SHIELD_SLOT_NONE;
+		return bpf_map_update_elem(s->bitmap[l][gen], &idx, &w, BPF_ANY) ? -errno : 0;
+	}
+	sv.leaf = *lf;
+	return bpf_map_update_elem(s->slot[l][gen], &slot, &sv, BPF_ANY) ? -errno : 0;
+}
+
 /* Writes a leaf and keeps the /24's `longer` bit in step: set only after
- * the leaf exists, cleared before an empty leaf is deleted. */
+ * the leaf exists, cleared before an empty leaf is deleted; a leaf laid
+ * out in the slot array is updated there too. */
 static int leaf_store(struct shield *s, enum shield_list l, uint32_t gen,
 		      uint32_t blk, const struct shield_v4_leaf *lf)
 {
-	int fd = s->leaf[l][gen], err;
+	int fd = s->leaf[l][gen], err, done;
 
 	if (leaf_empty(lf)) {
 		err = bitmap_or_range(s->bitmap[l][gen], blk, 1, BIT_LONGER, 0);
@@ -967,6 +1020,9 @@ static int leaf_store(struct shield *s, enum shield_list l, uint32_t gen,
 	}
 	if (bpf_map_update_elem(fd, &blk, lf, BPF_ANY))
 		return errno == E2BIG ? -ENOSPC : -errno;
+	err = leaf_slot_update(s, l, gen, blk, lf, &done);
+	if (err || done)
+		return err;
 	return bitmap_or_range(s->bitmap[l][gen], blk, 1, BIT_LONGER, 1);
 }
 
@@ -1572,6 +1628,36 @@ out:
 }
 
 /* Batch update from parallel key and value arrays. */
+static int map_max_entries(int fd, uint32_t *n)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	*n = info.max_entries;
+	return 0;
+}
+
+/* Writes all n slots of an inactive generation's slot array through a
+ * shared mapping (BPF_F_MMAPABLE): one memcpy instead of n element
+ * copies in the kernel. The generation switch that follows is a syscall,
+ * which orders these stores before it. */
+static int slots_put(int fd, const struct shield_v4_slot *v, uint32_t n)
+{
+	size_t len = (size_t)n * sizeof(*v), pg = (size_t)sysconf(_SC_PAGESIZE);
+	void *p;
+
+	len = (len + pg - 1) / pg * pg;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	memcpy(p, v, (size_t)n * sizeof(*v));
+	munmap(p, len);
+	return 0;
+}
+
 static int batch_put_kv(int fd, const void *keys, size_t key_size,
 			const void *vals, size_t val_size, size_t n)
 {
@@ -1623,11 +1709,12 @@ int shield_bulk_commit(struct shield_bulk *b)
 	struct shield *s;
 	struct shield_v4_word *bitmap = NULL;
 	struct shield_v4_leaf *lvals = NULL;
+	struct shield_v4_slot *svals = NULL;
 	struct leaf_mark *marks = NULL;
 	struct node_mark *nmk = NULL;
 	struct shield_v6_node *nvals = NULL;
 	uint32_t *idx = NULL, *lkeys = NULL, *nkeys = NULL;
-	uint32_t gen = 0, ngen;
+	uint32_t gen = 0, ngen, nslots = 0;
 	size_t i, j, nmarks = 0, nleaves = 0, nnm = 0, nnodes = 0;
 	int err;
 
@@ -1757,6 +1844,37 @@ int shield_bulk_commit(struct shield_bulk *b)
 	err = meta_plens(&m);
 	if (err)
 		goto out;
+	/* Lay the leaves out in the slot array, word by word in block order
+	 * (struct shield_v4_word); words that no longer fit keep the hash.
+	 * Every slot is written, unused ones with no tag, so no slot of an
+	 * earlier fill can pass for a leaf of this one. */
+	err = map_max_entries(s->slot[b->l][ngen], &nslots);
+	if (err)
+		goto out;
+	svals = malloc((size_t)nslots * sizeof(*svals));
+	if (!svals) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nslots; i++) {
+		memset(&svals[i], 0, sizeof(svals[i]));
+		svals[i].blk = SHIELD_SLOT_NONE;
+	}
+	for (i = 0; i < nwords; i++)
+		bitmap[i].base = SHIELD_SLOT_NONE;
+	for (i = 0, j = 0; i < nleaves; i = j) {
+		uint32_t w = lkeys[i] >> 6, k;
+
+		for (j = i; j < nleaves && lkeys[j] >> 6 == w; j++)
+			;
+		if (j > nslots) /* blocks are in order: the later words too */
+			break;
+		bitmap[w].base = (uint32_t)i;
+		for (k = (uint32_t)i; k < j; k++) {
+			svals[k].leaf = lvals[k];
+			svals[k].blk = lkeys[k];
+		}
+	}
 
 	/* Fill the inactive generation: old contents out, new contents in. */
 	err = hash_clear(s->exact[b->l][ngen], sizeof(struct shield_addr),
@@ -1770,6 +1888,8 @@ int shield_bulk_commit(struct shield_bulk *b)
 	if (!err)
 		err = batch_put_kv(s->leaf[b->l][ngen], lkeys, sizeof(*lkeys), lvals,
 				   sizeof(*lvals), nleaves);
+	if (!err)
+		err = slots_put(s->slot[b->l][ngen], svals, nslots);
 	if (!err)
 		err = hash_clear(s->node[b->l][ngen], sizeof(uint32_t),
 				 sizeof(struct shield_v6_node));
@@ -1806,6 +1926,7 @@ out:
 	free(marks);
 	free(lkeys);
 	free(lvals);
+	free(svals);
 	free(nmk);
 	free(nkeys);
 	free(nvals);

@@ -125,21 +125,41 @@ struct shield_pfx_key {
 	struct shield_addr addr;
 };
 
-/* IPv4 /24 map (DIR-24-8 style, one array lookup per packet): for the 64
- * /24 blocks of a word, `covered` says a prefix <= /24 covers the block
- * (drop without further lookups), `longer` says the block has a leaf
- * (struct shield_v4_leaf) with /25../32 entries: a second, last lookup. */
-struct shield_v4_word {
-	__u64 covered;
-	__u64 longer;
-};
-
 /* Second level for a /24 whose `longer` bit is set: one bit per host for
  * /32 entries (exact) and for hosts inside /25../31 entries (pfx). Key:
  * the /24 block number (address >> 8, host order). */
 struct shield_v4_leaf {
 	__u64 exact[4];
 	__u64 pfx[4];
+};
+
+/* IPv4 /24 map (DIR-24-8 style, one array lookup per packet): for the 64
+ * /24 blocks of a word, `covered` says a prefix <= /24 covers the block
+ * (drop without further lookups), `longer` says the block has a leaf
+ * (struct shield_v4_leaf) with /25../32 entries: a second, last lookup.
+ * `base`: the leaves of this word's `longer` blocks sit in the slot array
+ * (struct shield_v4_slot) from index base, in block order, so a block's
+ * leaf is slot base + (number of `longer` bits below its own) — an array
+ * read instead of a hash lookup. SHIELD_SLOT_NONE: not laid out (a single
+ * add/delete changed the word's `longer` bits since the last bulk load,
+ * or the slots ran out): the leaf hash answers. */
+struct shield_v4_word {
+	__u64 covered;
+	__u64 longer;
+	__u32 base;
+	__u32 pad;
+};
+
+#define SHIELD_SLOT_NONE 0xffffffffu
+
+/* A leaf in the slot array, tagged with its /24 block number: the program
+ * uses a slot only when the tag matches (a word read while the loader
+ * rewrites it may point anywhere; a mismatch falls back to the hash).
+ * Unused slots carry SHIELD_SLOT_NONE, which is no block number. */
+struct shield_v4_slot {
+	struct shield_v4_leaf leaf;
+	__u32 blk;
+	__u32 pad;
 };
 
 /* IPv6 first level: one node per /32 (key: the address's first 32 bits,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <bpf/bpf.h>
 #include <linux/bpf.h>
 #include <pthread.h>
 
@@ -514,6 +515,193 @@ static void test_ttl_expiry(void **state)
 	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
 }
 
+/* A map of s's program by name (the test reaches behind the library to
+ * prove which structure answered). */
+static int prog_map_fd(struct shield *s, const char *name)
+{
+	uint32_t ids[64], i;
+	struct bpf_prog_info info = { .nr_map_ids = 64,
+				      .map_ids = (uint64_t)(unsigned long)ids };
+	uint32_t len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(shield_prog_fd(s), &info, &len))
+		return -errno;
+	for (i = 0; i < info.nr_map_ids && i < 64; i++) {
+		struct bpf_map_info mi;
+		uint32_t mlen = sizeof(mi);
+		int fd = bpf_map_get_fd_by_id(ids[i]);
+
+		memset(&mi, 0, sizeof(mi));
+		if (fd < 0)
+			continue;
+		if (!bpf_obj_get_info_by_fd(fd, &mi, &mlen) && !strcmp(mi.name, name))
+			return fd;
+		close(fd);
+	}
+	return -ENOENT;
+}
+
+/* Active generation of list l (bit 0 of mxedge_gen[l]). */
+static uint32_t active_gen_of(struct shield *s, enum shield_list l)
+{
+	int fd = prog_map_fd(s, "mxedge_gen");
+	uint32_t key = l, v = 0;
+
+	assert_true(fd >= 0);
+	assert_int_equal(bpf_map_lookup_elem(fd, &key, &v), 0);
+	close(fd);
+	return v & 1;
+}
+
+static void bulk_block(struct shield *s, enum shield_list l, const char *const *cidrs,
+		       size_t n)
+{
+	struct shield_bulk *b = shield_bulk_begin(s, l);
+	struct shield_cidr c;
+	size_t i;
+
+	assert_non_null(b);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(shield_cidr_parse(cidrs[i], &c), 0);
+		assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+	}
+	assert_int_equal(shield_bulk_commit(b), 0);
+}
+
+/* Verdicts of the /25../32 entries of several /24s in one 64-block word
+ * of the /24 array (198.18.64.0 - 198.18.127.255) and one elsewhere. */
+static void check_word(struct shield *s, int with_65)
+{
+	assert_int_equal(verdict(s, "198.18.64.5"), XDP_DROP);
+	assert_int_equal(verdict(s, "198.18.64.6"), XDP_PASS);
+	/* another block's host number: each block reads its own leaf */
+	assert_int_equal(verdict(s, "198.18.65.5"), XDP_PASS);
+	assert_int_equal(verdict(s, "198.18.65.6"), with_65 ? XDP_DROP : XDP_PASS);
+	assert_int_equal(verdict(s, "198.18.70.128"), XDP_DROP);
+	assert_int_equal(verdict(s, "198.18.70.255"), XDP_DROP);
+	assert_int_equal(verdict(s, "198.18.70.127"), XDP_PASS);
+	assert_int_equal(verdict(s, "198.18.127.255"), XDP_DROP);
+	assert_int_equal(verdict(s, "198.18.127.254"), XDP_PASS);
+	assert_int_equal(verdict(s, "198.18.66.5"), XDP_PASS);
+	assert_int_equal(verdict(s, "198.18.200.1"), XDP_DROP);
+	assert_int_equal(verdict(s, "198.18.200.2"), XDP_PASS);
+}
+
+/* IPv4 leaves laid out in the slot array by a bulk load: every block of a
+ * word finds its own leaf; single adds and deletes afterwards (a new leaf
+ * in a laid-out word, a changed leaf, an emptied leaf) keep every verdict
+ * right; the slots really answer (the leaf hash emptied behind the
+ * library's back changes nothing), and a slot whose tag does not match
+ * is not used. */
+static void test_v4_leaf_slots(void **state)
+{
+	static const char *const set[] = { "198.18.64.5", "198.18.65.6",
+		"198.18.70.128/25", "198.18.127.255", "198.18.200.1" };
+	struct shield_cidr c;
+	char name[16];
+	uint32_t g, blk;
+	int fd;
+
+	bulk_block(S, SHIELD_LIST_BLOCK, set, 5);
+	check_word(S, 1);
+	/* a changed leaf (its /24 already has one): rewritten in its slot */
+	assert_int_equal(shield_cidr_parse("198.18.64.9", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(S, "198.18.64.9"), XDP_DROP);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	assert_int_equal(verdict(S, "198.18.64.9"), XDP_PASS);
+	check_word(S, 1);
+	/* a new leaf in the laid-out word, then an emptied one */
+	assert_int_equal(shield_cidr_parse("198.18.66.7", &c), 0);
+	assert_int_equal(shield_add(S, SHIELD_LIST_BLOCK, &c, 0), 0);
+	assert_int_equal(verdict(S, "198.18.66.7"), XDP_DROP);
+	check_word(S, 1);
+	assert_int_equal(shield_cidr_parse("198.18.65.6", &c), 0);
+	assert_int_equal(shield_del(S, SHIELD_LIST_BLOCK, &c), 0);
+	check_word(S, 0);
+	assert_int_equal(verdict(S, "198.18.66.7"), XDP_DROP);
+
+	/* laid out again; then the leaf hash loses its entries */
+	bulk_block(S, SHIELD_LIST_BLOCK, set, 5);
+	check_word(S, 1);
+	g = active_gen_of(S, SHIELD_LIST_BLOCK);
+	snprintf(name, sizeof(name), "mxedge_bl%u", g);
+	fd = prog_map_fd(S, name);
+	assert_true(fd >= 0);
+	for (blk = (0xc6124000u >> 8); blk <= (0xc612c800u >> 8); blk++)
+		bpf_map_delete_elem(fd, &blk);
+	close(fd);
+	check_word(S, 1); /* answered by the slots */
+	/* a slot tagged with another block is not used: 198.18.64.5's leaf
+	 * (the word's first slot) then comes from the (emptied) hash */
+	snprintf(name, sizeof(name), "mxedge_bw%u", g);
+	fd = prog_map_fd(S, name);
+	assert_true(fd >= 0);
+	{
+		struct shield_v4_word w;
+		struct shield_v4_slot sl;
+		uint32_t idx = (0xc6124000u >> 8) >> 6;
+		int sfd;
+
+		assert_int_equal(bpf_map_lookup_elem(fd, &idx, &w), 0);
+		assert_true(w.base != SHIELD_SLOT_NONE);
+		snprintf(name, sizeof(name), "mxedge_bs%u", g);
+		sfd = prog_map_fd(S, name);
+		assert_true(sfd >= 0);
+		assert_int_equal(bpf_map_lookup_elem(sfd, &w.base, &sl), 0);
+		assert_int_equal(sl.blk, 0xc61240u);
+		sl.blk = 0xc61241u;
+		assert_int_equal(bpf_map_update_elem(sfd, &w.base, &sl, BPF_ANY), 0);
+		assert_int_equal(verdict(S, "198.18.64.5"), XDP_PASS);
+		close(sfd);
+	}
+	close(fd);
+
+	/* the allowlist's leaves are laid out the same way */
+	bulk_block(S, SHIELD_LIST_BLOCK, set, 5);
+	{
+		static const char *const allow[] = { "198.18.64.5", "198.18.127.254/31" };
+
+		bulk_block(S, SHIELD_LIST_ALLOW, allow, 2);
+		assert_int_equal(verdict(S, "198.18.64.5"), XDP_PASS);
+		assert_int_equal(verdict(S, "198.18.127.255"), XDP_PASS);
+		assert_int_equal(verdict(S, "198.18.65.6"), XDP_DROP);
+		bulk_block(S, SHIELD_LIST_ALLOW, allow, 0);
+	}
+	check_word(S, 1);
+	bulk_block(S, SHIELD_LIST_BLOCK, set, 0);
+	assert_int_equal(verdict(S, "198.18.64.5"), XDP_PASS);
+}
+
+/* More /24s with leaves than slots: the words beyond the slots are
+ * answered by the leaf hash, every verdict stays right. */
+static void test_v4_leaf_slots_run_out(void **state)
+{
+	struct shield_load_opts o = { .no_pin = 1, .block_entries = 64 };
+	struct shield *s = shield_load(&o);
+	struct shield_bulk *b;
+	struct shield_cidr c;
+	char a[32];
+	int i;
+
+	assert_non_null(s); /* 64 entries: 16 slots */
+	b = shield_bulk_begin(s, SHIELD_LIST_BLOCK);
+	assert_non_null(b);
+	for (i = 0; i < 40; i++) { /* one /24 per word each */
+		snprintf(a, sizeof(a), "10.%d.0.1", i);
+		assert_int_equal(shield_cidr_parse(a, &c), 0);
+		assert_int_equal(shield_bulk_add(b, &c, 0), 0);
+	}
+	assert_int_equal(shield_bulk_commit(b), 0);
+	for (i = 0; i < 40; i++) {
+		snprintf(a, sizeof(a), "10.%d.0.1", i);
+		assert_int_equal(verdict(s, a), XDP_DROP);
+		snprintf(a, sizeof(a), "10.%d.0.2", i);
+		assert_int_equal(verdict(s, a), XDP_PASS);
+	}
+	shield_close(s);
+}
+
 static void test_pinned_maps_shared(void **state)
 {
 	char dir[64];
@@ -566,6 +754,8 @@ int main(void)
 		cmocka_unit_test(test_swap_has_no_window),
 		cmocka_unit_test(test_ttl_expiry),
 		cmocka_unit_test(test_pinned_maps_shared),
+		cmocka_unit_test(test_v4_leaf_slots),
+		cmocka_unit_test(test_v4_leaf_slots_run_out),
 	};
 
 	if (geteuid() != 0) {

@@ -3935,6 +3935,31 @@ int tcp_neigh_add(struct tcp_stack *st, const struct tcp_addr *addr, const uint8
 }
 
 /* See tcp.h. */
+int tcp_neigh_resolve(struct tcp_stack *st, const struct tcp_addr *addr, uint64_t now)
+{
+	if (!addr || (addr->family != 4 && addr->family != 6))
+		return -EINVAL;
+	int v6 = addr->family == 6;
+	if ((v6 && !st->has6) || (!v6 && !st->has4))
+		return -EAFNOSUPPORT;
+	const uint8_t *nh = route(st, v6, addr->a);
+	if (!nh)
+		return -ENETUNREACH;
+	struct neigh *n = nb_find(st, nh, v6);
+	if (n && n->state != NB_INCOMPLETE)
+		return 0;
+	if (!n) {
+		n = nb_create(st, nh, v6, 0);
+		if (!n)
+			return -ENOSPC;
+		n->state = NB_INCOMPLETE;
+		st->now = now;
+		nb_probe(st, n, now);
+	}
+	return -EAGAIN;
+}
+
+/* See tcp.h. */
 void tcp_stats_get(const struct tcp_stack *st, struct tcp_stats *out)
 {
 	*out = st->stats;

@@ -290,6 +290,16 @@ void tcp_conn_get_info(const struct tcp_conn *c, struct tcp_conn_info *info);
 int tcp_neigh_add(struct tcp_stack *st, const struct tcp_addr *addr,
                   const uint8_t mac[6]);
 
+/* Starts or checks the link-layer resolution of the next hop towards addr
+ * (ARP, RFC 826; NDP, RFC 4861 7.2) without sending anything else, so an
+ * active opener can learn its peer's MAC before a burst of SYNs (only 8
+ * frames wait per unresolved neighbour). Returns 0 when the MAC is known,
+ * -EAGAIN while a request is out (one is sent now when none is; the stack
+ * re-probes every second and gives up after 3, as for any neighbour),
+ * -ENETUNREACH without a route, -EAFNOSUPPORT for a family not configured,
+ * -EINVAL, or -ENOSPC when the table has no room. */
+int tcp_neigh_resolve(struct tcp_stack *st, const struct tcp_addr *addr, uint64_t now);
+
 /* Copies the counters. */
 void tcp_stats_get(const struct tcp_stack *st, struct tcp_stats *out);
 

@@ -118,6 +118,7 @@ struct bench_config {
   const char *rcpt_to;        /* "user@domain"; "+N" is inserted for N>1 */
   const char *ready_file;     /* hold mode: created once all are held */
   bool progress;              /* one line per second on stderr */
+  bool io_dpdk;               /* run by the DPDK engine (reports say "dpdk") */
   unsigned procs;             /* hold mode: processes (0 or 1: this one) */
   /* Hold mode over several processes (bench_procs.c): set only in the
    * children, NULL otherwise. */
@@ -206,6 +207,46 @@ int bench_run_procs(const struct bench_config *cfg, unsigned procs,
  * *elapsed_s; returns 0, -EINVAL for an IPv6 target or a missing rate or
  * count, or -errno from the raw socket. */
 int bench_flood(const struct bench_config *cfg, uint64_t *sent, double *elapsed_s);
+
+/* ---- DPDK engine (bench_dpdk.c, only in mxedge-bench-dpdk) ------------- */
+
+enum bench_dpdk_kind { BENCH_DPDK_AF_XDP = 1, BENCH_DPDK_TAP };
+
+struct bench_dpdk_config {
+  enum bench_dpdk_kind kind;
+  char ifname[64];            /* af_xdp: an existing interface; tap: created */
+  struct sockaddr_storage local;  /* the port's own address (port unused) */
+  socklen_t local_len;
+  uint8_t plen;               /* its prefix length: the target is on-link */
+  unsigned mem_mb;            /* EAL memory without hugepages (0: 256) */
+  unsigned lcore;             /* the one lcore the engine runs on */
+  unsigned idle_sleep_us;     /* nap base when idle (0: pure polling) */
+  bool stats;                 /* port and TCP counters on stderr at the end */
+};
+
+/* Parses "af_xdp:IFACE" or "tap:IFACE" into dc->kind/ifname. Returns 0 or
+ * -EINVAL. */
+int bench_dpdk_parse_port(const char *s, struct bench_dpdk_config *dc);
+
+/* Parses "ADDR/PREFIX" (IPv4 or IPv6) into dc->local/local_len/plen.
+ * Returns 0 or -EINVAL. */
+int bench_dpdk_parse_addr(const char *s, struct bench_dpdk_config *dc);
+
+/* bench_config_check plus what the DPDK engine needs: a port, an allowed
+ * --addr of the target's family, closed or open loop, no --source, at most
+ * 28000 sessions. Returns 0, or -EINVAL with a message in err. */
+int bench_dpdk_check(const struct bench_config *cfg, const struct bench_dpdk_config *dc,
+                     char *err, size_t errlen);
+
+/* Runs cfg's load through DPDK port dc with mxedge's TCP stack on one
+ * lcore (EAL is started and cleaned up here, without hugepages; call once
+ * per process). Checks everything (bench_dpdk_check) before EAL starts, so
+ * a refused address sends nothing. SIGINT/SIGTERM must be blocked by the
+ * caller; one stops the run early (res->stop_signal). Fills *res (caller
+ * owned). Returns 0, or -errno when the run could not start (EAL, port,
+ * memory; a message is on stderr). */
+int bench_dpdk_run(const struct bench_config *cfg, const struct bench_dpdk_config *dc,
+                   struct bench_result *res);
 
 /* ---- Reports (bench_report.c) ------------------------------------------ */
 

@@ -250,3 +250,109 @@ int bench_config_check(const struct bench_config *cfg, char *err, size_t errlen)
   }
   return 0;
 }
+
+/* ---- DPDK engine options (checked here so both builds share them) ---- */
+
+/* See bench.h. */
+int bench_dpdk_parse_port(const char *s, struct bench_dpdk_config *dc)
+{
+  const char *colon = strchr(s, ':');
+  size_t n;
+
+  if (colon == NULL)
+    return -EINVAL;
+  n = (size_t)(colon - s);
+  if (n == 6 && strncmp(s, "af_xdp", 6) == 0)
+    dc->kind = BENCH_DPDK_AF_XDP;
+  else if (n == 3 && strncmp(s, "tap", 3) == 0)
+    dc->kind = BENCH_DPDK_TAP;
+  else
+    return -EINVAL;
+  n = strlen(colon + 1);
+  if (n == 0 || n >= sizeof(dc->ifname) || strpbrk(colon + 1, ",= /"))
+    return -EINVAL;
+  memcpy(dc->ifname, colon + 1, n + 1);
+  return 0;
+}
+
+/* See bench.h. */
+int bench_dpdk_parse_addr(const char *s, struct bench_dpdk_config *dc)
+{
+  char buf[INET6_ADDRSTRLEN + 8];
+  char *slash, *end;
+  unsigned long plen;
+  struct in_addr a4;
+
+  if (strlen(s) >= sizeof(buf))
+    return -EINVAL;
+  strcpy(buf, s);
+  slash = strchr(buf, '/');
+  if (slash == NULL)
+    return -EINVAL;
+  *slash = 0;
+  errno = 0;
+  plen = strtoul(slash + 1, &end, 10);
+  if (errno || *end || end == slash + 1)
+    return -EINVAL;
+  if (inet_pton(AF_INET, buf, &a4) == 1) {
+    if (plen < 1 || plen > 32)
+      return -EINVAL;
+    dc->local.ss_family = AF_INET;
+    ((struct sockaddr_in *)&dc->local)->sin_addr = a4;
+    dc->local_len = sizeof(struct sockaddr_in);
+  } else {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&dc->local;
+    if (inet_pton(AF_INET6, buf, &s6->sin6_addr) != 1 || plen < 1 || plen > 128)
+      return -EINVAL;
+    s6->sin6_family = AF_INET6;
+    dc->local_len = sizeof(*s6);
+  }
+  dc->plen = (uint8_t)plen;
+  return 0;
+}
+
+/* See bench.h. */
+int bench_dpdk_check(const struct bench_config *cfg, const struct bench_dpdk_config *dc,
+                     char *err, size_t errlen)
+{
+  char ab[INET6_ADDRSTRLEN];
+
+  if (bench_config_check(cfg, err, errlen) < 0)
+    return -EINVAL;
+  if (dc->ifname[0] == 0) {
+    snprintf(err, errlen, "--port af_xdp:IFACE or tap:IFACE is required");
+    return -EINVAL;
+  }
+  if (dc->local_len == 0) {
+    snprintf(err, errlen, "--addr ADDR/PREFIX (the port's own address) is required");
+    return -EINVAL;
+  }
+  if (!bench_addr_allowed((const struct sockaddr *)&dc->local)) {
+    const struct sockaddr *l = (const struct sockaddr *)&dc->local;
+    inet_ntop(l->sa_family, l->sa_family == AF_INET
+              ? (const void *)&((const struct sockaddr_in *)l)->sin_addr
+              : (const void *)&((const struct sockaddr_in6 *)l)->sin6_addr, ab, sizeof(ab));
+    snprintf(err, errlen, "--addr %s is outside 127.0.0.0/8, 198.18.0.0/15 and "
+             "2001:db8::/32: refused", ab);
+    return -EINVAL;
+  }
+  if (dc->local.ss_family != cfg->target.ss_family) {
+    snprintf(err, errlen, "--addr and --target must be of the same address family");
+    return -EINVAL;
+  }
+  if (cfg->mode == BENCH_HOLD) {
+    snprintf(err, errlen, "--hold is not available with the DPDK engine");
+    return -EINVAL;
+  }
+  if (cfg->n_sources) {
+    snprintf(err, errlen, "--source is not used by the DPDK engine: sessions leave "
+             "from --addr, each on its own port");
+    return -EINVAL;
+  }
+  if (cfg->sessions > 28000) {
+    snprintf(err, errlen, "--sessions %u: the DPDK engine has 28232 source ports "
+             "per target; at most 28000 sessions", cfg->sessions);
+    return -EINVAL;
+  }
+  return 0;
+}

@@ -8,7 +8,7 @@
  * never copied: every session writes from the same read-only buffers with
  * writev, so 100 k idle sessions cost well under 100 MB on the client.
  */
-#include "bench.h"
+#include "bench_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,92 +32,8 @@
 #define NS_PER_S 1000000000ull
 #define SCAN_NS (50ull * 1000 * 1000)     /* timeout/backoff scan period */
 #define BACKOFF_NS (20ull * 1000 * 1000)  /* after a failed connect */
-#define LINE_LEN 78                       /* body line incl. CRLF */
-#define TAIL_LEN 158                      /* last line: up to 157 bytes */
 #define HOLD_OPENING_MAX 128              /* hold: handshakes in flight */
 #define ARRIVALS_PER_LOOP 512
-
-enum sstate {
-  S_FREE = 0,
-  S_CONNECTING,
-  S_ACTIVE,     /* waiting for replies / writing commands */
-  S_HOLD,       /* idle after EHLO (hold mode) */
-  S_DRAIN,      /* 221 seen, waiting for the server to close */
-  S_BACKOFF,    /* failed; restart after `deadline` */
-};
-
-enum expect {
-  X_GREET = 1, X_EHLO, X_MAIL, X_RCPT, X_DATA, X_EOD, X_QUIT,
-};
-
-struct session {
-  int fd;
-  uint8_t state;
-  uint8_t nexp, iexp;            /* expected replies exp[iexp..nexp) */
-  uint8_t failed;                /* current transaction already counted */
-  uint8_t rcpt_sent, rcpt_ok;
-  uint8_t niov, iiov;
-  uint8_t eod_on_flush;          /* stamp t_eod when the write completes */
-  uint8_t want_out;              /* EPOLLOUT registered */
-  uint8_t opening;               /* counted in thread's `opening` */
-  uint8_t chunking;              /* server advertised CHUNKING */
-  uint8_t ticket;                /* first message claimed at session start */
-  uint8_t exp[BENCH_MAX_RCPTS + 4];
-  uint16_t rlen;
-  uint32_t msgs_done;
-  uint32_t cur_size;
-  size_t iov_off;
-  uint64_t t_connect, t_eod, deadline;
-  struct iovec iov[8];
-  char bdat[32];
-  char rbuf[512];                /* RFC 5321 §4.5.3.1.5: reply line <= 512 */
-};
-
-/* Read-only message material shared by all threads. */
-struct shared {
-  const struct bench_config *cfg;
-  char ehlo[256];
-  size_t ehlo_len;
-  char mail[256];
-  size_t mail_len;
-  char rcpts[BENCH_MAX_RCPTS * 260];
-  size_t rcpt_off[BENCH_MAX_RCPTS + 1];
-  char header[512];
-  size_t header_len;
-  char *lines;                   /* max size worth of LINE_LEN lines */
-  char tail[TAIL_LEN];
-  uint32_t weight_total;
-  /* tickets and flags, the only shared writable state */
-  uint64_t msg_claimed;
-  uint64_t sess_claimed;
-  int stop;                      /* 1: stop now */
-  uint64_t hold_until;           /* hold mode: stop at this time (0: unset) */
-  uint64_t t0;
-  uint64_t soft_deadline;        /* no new messages or sessions after it */
-  uint64_t hard_deadline;        /* soft + grace: everything is closed */
-};
-
-struct thread {
-  struct shared *g;
-  const struct bench_config *cfg;
-  unsigned id;
-  pthread_t tid;
-  int epfd;
-  struct session *s;
-  unsigned n;
-  unsigned *freelist;
-  unsigned nfree;
-  unsigned active;               /* sessions with an fd */
-  unsigned opening;              /* hold: handshakes in flight */
-  unsigned src_rr;
-  uint64_t rng;
-  uint64_t next_arrival, interval_ns;
-  bool arrivals_done;
-  uint64_t t_end;
-  /* counters read by the progress reporter (single writer, relaxed) */
-  uint64_t c_accepted, c_sessions, c_errors, c_held, c_attempted;
-  struct bench_result r;
-};
 
 static uint64_t now_ns(void)
 {
@@ -132,7 +48,7 @@ static inline void bump(uint64_t *c)
   __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
 }
 
-static uint64_t rng_next(struct thread *t)
+static uint64_t rng_next(struct bench_thread *t)
 {
   /* xorshift64*: cheap, good enough to pick message sizes */
   uint64_t x = t->rng;
@@ -155,7 +71,7 @@ static bool tickets_left(uint64_t *ctr, uint64_t max)
   return max == 0 || __atomic_load_n(ctr, __ATOMIC_RELAXED) < max;
 }
 
-static void count_errno(struct thread *t, int e)
+static void count_errno(struct bench_thread *t, int e)
 {
   t->r.err.connect++;
   if (e > 0 && e < (int)(sizeof(t->r.err.connect_errno) / sizeof(uint64_t)))
@@ -163,7 +79,7 @@ static void count_errno(struct thread *t, int e)
   bump(&t->c_errors);
 }
 
-static void count_reply(struct thread *t, struct session *s, int code)
+static void count_reply(struct bench_thread *t, struct bench_sess *s, int code)
 {
   if (s->failed)
     return;       /* only the first failure of a transaction tells anything */
@@ -172,29 +88,24 @@ static void count_reply(struct thread *t, struct session *s, int code)
   bump(&t->c_errors);
 }
 
-static void set_events(struct thread *t, struct session *s, bool out)
+static void set_events(struct bench_thread *t, struct bench_sess *s, bool out)
 {
-  struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0),
-                            .data.u32 = (uint32_t)(s - t->s) };
   if (s->want_out == out)
     return;
   s->want_out = out;
-  epoll_ctl(t->epfd, EPOLL_CTL_MOD, s->fd, &ev);
+  t->io->want_out(t, s, out);
 }
 
 /* Closes the session; `ok` says whether it ended as planned. Closed-loop
  * and hold sessions are restarted by pump_starts (after a short backoff if
  * something failed, so a refusing server does not make us spin). */
-static void end_session(struct thread *t, struct session *s, bool ok, uint64_t now)
+static void end_session(struct bench_thread *t, struct bench_sess *s, bool ok, uint64_t now)
 {
-  if (s->fd >= 0) {
-    if (!ok) {
-      /* Abort with RST: a failed session must not leave TIME_WAIT behind. */
-      struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-      setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    close(s->fd);
+  if (s->fd >= 0 || s->conn) {
+    /* Abort with RST: a failed session must not leave TIME_WAIT behind. */
+    t->io->release(t, s, !ok);
     s->fd = -1;
+    s->conn = NULL;
     t->active--;
   }
   if (s->opening) {
@@ -212,12 +123,12 @@ static void end_session(struct thread *t, struct session *s, bool ok, uint64_t n
   t->freelist[t->nfree++] = (unsigned)(s - t->s);
 }
 
-static void expect(struct session *s, uint8_t x)
+static void expect(struct bench_sess *s, uint8_t x)
 {
   s->exp[s->nexp++] = x;
 }
 
-static void push_iov(struct session *s, const void *p, size_t len)
+static void push_iov(struct bench_sess *s, const void *p, size_t len)
 {
   s->iov[s->niov].iov_base = (void *)p;
   s->iov[s->niov].iov_len = len;
@@ -225,8 +136,10 @@ static void push_iov(struct session *s, const void *p, size_t len)
 }
 
 /* Writes what is queued; returns false if the session ended. */
-static bool flush(struct thread *t, struct session *s, uint64_t now)
+static bool flush(struct bench_thread *t, struct bench_sess *s, uint64_t now)
 {
+  if (s->fd < 0 && !s->conn)
+    return false;
   while (s->iiov < s->niov) {
     struct iovec v[8];
     int k = 0;
@@ -234,12 +147,12 @@ static bool flush(struct thread *t, struct session *s, uint64_t now)
       v[k] = s->iov[i];
     v[0].iov_base = (char *)v[0].iov_base + s->iov_off;
     v[0].iov_len -= s->iov_off;
-    ssize_t n = writev(s->fd, v, k);
+    long n = t->io->send(t, s, v, k);
+    if (n == 0) {
+      set_events(t, s, true);
+      return true;
+    }
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        set_events(t, s, true);
-        return true;
-      }
       t->r.err.disconnect++;
       bump(&t->c_errors);
       end_session(t, s, false, now);
@@ -269,9 +182,9 @@ static bool flush(struct thread *t, struct session *s, uint64_t now)
   return true;
 }
 
-static void queue_content(struct thread *t, struct session *s)
+static void queue_content(struct bench_thread *t, struct bench_sess *s)
 {
-  const struct shared *g = t->g;
+  const struct bench_shared *g = t->g;
   size_t rest = s->cur_size - g->header_len;
   size_t k = rest / LINE_LEN, r = rest % LINE_LEN;
 
@@ -285,7 +198,7 @@ static void queue_content(struct thread *t, struct session *s)
   push_iov(s, g->tail + TAIL_LEN - r, r);
 }
 
-static void queue_bdat(struct thread *t, struct session *s)
+static void queue_bdat(struct bench_thread *t, struct bench_sess *s)
 {
   int n = snprintf(s->bdat, sizeof(s->bdat), "BDAT %u LAST\r\n", s->cur_size);
   push_iov(s, s->bdat, (size_t)n);
@@ -294,7 +207,7 @@ static void queue_bdat(struct thread *t, struct session *s)
   expect(s, X_EOD);
 }
 
-static uint32_t pick_size(struct thread *t)
+static uint32_t pick_size(struct bench_thread *t)
 {
   const struct bench_config *c = t->cfg;
   uint32_t w;
@@ -310,7 +223,7 @@ static uint32_t pick_size(struct thread *t)
   return c->sizes[c->n_sizes - 1].bytes;
 }
 
-static void send_quit(struct session *s)
+static void send_quit(struct bench_sess *s)
 {
   static const char quit[] = "QUIT\r\n";
   push_iov(s, quit, sizeof(quit) - 1);
@@ -318,10 +231,10 @@ static void send_quit(struct session *s)
 }
 
 /* After EHLO or a finished transaction: the next message or QUIT. */
-static void next_step(struct thread *t, struct session *s)
+static void next_step(struct bench_thread *t, struct bench_sess *s)
 {
   const struct bench_config *c = t->cfg;
-  const struct shared *g = t->g;
+  const struct bench_shared *g = t->g;
 
   if (s->failed || s->msgs_done >= c->msgs_per_session ||
       (s->msgs_done > 0 && now_ns() >= g->soft_deadline) ||
@@ -353,10 +266,10 @@ static void next_step(struct thread *t, struct session *s)
 }
 
 /* Handles one complete reply; returns false if the session ended. */
-static bool on_reply(struct thread *t, struct session *s, int code, uint64_t now)
+static bool on_reply(struct bench_thread *t, struct bench_sess *s, int code, uint64_t now)
 {
   const struct bench_config *c = t->cfg;
-  const struct shared *g = t->g;
+  const struct bench_shared *g = t->g;
   uint8_t x;
   bool ok2 = code >= 200 && code < 300;
 
@@ -504,7 +417,7 @@ static bool on_reply(struct thread *t, struct session *s, int code, uint64_t now
 }
 
 /* Parses complete reply lines in rbuf; returns false if the session ended. */
-static bool parse_replies(struct thread *t, struct session *s, uint64_t now)
+static bool parse_replies(struct bench_thread *t, struct bench_sess *s, uint64_t now)
 {
   size_t start = 0;
 
@@ -550,32 +463,22 @@ static bool parse_replies(struct thread *t, struct session *s, uint64_t now)
   return true;
 }
 
-static void on_readable(struct thread *t, struct session *s, uint64_t now)
+/* See bench_int.h. */
+void bench_sess_lost(struct bench_thread *t, struct bench_sess *s, uint64_t now)
 {
-  ssize_t n = read(s->fd, s->rbuf + s->rlen, sizeof(s->rbuf) - s->rlen);
+  if (s->state == S_DRAIN) {
+    end_session(t, s, true, now);   /* the close we waited for after 221 */
+    return;
+  }
+  t->r.err.disconnect++;
+  bump(&t->c_errors);
+  end_session(t, s, false, now);
+}
 
-  if (n == 0) {
-    if (s->state == S_DRAIN) {
-      end_session(t, s, true, now);
-      return;
-    }
-    t->r.err.disconnect++;
-    bump(&t->c_errors);
-    end_session(t, s, false, now);
-    return;
-  }
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-      return;
-    if (s->state == S_DRAIN) {
-      end_session(t, s, true, now);
-      return;
-    }
-    t->r.err.disconnect++;
-    bump(&t->c_errors);
-    end_session(t, s, false, now);
-    return;
-  }
+/* See bench_int.h. */
+void bench_sess_received(struct bench_thread *t, struct bench_sess *s, size_t n,
+                         uint64_t now)
+{
   if (s->state == S_DRAIN || s->state == S_HOLD) {
     if (s->state == S_HOLD) {
       /* An idle session got something, e.g. a 421 timeout: it is lost. */
@@ -590,7 +493,42 @@ static void on_readable(struct thread *t, struct session *s, uint64_t now)
   parse_replies(t, s, now);
 }
 
-static void on_connected(struct thread *t, struct session *s, uint64_t now)
+/* See bench_int.h. */
+bool bench_sess_flush(struct bench_thread *t, struct bench_sess *s, uint64_t now)
+{
+  return flush(t, s, now);
+}
+
+/* See bench_int.h. */
+void bench_sess_failed(struct bench_thread *t, struct bench_sess *s, int err,
+                       uint64_t now)
+{
+  count_errno(t, err);
+  end_session(t, s, false, now);
+}
+
+/* See bench_int.h. */
+void bench_sess_connected(struct bench_thread *t, struct bench_sess *s, uint64_t now)
+{
+  s->state = S_ACTIVE;
+  set_events(t, s, false);
+  expect(s, X_GREET);
+}
+
+static void on_readable(struct bench_thread *t, struct bench_sess *s, uint64_t now)
+{
+  ssize_t n = read(s->fd, s->rbuf + s->rlen, sizeof(s->rbuf) - s->rlen);
+
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return;
+  if (n <= 0) {
+    bench_sess_lost(t, s, now);
+    return;
+  }
+  bench_sess_received(t, s, (size_t)n, now);
+}
+
+static void on_connected(struct bench_thread *t, struct bench_sess *s, uint64_t now)
 {
   int err = 0;
   socklen_t el = sizeof(err);
@@ -598,48 +536,85 @@ static void on_connected(struct thread *t, struct session *s, uint64_t now)
   if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
     err = errno;
   if (err) {
-    count_errno(t, err);
-    end_session(t, s, false, now);
+    bench_sess_failed(t, s, err, now);
     return;
   }
-  s->state = S_ACTIVE;
-  set_events(t, s, false);
-  expect(s, X_GREET);
+  bench_sess_connected(t, s, now);
 }
 
-/* Opens a new session in slot s; false if it failed at once. */
-static bool start_session(struct thread *t, struct session *s, uint64_t now)
+/* The socket transport: non-blocking sockets on the thread's epoll. */
+static int sock_open(struct bench_thread *t, struct bench_sess *s, uint64_t now)
 {
   const struct bench_config *c = t->cfg;
-  int fd, one = 1;
+  int fd, one = 1, e;
 
-  memset(s, 0, offsetof(struct session, iov));
-  s->fd = -1;
-  t->r.sessions_started++;
   fd = socket(c->target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    count_errno(t, errno);
-    s->state = S_ACTIVE;  /* so end_session files it as failed */
-    end_session(t, s, false, now);
-    return false;
-  }
+  if (fd < 0)
+    return -errno;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (c->n_sources) {
     unsigned i = t->src_rr++ % c->n_sources;
     /* Let connect() choose the port per (source, target) pair, so each
      * source address brings its own ephemeral port range. */
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&c->sources[i], c->source_len[i]) < 0) {
-      int e = errno;
-      close(fd);
-      count_errno(t, e);
-      s->state = S_ACTIVE;
-      end_session(t, s, false, now);
-      return false;
-    }
+    if (bind(fd, (const struct sockaddr *)&c->sources[i], c->source_len[i]) < 0)
+      goto fail;
   }
+  struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT,
+                            .data.u32 = (uint32_t)(s - t->s) };
+  if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+    goto fail;
+  if (connect(fd, (const struct sockaddr *)&c->target, c->target_len) < 0 &&
+      errno != EINPROGRESS)
+    goto fail;
   s->fd = fd;
-  t->active++;
+  return 0;
+fail:
+  e = errno;
+  close(fd);       /* also leaves the epoll set */
+  return -e;
+}
+
+static long sock_send(struct bench_thread *t, struct bench_sess *s,
+                      const struct iovec *v, int n)
+{
+  ssize_t k = writev(s->fd, v, n);
+
+  if (k < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  return k;
+}
+
+static void sock_want_out(struct bench_thread *t, struct bench_sess *s, bool on)
+{
+  struct epoll_event ev = { .events = EPOLLIN | (on ? EPOLLOUT : 0),
+                            .data.u32 = (uint32_t)(s - t->s) };
+  epoll_ctl(t->epfd, EPOLL_CTL_MOD, s->fd, &ev);
+}
+
+static void sock_release(struct bench_thread *t, struct bench_sess *s, bool abortive)
+{
+  if (abortive) {
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  }
+  close(s->fd);
+}
+
+static const struct bench_io sock_io = {
+  .open = sock_open, .send = sock_send, .want_out = sock_want_out,
+  .release = sock_release,
+};
+
+/* Opens a new session in slot s; false if it failed at once. */
+static bool start_session(struct bench_thread *t, struct bench_sess *s, uint64_t now)
+{
+  const struct bench_config *c = t->cfg;
+  int rc;
+
+  memset(s, 0, offsetof(struct bench_sess, iov));
+  s->fd = -1;
+  t->r.sessions_started++;
   if (c->mode == BENCH_HOLD) {
     s->opening = 1;
     t->opening++;
@@ -648,27 +623,20 @@ static bool start_session(struct thread *t, struct session *s, uint64_t now)
   s->deadline = now + (uint64_t)(c->timeout_s * NS_PER_S);
   s->state = S_CONNECTING;
   s->want_out = 1;
-  struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT,
-                            .data.u32 = (uint32_t)(s - t->s) };
-  if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    count_errno(t, errno);
-    end_session(t, s, false, now);
+  rc = t->io->open(t, s, now);
+  if (rc < 0) {
+    bench_sess_failed(t, s, -rc, now);
     return false;
   }
-  if (connect(fd, (const struct sockaddr *)&c->target, c->target_len) < 0 &&
-      errno != EINPROGRESS) {
-    count_errno(t, errno);
-    end_session(t, s, false, now);
-    return false;
-  }
+  t->active++;
   return true;
 }
 
 /* Closed loop and hold mode: keep every free slot busy. */
-static void pump_starts(struct thread *t, uint64_t now)
+static void pump_starts(struct bench_thread *t, uint64_t now)
 {
   const struct bench_config *c = t->cfg;
-  struct shared *g = t->g;
+  struct bench_shared *g = t->g;
 
   while (t->nfree > 0) {
     if (c->mode == BENCH_HOLD && t->opening >= HOLD_OPENING_MAX)
@@ -680,7 +648,7 @@ static void pump_starts(struct thread *t, uint64_t now)
     if (c->msgs_per_session && c->mode != BENCH_HOLD &&
         !claim(&g->msg_claimed, c->max_messages))
       return;
-    struct session *s = &t->s[t->freelist[--t->nfree]];
+    struct bench_sess *s = &t->s[t->freelist[--t->nfree]];
     start_session(t, s, now);
     s->ticket = c->msgs_per_session && c->mode != BENCH_HOLD;
   }
@@ -688,7 +656,7 @@ static void pump_starts(struct thread *t, uint64_t now)
 
 /* Open loop: sessions arrive on schedule whether or not earlier ones are
  * done; an arrival with no free slot is counted as missed, not queued. */
-static void open_arrivals(struct thread *t, uint64_t now)
+static void open_arrivals(struct bench_thread *t, uint64_t now)
 {
   const struct bench_config *c = t->cfg;
   unsigned k = 0;
@@ -704,22 +672,22 @@ static void open_arrivals(struct thread *t, uint64_t now)
       t->r.sessions_missed++;
       continue;
     }
-    struct session *s = &t->s[t->freelist[--t->nfree]];
+    struct bench_sess *s = &t->s[t->freelist[--t->nfree]];
     start_session(t, s, now);
     s->ticket = c->msgs_per_session > 0;
   }
 }
 
-static void scan(struct thread *t, uint64_t now)
+static void scan(struct bench_thread *t, uint64_t now)
 {
   for (unsigned i = 0; i < t->n; i++) {
-    struct session *s = &t->s[i];
+    struct bench_sess *s = &t->s[i];
     if (s->state == S_BACKOFF) {
       if (now >= s->deadline) {
         s->state = S_FREE;
         t->freelist[t->nfree++] = i;
       }
-    } else if (s->fd >= 0 && s->deadline && now >= s->deadline &&
+    } else if ((s->fd >= 0 || s->conn) && s->deadline && now >= s->deadline &&
                s->state != S_HOLD && s->state != S_FREE) {
       if (s->state == S_DRAIN) {
         end_session(t, s, true, now);  /* 221 was seen; the close is late */
@@ -732,10 +700,10 @@ static void scan(struct thread *t, uint64_t now)
   }
 }
 
-static bool thread_done(struct thread *t)
+static bool thread_done(struct bench_thread *t)
 {
   const struct bench_config *c = t->cfg;
-  struct shared *g = t->g;
+  struct bench_shared *g = t->g;
 
   if (t->active > 0)
     return false;
@@ -746,36 +714,56 @@ static bool thread_done(struct thread *t)
   return !tickets_left(&g->sess_claimed, c->max_sessions);
 }
 
+/* See bench_int.h. */
+bool bench_thread_tick(struct bench_thread *t, uint64_t now)
+{
+  struct bench_shared *g = t->g;
+  uint64_t hu = __atomic_load_n(&g->hold_until, __ATOMIC_RELAXED);
+
+  if (__atomic_load_n(&g->stop, __ATOMIC_RELAXED) || now >= g->hard_deadline ||
+      (hu && now >= hu))
+    return false;
+  /* After the soft deadline only what is in flight may finish: a message
+   * whose data was sent gets its reply, so the server's count and ours
+   * agree; the hard deadline cuts off whatever still hangs. */
+  bool draining = now >= g->soft_deadline;
+  if (draining && t->cfg->mode == BENCH_HOLD)
+    return false;
+  if (draining)
+    t->arrivals_done = true;
+  else if (t->cfg->mode == BENCH_OPEN)
+    open_arrivals(t, now);
+  else
+    pump_starts(t, now);
+  if (now >= t->next_scan) {
+    scan(t, now);
+    t->next_scan = now + SCAN_NS;
+  }
+  return !thread_done(t);
+}
+
+/* See bench_int.h. */
+void bench_thread_end(struct bench_thread *t)
+{
+  __atomic_store_n(&t->t_end, now_ns(), __ATOMIC_RELEASE);
+  for (unsigned i = 0; i < t->n; i++) {
+    struct bench_sess *s = &t->s[i];
+    if (s->fd >= 0 || s->conn) {
+      t->io->release(t, s, false);
+      s->fd = -1;
+      s->conn = NULL;
+    }
+  }
+}
+
 static void *thread_main(void *arg)
 {
-  struct thread *t = arg;
-  struct shared *g = t->g;
+  struct bench_thread *t = arg;
   struct epoll_event evs[256];
-  uint64_t next_scan = 0;
 
   for (;;) {
     uint64_t now = now_ns();
-    uint64_t hu = __atomic_load_n(&g->hold_until, __ATOMIC_RELAXED);
-    if (__atomic_load_n(&g->stop, __ATOMIC_RELAXED) || now >= g->hard_deadline ||
-        (hu && now >= hu))
-      break;
-    /* After the soft deadline only what is in flight may finish: a message
-     * whose data was sent gets its reply, so the server's count and ours
-     * agree; the hard deadline cuts off whatever still hangs. */
-    bool draining = now >= g->soft_deadline;
-    if (draining && t->cfg->mode == BENCH_HOLD)
-      break;
-    if (draining)
-      t->arrivals_done = true;
-    else if (t->cfg->mode == BENCH_OPEN)
-      open_arrivals(t, now);
-    else
-      pump_starts(t, now);
-    if (now >= next_scan) {
-      scan(t, now);
-      next_scan = now + SCAN_NS;
-    }
-    if (thread_done(t))
+    if (!bench_thread_tick(t, now))
       break;
     int timeout_ms = 50;
     if (t->cfg->mode == BENCH_OPEN && !t->arrivals_done) {
@@ -791,7 +779,7 @@ static void *thread_main(void *arg)
     }
     now = now_ns();
     for (int i = 0; i < n; i++) {
-      struct session *s = &t->s[evs[i].data.u32];
+      struct bench_sess *s = &t->s[evs[i].data.u32];
       uint32_t e = evs[i].events;
       if (s->fd < 0)
         continue;
@@ -808,17 +796,11 @@ static void *thread_main(void *arg)
         on_readable(t, s, now);
     }
   }
-  __atomic_store_n(&t->t_end, now_ns(), __ATOMIC_RELEASE);
-  for (unsigned i = 0; i < t->n; i++) {
-    if (t->s[i].fd >= 0) {
-      close(t->s[i].fd);
-      t->s[i].fd = -1;
-    }
-  }
+  bench_thread_end(t);
   return NULL;
 }
 
-static int build_shared(struct shared *g, const struct bench_config *c)
+static int build_shared(struct bench_shared *g, const struct bench_config *c)
 {
   uint32_t maxsz = 0;
   const char *at = strchr(c->rcpt_to, '@');
@@ -880,8 +862,10 @@ static int raise_nofile(unsigned need)
   return 0;
 }
 
-static void progress_line(struct thread *th, unsigned n, const struct bench_config *c,
-                          double t, uint64_t *last_acc, uint64_t *last_sess)
+/* See bench_int.h. */
+void bench_engine_progress(struct bench_thread *th, unsigned n,
+                           const struct bench_config *c, double t,
+                           uint64_t *last_acc, uint64_t *last_sess)
 {
   uint64_t acc = 0, sess = 0, err = 0, held = 0, att = 0;
 
@@ -905,7 +889,7 @@ static void progress_line(struct thread *th, unsigned n, const struct bench_conf
   *last_sess = sess;
 }
 
-static uint64_t held_total(struct thread *th, unsigned n)
+static uint64_t held_total(struct bench_thread *th, unsigned n)
 {
   uint64_t held = 0;
   for (unsigned i = 0; i < n; i++)
@@ -936,10 +920,100 @@ void bench_result_add(struct bench_result *dst, const struct bench_result *src)
   bench_hist_merge(&dst->eod_250, &src->eod_250);
 }
 
+/* See bench_int.h. */
+int bench_engine_setup(const struct bench_config *cfg, unsigned nth,
+                       const struct bench_io *io, void *io_ctx,
+                       struct bench_shared **gp, struct bench_thread **thp)
+{
+  struct bench_shared *g;
+  struct bench_thread *th;
+  int rc;
+
+  *gp = g = calloc(1, sizeof(*g));
+  *thp = th = calloc(nth, sizeof(*th));
+  if (!g || !th)
+    return -ENOMEM;
+  for (unsigned i = 0; i < nth; i++)
+    th[i].epfd = -1;
+  rc = build_shared(g, cfg);
+  if (rc < 0)
+    return rc;
+  for (unsigned i = 0; i < nth; i++) {
+    struct bench_thread *t = &th[i];
+    t->g = g;
+    t->cfg = cfg;
+    t->id = i;
+    t->io = io;
+    t->io_ctx = io_ctx;
+    t->n = cfg->sessions / nth + (i < cfg->sessions % nth);
+    t->s = calloc(t->n, sizeof(*t->s));
+    t->freelist = calloc(t->n, sizeof(*t->freelist));
+    if (!t->s || !t->freelist)
+      return -ENOMEM;
+    for (unsigned k = 0; k < t->n; k++) {
+      t->s[k].fd = -1;
+      t->freelist[t->nfree++] = t->n - 1 - k;
+    }
+    t->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+    bench_hist_init(&t->r.connect_220);
+    bench_hist_init(&t->r.eod_250);
+  }
+  g->t0 = now_ns();
+  g->soft_deadline = g->t0 + (uint64_t)(cfg->duration_s * NS_PER_S);
+  g->hard_deadline = g->soft_deadline + (uint64_t)(cfg->grace_s * NS_PER_S);
+  for (unsigned i = 0; i < nth; i++) {
+    struct bench_thread *t = &th[i];
+    if (cfg->mode == BENCH_OPEN) {
+      t->interval_ns = (uint64_t)((double)NS_PER_S * nth / cfg->rate);
+      if (t->interval_ns == 0)
+        t->interval_ns = 1;
+      t->next_arrival = g->t0 + t->interval_ns * i / nth;
+    }
+  }
+  return 0;
+}
+
+/* See bench_int.h. */
+void bench_engine_collect(struct bench_shared *g, struct bench_thread *th,
+                          unsigned started, struct bench_result *res)
+{
+  uint64_t t_end = g->t0;
+
+  for (unsigned i = 0; i < started; i++)
+    if (th[i].t_end > t_end)
+      t_end = th[i].t_end;
+  res->elapsed_s = (double)(t_end - g->t0) / NS_PER_S;
+  bench_hist_init(&res->connect_220);
+  bench_hist_init(&res->eod_250);
+  for (unsigned i = 0; i < started; i++) {
+    double el = res->elapsed_s;
+    bench_result_add(res, &th[i].r);
+    res->elapsed_s = el;
+  }
+}
+
+/* See bench_int.h. */
+void bench_engine_free(struct bench_shared *g, struct bench_thread *th, unsigned nth)
+{
+  if (th) {
+    for (unsigned i = 0; i < nth; i++) {
+      if (th[i].epfd >= 0)
+        close(th[i].epfd);
+      free(th[i].s);
+      free(th[i].freelist);
+    }
+    free(th);
+  }
+  if (g) {
+    free(g->lines);
+    free(g);
+  }
+}
+
 int bench_run(const struct bench_config *cfg, struct bench_result *res)
 {
-  struct shared *g = NULL;
-  struct thread *th = NULL;
+  struct bench_shared *g = NULL;
+  struct bench_thread *th = NULL;
   unsigned nth = cfg->threads, started = 0;
   int rc = 0;
   sigset_t sigs;
@@ -957,54 +1031,18 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
             cfg->sessions + 64, strerror(-rc));
     return rc;
   }
-  g = calloc(1, sizeof(*g));
-  th = calloc(nth, sizeof(*th));
-  if (!g || !th) {
-    rc = -ENOMEM;
-    goto fail;
-  }
-  rc = build_shared(g, cfg);
+  rc = bench_engine_setup(cfg, nth, &sock_io, NULL, &g, &th);
   if (rc < 0)
     goto fail;
-  for (unsigned i = 0; i < nth; i++)
-    th[i].epfd = -1;
   for (unsigned i = 0; i < nth; i++) {
-    struct thread *t = &th[i];
-    t->g = g;
-    t->cfg = cfg;
-    t->id = i;
-    t->n = cfg->sessions / nth + (i < cfg->sessions % nth);
-    t->s = calloc(t->n, sizeof(*t->s));
-    t->freelist = calloc(t->n, sizeof(*t->freelist));
-    if (!t->s || !t->freelist) {
-      rc = -ENOMEM;
-      goto fail;
-    }
-    for (unsigned k = 0; k < t->n; k++) {
-      t->s[k].fd = -1;
-      t->freelist[t->nfree++] = t->n - 1 - k;
-    }
-    t->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (t->epfd < 0) {
+    th[i].epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (th[i].epfd < 0) {
       rc = -errno;
       goto fail;
     }
-    t->rng = 0x9E3779B97F4A7C15ull * (i + 1);
-    bench_hist_init(&t->r.connect_220);
-    bench_hist_init(&t->r.eod_250);
   }
-
-  g->t0 = now_ns();
-  g->soft_deadline = g->t0 + (uint64_t)(cfg->duration_s * NS_PER_S);
-  g->hard_deadline = g->soft_deadline + (uint64_t)(cfg->grace_s * NS_PER_S);
   for (unsigned i = 0; i < nth; i++) {
-    struct thread *t = &th[i];
-    if (cfg->mode == BENCH_OPEN) {
-      t->interval_ns = (uint64_t)((double)NS_PER_S * nth / cfg->rate);
-      if (t->interval_ns == 0)
-        t->interval_ns = 1;
-      t->next_arrival = g->t0 + t->interval_ns * i / nth;
-    }
+    struct bench_thread *t = &th[i];
     rc = -pthread_create(&t->tid, NULL, thread_main, t);
     if (rc < 0) {
       __atomic_store_n(&g->stop, 1, __ATOMIC_RELAXED);
@@ -1063,42 +1101,19 @@ int bench_run(const struct bench_config *cfg, struct bench_result *res)
         }
       }
       if (cfg->progress && now >= next_progress) {
-        progress_line(th, started, cfg, (double)(now - g->t0) / NS_PER_S,
+        bench_engine_progress(th, started, cfg, (double)(now - g->t0) / NS_PER_S,
                       &last_acc, &last_sess);
         next_progress += NS_PER_S;
       }
     }
   }
-  uint64_t t_end = g->t0;
-  for (unsigned i = 0; i < started; i++) {
+  for (unsigned i = 0; i < started; i++)
     pthread_join(th[i].tid, NULL);
-    if (th[i].t_end > t_end)
-      t_end = th[i].t_end;
-  }
-  res->elapsed_s = (double)(t_end - g->t0) / NS_PER_S;
-  bench_hist_init(&res->connect_220);
-  bench_hist_init(&res->eod_250);
-  for (unsigned i = 0; i < started; i++) {
-    double el = res->elapsed_s;
-    bench_result_add(res, &th[i].r);
-    res->elapsed_s = el;
-  }
+  bench_engine_collect(g, th, started, res);
   if (rc == 0 && started < nth)
     rc = -EAGAIN;
 
 fail:
-  if (th) {
-    for (unsigned i = 0; i < nth; i++) {
-      if (th[i].epfd >= 0)
-        close(th[i].epfd);
-      free(th[i].s);
-      free(th[i].freelist);
-    }
-    free(th);
-  }
-  if (g) {
-    free(g->lines);
-    free(g);
-  }
+  bench_engine_free(g, th, nth);
   return rc;
 }

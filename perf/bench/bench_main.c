@@ -1,4 +1,6 @@
-/* mxedge-bench command line. Exit status: 0 when the run finished (read the
+/* mxedge-bench command line; built twice: mxedge-bench (kernel sockets)
+ * and, with BENCH_DPDK defined, mxedge-bench-dpdk (the same options plus
+ * the DPDK port ones, run by bench_dpdk.c). Exit status: 0 when the run finished (read the
  * report for what it measured), 1 when it could not run, 2 for bad usage;
  * stopped by SIGINT/SIGTERM it writes its report and then dies of that
  * signal. */
@@ -47,7 +49,17 @@ static void usage(FILE *f)
 "  --json FILE          write the JSON report to FILE ('-' for stdout)\n"
 "  --ready-file FILE    hold mode: create FILE once all sessions are held\n"
 "  --progress/--quiet   one progress line per second on stderr (default: if a tty)\n"
-"STARTTLS is not supported yet.\n");
+"STARTTLS is not supported yet.\n"
+"DPDK engine (mxedge-bench-dpdk, or --io dpdk there): mxedge's TCP stack on one\n"
+"DPDK port and lcore, without hugepages; closed and open loop:\n"
+"  --io kernel|dpdk     which engine (mxedge-bench: kernel; -dpdk: dpdk)\n"
+"  --port af_xdp:IFACE|tap:IFACE   the port (af_xdp on an existing interface,\n"
+"                       e.g. a veth; tap creates IFACE)\n"
+"  --addr ADDR/PREFIX   the port's own address; the target must be on-link\n"
+"                       (its MAC comes by ARP/NDP); sessions use ports 32768-61000\n"
+"  --mem MB             EAL memory (default 256)   --lcore N (default 0)\n"
+"  --idle-sleep US      nap base when idle, 0 = pure polling (default 20)\n"
+"  --dpdk-stats         port and TCP counters on stderr at the end\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -82,7 +94,8 @@ enum {
   O_CLOSED = 256, O_OPEN, O_HOLD, O_RATE, O_SESSIONS, O_PER, O_COUNT, O_MAXS,
   O_SIZE, O_RCPTS, O_PIPE, O_BDAT, O_SOURCE, O_THREADS, O_DUR, O_HOLDS,
   O_TIMEOUT, O_HELO, O_FROM, O_TO, O_JSON, O_READY, O_PROGRESS, O_QUIET,
-  O_TARGET, O_HELP, O_GRACE, O_FLOOD, O_PROCS,
+  O_TARGET, O_HELP, O_GRACE, O_FLOOD, O_PROCS, O_IO, O_PORT, O_ADDR, O_MEM,
+  O_LCORE, O_IDLE, O_DSTATS,
 };
 
 int main(int argc, char **argv)
@@ -108,10 +121,16 @@ int main(int argc, char **argv)
     {"ready-file", required_argument, 0, O_READY},
     {"progress", no_argument, 0, O_PROGRESS}, {"quiet", no_argument, 0, O_QUIET},
     {"target", required_argument, 0, O_TARGET}, {"help", no_argument, 0, O_HELP},
+    {"io", required_argument, 0, O_IO}, {"port", required_argument, 0, O_PORT},
+    {"addr", required_argument, 0, O_ADDR}, {"mem", required_argument, 0, O_MEM},
+    {"lcore", required_argument, 0, O_LCORE}, {"idle-sleep", required_argument, 0, O_IDLE},
+    {"dpdk-stats", no_argument, 0, O_DSTATS},
     {0, 0, 0, 0},
   };
   static struct bench_config cfg;
   static struct bench_result res;
+  static struct bench_dpdk_config dc = { .mem_mb = 256, .idle_sleep_us = 20 };
+  bool dpdk_opts = false;
   const char *json = NULL, *target = NULL;
   bool flood = false;
   char err[256];
@@ -136,6 +155,9 @@ int main(int argc, char **argv)
   cfg.mail_from = "load@bench.test";
   cfg.rcpt_to = "rcpt@bench.test";
   cfg.progress = isatty(STDERR_FILENO);
+#ifdef BENCH_DPDK
+  cfg.io_dpdk = true;
+#endif
 
 #define BAD(...) do { fprintf(stderr, "mxedge-bench: " __VA_ARGS__); fputc('\n', stderr); return 2; } while (0)
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -210,6 +232,40 @@ int main(int argc, char **argv)
     case O_PROGRESS: cfg.progress = true; break;
     case O_QUIET: cfg.progress = false; break;
     case O_TARGET: target = optarg; break;
+    case O_IO:
+      if (strcmp(optarg, "kernel") == 0)
+        cfg.io_dpdk = false;
+      else if (strcmp(optarg, "dpdk") == 0)
+        cfg.io_dpdk = true;
+      else
+        BAD("bad --io '%s': want kernel or dpdk", optarg);
+      break;
+    case O_PORT:
+      if (bench_dpdk_parse_port(optarg, &dc) < 0)
+        BAD("bad --port '%s': want af_xdp:IFACE or tap:IFACE", optarg);
+      dpdk_opts = true;
+      break;
+    case O_ADDR:
+      if (bench_dpdk_parse_addr(optarg, &dc) < 0)
+        BAD("bad --addr '%s': want ADDR/PREFIX", optarg);
+      dpdk_opts = true;
+      break;
+    case O_MEM:
+      if (parse_u64(optarg, &v) < 0 || v < 64 || v > 65536) BAD("bad --mem '%s': want 64..65536 MB", optarg);
+      dc.mem_mb = (unsigned)v;
+      dpdk_opts = true;
+      break;
+    case O_LCORE:
+      if (parse_u64(optarg, &v) < 0 || v > 1023) BAD("bad --lcore '%s'", optarg);
+      dc.lcore = (unsigned)v;
+      dpdk_opts = true;
+      break;
+    case O_IDLE:
+      if (parse_u64(optarg, &v) < 0 || v > 10000) BAD("bad --idle-sleep '%s': want 0..10000 us", optarg);
+      dc.idle_sleep_us = (unsigned)v;
+      dpdk_opts = true;
+      break;
+    case O_DSTATS: dc.stats = true; dpdk_opts = true; break;
     case O_HELP: case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -220,6 +276,19 @@ int main(int argc, char **argv)
     BAD("--target ADDR[:PORT] is required (see --help)");
   if (bench_parse_addr(target, 25, &cfg.target, &cfg.target_len) < 0)
     BAD("bad --target '%s': want a numeric ADDR[:PORT] or [V6ADDR]:PORT", target);
+#ifndef BENCH_DPDK
+  if (cfg.io_dpdk)
+    BAD("--io dpdk: this build has no DPDK engine; run mxedge-bench-dpdk");
+#endif
+  if (dpdk_opts && !cfg.io_dpdk)
+    BAD("--port/--addr/--mem/--lcore/--idle-sleep/--dpdk-stats are for --io dpdk");
+  if (cfg.io_dpdk) {
+    if (flood)
+      BAD("--syn-flood uses raw sockets: run it with --io kernel");
+    cfg.threads = 1;   /* one lcore */
+    if (bench_dpdk_check(&cfg, &dc, err, sizeof(err)) < 0)
+      BAD("%s", err);
+  }
   if (bench_config_check(&cfg, err, sizeof(err)) < 0)
     BAD("%s", err);
   if (flood && (cfg.target.ss_family != AF_INET || !(cfg.rate > 0) || cfg.max_messages == 0))
@@ -270,6 +339,11 @@ int main(int argc, char **argv)
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+#ifdef BENCH_DPDK
+  if (cfg.io_dpdk)
+    rc = bench_dpdk_run(&cfg, &dc, &res);
+  else
+#endif
   if (cfg.procs > 1)
     rc = bench_run_procs(&cfg, cfg.procs, &res);
   else

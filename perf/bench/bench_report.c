@@ -65,7 +65,8 @@ int bench_report_json(FILE *f, const struct bench_config *c, const struct bench_
   bool first;
 
   fprintf(f, "{\n  \"tool\": \"mxedge-bench\",\n  \"version\": \"%s\",\n", MXEDGE_VERSION);
-  fprintf(f, "  \"config\": {\"mode\": \"%s\", \"target\": ", mode_name(c->mode));
+  fprintf(f, "  \"config\": {\"mode\": \"%s\", \"io\": \"%s\", \"target\": ",
+          mode_name(c->mode), c->io_dpdk ? "dpdk" : "kernel");
   json_str(f, bench_addr_str((const struct sockaddr *)&c->target, a, sizeof(a)));
   fprintf(f, ", \"sources\": [");
   for (unsigned i = 0; i < c->n_sources; i++) {
@@ -144,10 +145,10 @@ void bench_report_text(FILE *f, const struct bench_config *c, const struct bench
 
   for (int k = 0; k < 1000; k++)
     replies += r->err.reply[k];
-  fprintf(f, "mxedge-bench %s: %s loop against %s, %u sessions, %u thread(s), %.2f s\n",
+  fprintf(f, "mxedge-bench %s: %s loop against %s, %u sessions, %u thread(s)%s, %.2f s\n",
           MXEDGE_VERSION, mode_name(c->mode),
           bench_addr_str((const struct sockaddr *)&c->target, a, sizeof(a)),
-          c->sessions, c->threads, r->elapsed_s);
+          c->sessions, c->threads, c->io_dpdk ? " over DPDK" : "", r->elapsed_s);
   if (c->mode == BENCH_HOLD)
     fprintf(f, "  held          %llu of %u (all after %.2f s, %u process(es))\n",
             (unsigned long long)r->held_max, c->sessions, r->hold_ready_s,

@@ -218,6 +218,68 @@ static void test_config_check(void **state)
   assert_int_equal(bench_config_check(&c, err, sizeof(err)), -EINVAL);
 }
 
+/* The DPDK engine's options: port and address syntax, and the checks that
+ * run before EAL (a refused address must never reach the port). */
+static void test_dpdk_options(void **state)
+{
+  static struct bench_config c;
+  struct bench_dpdk_config dc;
+  char err[256];
+  (void)state;
+
+  memset(&dc, 0, sizeof(dc));
+  assert_int_equal(bench_dpdk_parse_port("af_xdp:veth1", &dc), 0);
+  assert_int_equal(dc.kind, BENCH_DPDK_AF_XDP);
+  assert_string_equal(dc.ifname, "veth1");
+  assert_int_equal(bench_dpdk_parse_port("tap:t0", &dc), 0);
+  assert_int_equal(dc.kind, BENCH_DPDK_TAP);
+  assert_int_equal(bench_dpdk_parse_port("pci:0000:01:00.0", &dc), -EINVAL);
+  assert_int_equal(bench_dpdk_parse_port("af_xdp:", &dc), -EINVAL);
+  assert_int_equal(bench_dpdk_parse_port("af_xdp:a,b=c", &dc), -EINVAL);  /* no vdev smuggling */
+  assert_int_equal(bench_dpdk_parse_port("veth1", &dc), -EINVAL);
+
+  assert_int_equal(bench_dpdk_parse_addr("198.18.0.9/24", &dc), 0);
+  assert_int_equal(dc.plen, 24);
+  assert_int_equal(dc.local.ss_family, AF_INET);
+  assert_int_equal(bench_dpdk_parse_addr("2001:db8::9/64", &dc), 0);
+  assert_int_equal(dc.local.ss_family, AF_INET6);
+  assert_int_equal(dc.plen, 64);
+  assert_int_equal(bench_dpdk_parse_addr("198.18.0.9", &dc), -EINVAL);
+  assert_int_equal(bench_dpdk_parse_addr("198.18.0.9/33", &dc), -EINVAL);
+  assert_int_equal(bench_dpdk_parse_addr("198.18.0.9/0", &dc), -EINVAL);
+  assert_int_equal(bench_dpdk_parse_addr("nohost/24", &dc), -EINVAL);
+
+  base_config(&c);
+  memset(&dc, 0, sizeof(dc));
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "--port"));
+  assert_int_equal(bench_dpdk_parse_port("af_xdp:veth1", &dc), 0);
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "--addr"));
+  assert_int_equal(bench_dpdk_parse_addr("198.18.0.9/24", &dc), 0);
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), 0);
+  /* The port's own address is a source: the same ranges apply. */
+  assert_int_equal(bench_dpdk_parse_addr("10.0.0.9/24", &dc), 0);
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "--addr 10.0.0.9 is outside"));
+  assert_int_equal(bench_dpdk_parse_addr("2001:db8::9/64", &dc), 0);
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "same address family"));
+  assert_int_equal(bench_dpdk_parse_addr("198.18.0.9/24", &dc), 0);
+  /* The target check comes first, with the socket engine's words. */
+  socklen_t len;
+  assert_int_equal(bench_parse_addr("192.0.2.1:25", 25, &c.target, &len), 0);
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "refusing target 192.0.2.1:25"));
+  base_config(&c);
+  c.mode = BENCH_HOLD;
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  base_config(&c);
+  c.sessions = 28001;
+  assert_int_equal(bench_dpdk_check(&c, &dc, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "28232 source ports"));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -226,6 +288,7 @@ int main(void)
     cmocka_unit_test(test_parse_sizes),
     cmocka_unit_test(test_hist),
     cmocka_unit_test(test_config_check),
+    cmocka_unit_test(test_dpdk_options),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

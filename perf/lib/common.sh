@@ -64,19 +64,36 @@ perf_init() {
                     198.18.0.14 198.18.0.15 198.18.0.16 198.18.0.17)
 }
 
-# Finds a built mxedge-bench (perf/run builds one if none exists).
+# Finds a built mxedge-bench, or $1 (mxedge-bench-dpdk) (perf/run builds
+# one if none exists).
 perf_find_bench() {
-  local b
+  local b n=${1:-mxedge-bench}
   for b in "${PERF_BUILD:-}" "$PERF_TOP/build/release" "$PERF_TOP/build/perf" "$PERF_TOP"/build/*; do
-    [ -n "$b" ] && [ -x "$b/perf/bench/mxedge-bench" ] && { echo "$b/perf/bench/mxedge-bench"; return 0; }
+    [ -n "$b" ] && [ -x "$b/perf/bench/$n" ] && { echo "$b/perf/bench/$n"; return 0; }
   done
   return 1
 }
 
 # Runs mxedge-bench from the client namespace with a progress line per
 # second; the JSON report goes to $1. Remaining args go to mxedge-bench.
+# With --client dpdk, mxedge-bench-dpdk takes the cli veth through
+# net_af_xdp for the run (the PMD detaches at exit) from an address of its
+# own, 198.18.0.30 (no TIME_WAIT left by kernel clients in its way); the
+# sut's kernel must then send complete checksums (generic XDP hands DPDK
+# the frames as queued), so its offloads are off during the run.
 perf_bench() {
   local json=$1; shift
+  if [ "${PERF_CLIENT:-kernel}" = dpdk ]; then
+    local sif; sif=$(netns_ifname sut cli)
+    netns_exec sut ethtool -K "$sif" tx off tso off gso off >/dev/null 2>&1 || true
+    local rc=0
+    netns_exec cli "$PERF_BENCH_DPDK" --port "af_xdp:$(netns_ifname cli sut)" \
+      --addr 198.18.0.30/24 --json "$json" --progress "$@" >"$json.txt" 2> >(sed 's/^/        /' >&2) &
+    wait $! || rc=$?
+    netns_exec sut ethtool -K "$sif" tx on tso on gso on >/dev/null 2>&1 || true
+    [ $rc = 0 ] || { perf_log "mxedge-bench-dpdk failed: $(cat "$json.txt")"; return 1; }
+    return 0
+  fi
   netns_exec cli "$PERF_BENCH" --json "$json" --progress "$@" >"$json.txt" 2> >(sed 's/^/        /' >&2) &
   wait $! || { perf_log "mxedge-bench failed: $(cat "$json.txt")"; return 1; }
 }

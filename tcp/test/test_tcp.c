@@ -458,6 +458,45 @@ static struct tcp_stack *cap_stack(struct cap *cp, uint16_t vlan, int offload)
 	return st;
 }
 
+/* tcp_neigh_resolve: one ARP request for an unknown on-link peer, none
+ * more while it is pending, 0 once the reply is in; no route is an error. */
+static void test_neigh_resolve(void **state)
+{
+	struct cap cp = { .n = 0 };
+	struct tcp_config c;
+	struct tcp_addr peer = { .family = 4 }, far = { .family = 4 }, v6 = { .family = 6 };
+
+	base_cfg(&c, NULL);
+	c.ops.ctx = &cp;
+	c.ops.tx_alloc = cap_alloc;
+	c.ops.tx_send = cap_send;
+	struct tcp_stack *st = tcp_create(&c);
+	assert_non_null(st);
+	inet_pton(AF_INET, "198.18.0.2", peer.a);
+	inet_pton(AF_INET, "198.19.9.9", far.a);
+	assert_int_equal(tcp_neigh_resolve(st, &peer, 1000), -EAGAIN);
+	assert_int_equal(cp.n, 1);
+	/* broadcast ARP request (op 1) for 198.18.0.2 from our MAC and IP */
+	assert_memory_equal(cp.f[0], ((const uint8_t[6]){ 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }), 6);
+	assert_int_equal(cp.f[0][12], 0x08);
+	assert_int_equal(cp.f[0][13], 0x06);
+	assert_int_equal(cp.f[0][14 + 7], 1);
+	assert_memory_equal(cp.f[0] + 14 + 24, peer.a, 4);
+	assert_int_equal(tcp_neigh_resolve(st, &peer, 2000), -EAGAIN);
+	assert_int_equal(cp.n, 1);                  /* no second request yet */
+	uint8_t f[60] = { 2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x06,
+	                  0, 1, 8, 0, 6, 4, 0, 2, 2, 0, 0, 0, 0, 2, 198, 18, 0, 2,
+	                  2, 0, 0, 0, 0, 1, 198, 18, 0, 1 };
+	struct tcp_buf b = { .data = f, .len = 60 };
+	tcp_input(st, &b, 3000);
+	assert_int_equal(tcp_neigh_resolve(st, &peer, 4000), 0);
+	assert_int_equal(cp.n, 1);
+	assert_int_equal(tcp_neigh_resolve(st, &far, 4000), -ENETUNREACH);
+	assert_int_equal(tcp_neigh_resolve(st, &v6, 4000), -EAFNOSUPPORT);
+	assert_int_equal(tcp_neigh_resolve(st, NULL, 4000), -EINVAL);
+	tcp_destroy(st);
+}
+
 static void test_vlan_tagged_arp(void **state)
 {
 	struct cap cp = { .n = 0 };
@@ -689,6 +728,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_rejects_bad_config),
+		cmocka_unit_test(test_neigh_resolve),
 		cmocka_unit_test(test_listen_and_connect_errors),
 		cmocka_unit_test(test_conn_state_budget),
 		cmocka_unit_test(test_xfer_clean),

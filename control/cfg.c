@@ -382,7 +382,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 		if (!strcmp(key, "spool") || !strcmp(key, "limits") ||
 		    !strcmp(key, "timeouts") || !strcmp(key, "control") ||
 		    !strcmp(key, "smtp") || !strcmp(key, "relay") ||
-		    !strcmp(key, "state"))
+		    !strcmp(key, "state") || !strcmp(key, "log"))
 			return walk_section(w, v, key);
 		if (!strcmp(key, "domains"))
 			return walk_domains(w, v);
@@ -392,7 +392,7 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			return get_entries(w, v, key, &c->allowlist, &c->nallowlist);
 		return fail_at(w, k, "unknown key \"%s\" (expected: hostname, io, port, "
 			       "queues, listen, spool, limits, timeouts, control, smtp, "
-			       "relay, state, domains, blocklist, allowlist)", key);
+			       "relay, state, log, domains, blocklist, allowlist)", key);
 	}
 	if (!strcmp(sect, "spool")) {
 		if (!strcmp(key, "dir"))
@@ -450,6 +450,16 @@ static int walk_key(struct walk *w, const char *sect, const char *key,
 			return 0;
 		}
 		return fail_at(w, k, "unknown key \"%s\" in state (expected: dir)", key);
+	}
+	if (!strcmp(sect, "log")) {
+		static const char *const levels[] = { "error", "warning", "info", "debug", NULL };
+
+		if (!strcmp(key, "level")) {
+			if (get_choice(w, v, "log.level", levels, &choice) == 0)
+				c->log_level = (unsigned)choice;
+			return w->rc;
+		}
+		return fail_at(w, k, "unknown key \"%s\" in log (expected: level)", key);
 	}
 	if (!strcmp(sect, "smtp")) {
 		if (!strcmp(key, "bare_lf")) {
@@ -573,6 +583,7 @@ void cfg_defaults(struct cfg *c)
 	c->max_errors = 20;
 	c->command_timeout_s = 300; /* RFC 5321 §4.5.3.2.7 */
 	c->data_timeout_s = 180;    /* RFC 5321 §4.5.3.2.6 */
+	c->log_level = 2;           /* info (mlog.h) */
 	c->chunking = true;
 	c->smtputf8 = true;
 	strcpy(c->relay.state_dir, "/var/lib/mxedge/relay");

@@ -90,6 +90,7 @@ struct cfg {
 	unsigned max_errors;
 	unsigned command_timeout_s;
 	unsigned data_timeout_s;
+	unsigned log_level;          /* enum mlog_level: log.level, default info */
 	bool bare_lf_normalise;
 	bool chunking;
 	bool smtputf8;

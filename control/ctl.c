@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "mlog.h"
 
 #define OUT_MAX (4u << 20) /* pending reply bytes before a client is dropped */
 
@@ -167,11 +168,15 @@ json_t *ctl_handle_frame(const struct ctl_command *cmds, size_t ncmds,
 		json_object_set_new(req, "args", args);
 	}
 	if (cmds[i].fn(ctx, peer, args, &result, &code, &msg) == 0) {
+		mlog(MLOG_DEBUG, "control: %s from uid %u pid %d: ok", cmds[i].name,
+		     (unsigned)peer->uid, (int)peer->pid);
 		reply = json_pack("{s:i, s:O, s:b, s:o}", "v", CTL_VERSION, "id",
 				  id ? id : json_null(), "ok", 1, "result",
 				  result ? result : json_null());
 	} else {
 		json_decref(result);
+		mlog(MLOG_DEBUG, "control: %s from uid %u pid %d: %s", cmds[i].name,
+		     (unsigned)peer->uid, (int)peer->pid, code ? code : "failed");
 		reply = reply_error(id, code ? code : "failed",
 				    msg ? msg : "command failed");
 	}

@@ -9,18 +9,27 @@
  * process runs in the foreground (systemd supervises it); SIGTERM/SIGINT
  * stop it cleanly. It never writes to the dataplane's spool, so the
  * dataplane keeps accepting mail while this process restarts.
+ *
+ * Besides the relay's commands the socket answers "log.level": the level of
+ * this process's diagnostic log (log.level in the file), changed live by an
+ * admin, kept in RELAY_STATE_DIR/control.json (so it survives a restart and
+ * wins over the file until set back) and written to the audit log.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "cfg.h"
 #include "ctl.h"
+#include "mlog.h"
 #include "relay.h"
 
 #define DEFAULT_CONFIG "/etc/mxedge/mxedge.yaml"
@@ -57,6 +66,143 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(g->ev, &tv);
 }
 
+/* The process's own settings: where log.level changes are kept. */
+static char state_dir[256];
+static int file_level = MLOG_INFO;
+
+/* Saves the operator's level (or removes the file when it is the file's
+ * again) atomically: temporary file, fsync, rename. Returns 0 or -errno. */
+static int level_save(int level)
+{
+	char path[300], tmp[310];
+	json_t *o;
+	int fd, rc = 0;
+	char *text = NULL;
+
+	snprintf(path, sizeof(path), "%s/control.json", state_dir);
+	if (level == file_level)
+		return unlink(path) == 0 || errno == ENOENT ? 0 : -errno;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	o = json_pack("{s:i, s:s}", "version", 1, "log.level", mlog_name(level));
+	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text == NULL)
+		return -ENOMEM;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) || fsync(fd) < 0) {
+		rc = errno ? -errno : -EIO;
+		close(fd);
+		goto fail;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0)
+		rc = -errno;
+fail:
+	free(text);
+	return rc;
+}
+
+/* The level saved by an operator, or -ENOENT; -EINVAL with @err for a file
+ * that cannot be read as one. */
+static int level_load(char *err, size_t errlen)
+{
+	char path[300];
+	json_error_t je;
+	json_t *d;
+	int level;
+
+	snprintf(path, sizeof(path), "%s/control.json", state_dir);
+	if (access(path, F_OK) != 0)
+		return -ENOENT;
+	d = json_load_file(path, 0, &je);
+	level = mlog_parse(json_string_value(json_object_get(d, "log.level")));
+	if (level < 0)
+		snprintf(err, errlen, "%.280s:%d: expected {\"log.level\": \"error|warning|info|"
+			 "debug\"} (%.100s)", path, d ? 1 : je.line, d ? "bad value" : je.text);
+	json_decref(d);
+	return level < 0 ? -EINVAL : level;
+}
+
+/* One line of the audit log the relay keeps (same fields as its own). */
+static void level_audit(const struct ctl_peer *peer, int old, int level)
+{
+	char path[300], ts[40];
+	struct timespec now;
+	struct tm tm;
+	json_t *o;
+	char *line;
+	int fd;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:s}", "time", ts, "uid", (int)peer->uid,
+		      "pid", (int)peer->pid, "cmd", "log.level", "old", mlog_name(old),
+		      "new", mlog_name(level));
+	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	snprintf(path, sizeof(path), "%s/audit.log", state_dir);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (line && fd >= 0) {
+		size_t n = strlen(line);
+
+		line[n] = '\n';
+		if (write(fd, line, n + 1) != (ssize_t)(n + 1) || fdatasync(fd) < 0)
+			mlog(MLOG_ERROR, "audit log %s: %s", path, strerror(errno));
+	}
+	if (fd >= 0)
+		close(fd);
+	free(line);
+}
+
+/* "log.level [level=LEVEL]": read by anyone, changed by an admin. */
+static int h_log_level(void *ctx, const struct ctl_peer *peer, json_t *args,
+		       json_t **res, const char **code, char **msg)
+{
+	json_t *jl = json_object_get(args, "level");
+	int old = mlog_level(), level, rc;
+
+	(void)ctx;
+	if (jl == NULL) {
+		*res = json_pack("{s:s}", "level", mlog_name(old));
+		return 0;
+	}
+	if (peer->role != CTL_ADMIN) {
+		*code = "permission_denied";
+		if (asprintf(msg, "changing the log level needs the admin role (uid %u is "
+			     "read-only)", (unsigned)peer->uid) < 0)
+			*msg = NULL;
+		return -1;
+	}
+	level = mlog_parse(json_string_value(jl));
+	if (level < 0) {
+		*code = "bad_args";
+		*msg = strdup("log.level: expected error, warning, info or debug");
+		return -1;
+	}
+	mlog_set_level(level);
+	level_audit(peer, old, level);
+	mlog(MLOG_INFO, "log.level: %s -> %s by uid %u", mlog_name(old), mlog_name(level),
+	     (unsigned)peer->uid);
+	*res = json_pack("{s:s, s:s, s:s}", "key", "log.level", "old", mlog_name(old),
+			 "new", mlog_name(level));
+	rc = level_save(level);
+	if (rc < 0) {
+		json_decref(*res);
+		*res = NULL;
+		*code = "not_persisted";
+		if (asprintf(msg, "applied, but %s/control.json: %s; the change is lost at "
+			     "restart", state_dir, strerror(-rc)) < 0)
+			*msg = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -71,7 +217,8 @@ int main(int argc, char **argv)
 	struct ctl_glue g = { NULL, NULL };
 	struct event_base *base = NULL;
 	struct relay *r = NULL;
-	const struct ctl_command *cmds;
+	const struct ctl_command *rcmds;
+	struct ctl_command *cmds = NULL;
 	bool check = false;
 	char err[512];
 	struct cfg c;
@@ -102,6 +249,7 @@ int main(int argc, char **argv)
 		cfg_free(&c);
 		return 0;
 	}
+	mlog_init("mxedge-control");
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
 	if (base == NULL) {
@@ -113,7 +261,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mxedge-control: %s\n", err);
 		goto out;
 	}
-	cmds = relay_commands(&ncmds);
+	snprintf(state_dir, sizeof(state_dir), "%s", c.relay.state_dir);
+	file_level = (int)c.log_level;
+	mlog_set_level(file_level);
+	o = level_load(err, sizeof(err));
+	if (o == -EINVAL) {
+		fprintf(stderr, "mxedge-control: %s\n", err);
+		goto out;
+	}
+	if (o >= 0)
+		mlog_set_level(o);
+	rcmds = relay_commands(&ncmds);
+	cmds = calloc(ncmds + 1, sizeof(*cmds));
+	if (cmds == NULL)
+		goto out;
+	memcpy(cmds, rcmds, ncmds * sizeof(*cmds));
+	cmds[ncmds++] = (struct ctl_command){ "log.level", false, h_log_level,
+		"the diagnostic log's level; level=error|warning|info|debug changes it (admin)" };
 	g.srv = ctl_server_open(c.relay.socket, cmds, ncmds, r);
 	if (g.srv == NULL) {
 		fprintf(stderr, "mxedge-control: %s: %s\n", c.relay.socket, strerror(errno));
@@ -142,6 +306,7 @@ out:
 	if (sigint)
 		event_free(sigint);
 	ctl_server_close(g.srv);
+	free(cmds);
 	relay_free(r);
 	if (base)
 		event_base_free(base);

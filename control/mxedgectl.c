@@ -3,6 +3,13 @@
  *
  *   mxedgectl [--socket PATH] [--json] [--timeout SEC] COMMAND [KEY=VALUE ...]
  *
+ * Two daemons answer: the edge (status, stats, config, lists, domains,
+ * audit, log level) and mxedge-control's relay (queue.*). queue.* commands
+ * go to the relay's socket (--relay-socket, $MXEDGE_RELAY or
+ * /run/mxedge/relay.sock); --relay sends any command there (e.g. "log
+ * level" or "audit" of the relay). An explicit --socket wins for every
+ * command. "log level [LEVEL]" reads or sets log.level.
+ *
  * KEY=VALUE pairs become the request's "args" (integers and true/false are
  * sent as JSON numbers and booleans); --args '{...}' passes JSON as is.
  * "config get" is the same as "config.get" (a group word and a verb).
@@ -18,14 +25,19 @@
 #include "ctl.h"
 
 #define DEFAULT_SOCKET "/run/mxedge/control.sock"
+#define DEFAULT_RELAY_SOCKET "/run/mxedge/relay.sock"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: mxedgectl [--socket PATH] [--json] [--timeout SEC] COMMAND [KEY=VALUE ...]\n"
 "       mxedgectl [--socket PATH] COMMAND --args '{\"key\": ...}'\n"
+"       mxedgectl [--relay] log level [error|warning|info|debug]\n"
 "\n"
 "  --socket PATH   control socket (default $MXEDGE_CONTROL or " DEFAULT_SOCKET ")\n"
+"  --relay-socket PATH  mxedge-control's socket, for queue.* commands (default\n"
+"                  $MXEDGE_RELAY or " DEFAULT_RELAY_SOCKET ")\n"
+"  --relay         send the command to mxedge-control (log level, audit, help)\n"
 "  --json          print the JSON reply instead of a table\n"
 "  --timeout SEC   give up waiting for a reply after SEC seconds (default 10)\n"
 "\n"
@@ -148,22 +160,33 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "args", required_argument, NULL, 'a' },
+		{ "relay-socket", required_argument, NULL, 'r' },
+		{ "relay", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sock = getenv("MXEDGE_CONTROL");
+	const char *sock = getenv("MXEDGE_CONTROL"), *rsock = getenv("MXEDGE_RELAY");
 	json_t *args = json_object(), *reply, *err;
-	bool as_json = false;
+	bool as_json = false, sock_given = false, to_relay = false;
 	int timeout_s = 10, c, status;
 	char *end, joined[128];
 	const char *cmd;
 
 	if (sock == NULL || *sock == '\0')
 		sock = DEFAULT_SOCKET;
+	if (rsock == NULL || *rsock == '\0')
+		rsock = DEFAULT_RELAY_SOCKET;
 	while ((c = getopt_long(argc, argv, "+s:jt:a:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			sock = optarg;
+			sock_given = true;
+			break;
+		case 'r':
+			rsock = optarg;
+			break;
+		case 'R':
+			to_relay = true;
 			break;
 		case 'j':
 			as_json = true;
@@ -208,6 +231,13 @@ int main(int argc, char **argv)
 			optind++;
 		}
 	}
+	/* "log level debug": the level is the one positional word */
+	if (strcmp(cmd, "log.level") == 0 && optind + 2 == argc && strchr(argv[optind + 1], '=') == NULL) {
+		json_object_set_new(args, "level", json_string(argv[optind + 1]));
+		optind++;
+	}
+	if (!sock_given && (to_relay || strncmp(cmd, "queue.", 6) == 0))
+		sock = rsock;
 	for (int i = optind + 1; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 

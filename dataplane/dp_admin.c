@@ -30,6 +30,7 @@
 #include <linux/bpf.h>
 
 #include "dp.h"
+#include "mlog.h"
 
 /* Entries the audit command can show; older ones stay in the file. */
 #define AUDIT_RING 1000
@@ -44,21 +45,25 @@ struct knob {
 	uint64_t min, max;
 	size_t off;             /* in struct cfg */
 	size_t size;            /* 4 (unsigned) or 8 (uint64_t) */
+	bool named;             /* a log level: shown and set by name (mlog.h) */
 };
 
 #define KNOB(k, l, lo, hi, field) \
-	{ k, l, lo, hi, offsetof(struct cfg, field), sizeof(((struct cfg *)0)->field) }
+	{ k, l, lo, hi, offsetof(struct cfg, field), sizeof(((struct cfg *)0)->field), false }
 /* Ranges are the YAML parser's (control/cfg.c), so a value accepted here
  * is one the file would accept too. */
 static const struct knob knobs[] = {
 	KNOB("limits.max_sessions_per_client", true, 0, 100000000, max_sessions_per_client),
 	KNOB("limits.session_max_s", true, 0, 864000, session_max_s),
-	KNOB("limits.max_message_size", false, 1024, 1ULL << 40, max_message_size),
-	KNOB("limits.max_recipients", false, 1, 100000, max_recipients),
-	KNOB("limits.max_errors", false, 1, 1000, max_errors),
+	KNOB("limits.max_message_size", true, 1024, 1ULL << 40, max_message_size),
+	KNOB("limits.max_recipients", true, 1, 100000, max_recipients),
+	KNOB("limits.max_errors", true, 1, 1000, max_errors),
+	KNOB("timeouts.command_s", true, 1, 86400, command_timeout_s),
+	KNOB("timeouts.data_s", true, 1, 86400, data_timeout_s),
+	{ "log.level", true, MLOG_ERROR, MLOG_DEBUG, offsetof(struct cfg, log_level),
+	  sizeof(((struct cfg *)0)->log_level), true },
+	/* Sizes the session pools and the TCP stack: a restart. */
 	KNOB("limits.max_sessions", false, 1, 100000000, max_sessions),
-	KNOB("timeouts.command_s", false, 1, 86400, command_timeout_s),
-	KNOB("timeouts.data_s", false, 1, 86400, data_timeout_s),
 };
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
 
@@ -152,7 +157,11 @@ static int shield_mirror(struct shield *sh, enum tbl_list l,
 
 /* ---- knobs ------------------------------------------------------------- */
 
-enum { K_PER_CLIENT = 0, K_SESSION_MAX = 1 };
+/* Indexes into knobs[], in its order. */
+enum {
+	K_PER_CLIENT = 0, K_SESSION_MAX, K_MAX_SIZE, K_MAX_RCPTS, K_MAX_ERRORS,
+	K_CMD_TMO, K_DATA_TMO, K_LOG_LEVEL,
+};
 
 static uint64_t knob_get(const struct cfg *c, const struct knob *k)
 {
@@ -180,13 +189,48 @@ static const struct knob *knob_find(const char *key, size_t *idx)
 	return NULL;
 }
 
+/* A knob's value as the protocol shows it: a level by name, else a number. */
+static json_t *knob_json(const struct knob *k, uint64_t v)
+{
+	return k->named ? json_string(mlog_name((int)v)) : json_integer((json_int_t)v);
+}
+
+/* A value as given for @k: a level name, or a number within its range
+ * (a JSON integer or a string of digits: a shell user may quote it). */
+static bool knob_parse(const struct knob *k, json_t *v, uint64_t *out)
+{
+	const char *s = json_string_value(v);
+	char *end;
+
+	if (k->named) {
+		int l = mlog_parse(s);
+
+		*out = (uint64_t)l;
+		return l >= 0;
+	}
+	if (json_is_integer(v) && json_integer_value(v) >= 0) {
+		*out = (uint64_t)json_integer_value(v);
+	} else {
+		if (s == NULL || *s < '0' || *s > '9')
+			return false;
+		errno = 0;
+		*out = strtoull(s, &end, 10);
+		if (errno != 0 || *end != '\0')
+			return false;
+	}
+	return *out >= k->min && *out <= k->max;
+}
+
 /* The running value of live knob @i: the operator's override, else the
- * file's. */
+ * file's. Overrides were validated (knob_parse) when stored. */
 static uint64_t knob_effective(struct dp_admin_priv *p, size_t i)
 {
 	json_t *o = json_object_get(p->overrides, knobs[i].key);
+	uint64_t v;
 
-	return o ? (uint64_t)json_integer_value(o) : knob_get(&p->base, &knobs[i]);
+	if (o && knob_parse(&knobs[i], o, &v))
+		return v;
+	return knob_get(&p->base, &knobs[i]);
 }
 
 static int knobs_publish(struct dp_admin *a)
@@ -194,7 +238,14 @@ static int knobs_publish(struct dp_admin *a)
 	struct tbl_knobs k = {
 		.max_sessions_per_client = (uint32_t)a->priv->kval[K_PER_CLIENT],
 		.session_max_s = (uint32_t)a->priv->kval[K_SESSION_MAX],
+		.max_message_size = a->priv->kval[K_MAX_SIZE],
+		.max_recipients = (uint32_t)a->priv->kval[K_MAX_RCPTS],
+		.max_errors = (uint32_t)a->priv->kval[K_MAX_ERRORS],
+		.command_timeout_s = (uint32_t)a->priv->kval[K_CMD_TMO],
+		.data_timeout_s = (uint32_t)a->priv->kval[K_DATA_TMO],
 	};
+
+	mlog_set_level((int)a->priv->kval[K_LOG_LEVEL]);
 
 	return tbl_knobs_set(a->tables, &k);
 }
@@ -388,7 +439,7 @@ static void audit(struct dp_admin *a, const struct ctl_peer *peer, const char *c
 		line[n] = '\n'; /* json_dumps' NUL becomes the line end */
 		if (write(p->auditfd, line, n + 1) != (ssize_t)(n + 1) ||
 		    fdatasync(p->auditfd) < 0)
-			fprintf(stderr, "mxedge: audit log: %s\n", strerror(errno));
+			mlog(MLOG_ERROR, "audit log: %s", strerror(errno));
 		free(line);
 	}
 	json_array_append_new(p->audit_ring, o);
@@ -588,6 +639,29 @@ fail:
 	return rc;
 }
 
+/* Creates the state directory, and its parent when missing: the default,
+ * SPOOL/state, comes before the spool directory on a first start.
+ * Returns 0 or -errno. */
+static int state_mkdir(const char *dir)
+{
+	char parent[256], *slash;
+
+	if (mkdir(dir, 0750) == 0 || errno == EEXIST)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	snprintf(parent, sizeof(parent), "%s", dir);
+	slash = strrchr(parent, '/');
+	if (slash == NULL || slash == parent)
+		return -ENOENT;
+	*slash = '\0';
+	if (mkdir(parent, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
 /* After a change: persist it, or tell the operator it will not survive. */
 static int persist(struct dp_admin *a, const char **code, char **msg)
 {
@@ -681,9 +755,10 @@ static int state_apply(struct dp_admin *a, struct tbl_set *t, struct shield *sh,
 	json_object_foreach(json_object_get(d, "knobs"), key, jk) {
 		const struct knob *kn = knob_find(key, &ki);
 
-		if (kn == NULL || !kn->live || !json_is_integer(jk) ||
-		    json_integer_value(jk) < (json_int_t)kn->min ||
-		    (uint64_t)json_integer_value(jk) > kn->max) {
+		uint64_t kv;
+
+		if (kn == NULL || !kn->live || !(kn->named ? json_is_string(jk) : json_is_integer(jk)) ||
+		    !knob_parse(kn, jk, &kv)) {
 			snprintf(err, errlen, "%s: knobs.%s: not a live knob or out of range", src, key);
 			return -EINVAL;
 		}
@@ -1036,21 +1111,44 @@ static int domain_cb(const char *d, const struct tbl_domain_policy *pol, void *a
 static int h_domain_list(struct dp_admin *a, const struct ctl_peer *peer, const char *cmd,
 			 json_t *args, json_t **result, const char **code, char **msg)
 {
+	static const char *const tls[] = { "none", "opportunistic", "required" };
+	json_t *row;
+	size_t i;
+
 	*result = json_array();
 	tbl_domain_list(a->tables, domain_cb, *result);
+	/* The relay route mxedge-control uses for the domain: the file's
+	 * (routes are not changed through this socket); null = none. */
+	json_array_foreach(*result, i, row) {
+		const struct cfg_domain *d = cfg_domain_find(&a->priv->base,
+			json_string_value(json_object_get(row, "domain")));
+		char route[300];
+
+		if (d == NULL || d->route.host[0] == '\0') {
+			json_object_set_new(row, "route", json_null());
+			continue;
+		}
+		snprintf(route, sizeof(route), "%s:%u tls=%s", d->route.host,
+			 d->route.port ? d->route.port : 25u,
+			 (unsigned)d->route.tls < 3 ? tls[d->route.tls] : "?");
+		json_object_set_new(row, "route", json_string(route));
+	}
 	return 0;
 }
 
 static json_t *knob_row(struct dp_admin_priv *p, size_t i)
 {
-	return json_pack("{s:s, s:I, s:b, s:s, s:I, s:I}", "key", knobs[i].key,
-			 "value", (json_int_t)p->kval[i], "live", knobs[i].live,
+	return json_pack("{s:s, s:o, s:b, s:s, s:o, s:o}", "key", knobs[i].key,
+			 "value", knob_json(&knobs[i], p->kval[i]), "live", knobs[i].live,
 			 "source", json_object_get(p->overrides, knobs[i].key) ? "operator" :
 				   "file",
-			 "min", (json_int_t)knobs[i].min, "max", (json_int_t)knobs[i].max);
+			 "min", knob_json(&knobs[i], knobs[i].min),
+			 "max", knob_json(&knobs[i], knobs[i].max));
 }
 
-static const char live_keys[] = "limits.max_sessions_per_client, limits.session_max_s";
+static const char live_keys[] = "limits.max_sessions_per_client, limits.session_max_s, "
+	"limits.max_message_size, limits.max_recipients, limits.max_errors, "
+	"timeouts.command_s, timeouts.data_s, log.level";
 
 /* "config.get [key=NAME]": every knob (or one) with its running value,
  * whether it is live, and who set it (the file or an operator). */
@@ -1063,9 +1161,7 @@ static int h_config_get(struct dp_admin *a, const struct ctl_peer *peer, const c
 	if (jk) {
 		if (!json_is_string(jk) || knob_find(json_string_value(jk), &i) == NULL)
 			return bad_args(code, msg, "unknown key \"%s\"; keys: %s and (restart "
-					"only) limits.max_message_size, limits.max_recipients, "
-					"limits.max_errors, limits.max_sessions, timeouts.command_s, "
-					"timeouts.data_s", json_is_string(jk) ?
+					"only) limits.max_sessions", json_is_string(jk) ?
 					json_string_value(jk) : "?", live_keys);
 		*result = knob_row(a->priv, i);
 		return 0;
@@ -1074,25 +1170,6 @@ static int h_config_get(struct dp_admin *a, const struct ctl_peer *peer, const c
 	for (i = 0; i < NKNOBS; i++)
 		json_array_append_new(*result, knob_row(a->priv, i));
 	return 0;
-}
-
-/* A value as given: a JSON integer, or a string of digits (a shell user
- * may quote it). */
-static bool value_arg(json_t *v, uint64_t *out)
-{
-	const char *s;
-	char *end;
-
-	if (json_is_integer(v) && json_integer_value(v) >= 0) {
-		*out = (uint64_t)json_integer_value(v);
-		return true;
-	}
-	s = json_string_value(v);
-	if (s == NULL || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno == 0 && *end == '\0';
 }
 
 /* "config.set key=NAME value=V": a live knob, validated, published to the
@@ -1117,24 +1194,32 @@ static int h_config_set(struct dp_admin *a, const struct ctl_peer *peer, const c
 		return fail_msg(code, msg, "restart_required", "%s cannot change while "
 				"running: set it in the configuration file and restart mxedge "
 				"(live keys: %s)", k->key, live_keys);
-	if (jv == NULL || !value_arg(jv, &v) || v < k->min || v > k->max)
+	if (k->named && (jv == NULL || !knob_parse(k, jv, &v)))
+		return bad_args(code, msg, "%s: expected error, warning, info or debug", k->key);
+	if (jv == NULL || !knob_parse(k, jv, &v))
 		return bad_args(code, msg, "%s: expected a whole number %llu..%llu",
 				k->key, (unsigned long long)k->min, (unsigned long long)k->max);
 	old = p->kval[i];
 	if (v == knob_get(&p->base, k))
 		json_object_del(p->overrides, k->key);
 	else
-		json_object_set_new(p->overrides, k->key, json_integer((json_int_t)v));
+		json_object_set_new(p->overrides, k->key, knob_json(k, v));
 	p->kval[i] = v;
 	if (knobs_publish(a) < 0) {
 		p->kval[i] = old;
 		return fail_msg(code, msg, "failed", "%s", strerror(ENOMEM));
 	}
-	audit(a, peer, cmd, k->key, json_integer((json_int_t)old), json_integer((json_int_t)v));
+	audit(a, peer, cmd, k->key, knob_json(k, old), knob_json(k, v));
+	if (k->named)
+		mlog(MLOG_INFO, "config.set %s: %s -> %s by uid %u", k->key,
+		     mlog_name((int)old), mlog_name((int)v), (unsigned)peer->uid);
+	else
+		mlog(MLOG_INFO, "config.set %s: %llu -> %llu by uid %u", k->key,
+		     (unsigned long long)old, (unsigned long long)v, (unsigned)peer->uid);
 	if (persist(a, code, msg))
 		return -1;
-	*result = json_pack("{s:s, s:I, s:I}", "key", k->key, "old", (json_int_t)old,
-			    "new", (json_int_t)v);
+	*result = json_pack("{s:s, s:o, s:o}", "key", k->key, "old", knob_json(k, old),
+			    "new", knob_json(k, v));
 	return 0;
 }
 
@@ -1245,10 +1330,11 @@ static int do_reload(struct dp_admin *a, const struct ctl_peer *peer,
 			nv = knob_effective(p, i);
 			if (nv == p->kval[i])
 				continue;
-			json_array_append_new(changed, json_pack("{s:s, s:I, s:I}", "key",
-				knobs[i].key, "old", (json_int_t)p->kval[i], "new", (json_int_t)nv));
-			json_object_set_new(oldk, knobs[i].key, json_integer((json_int_t)p->kval[i]));
-			json_object_set_new(newk, knobs[i].key, json_integer((json_int_t)nv));
+			json_array_append_new(changed, json_pack("{s:s, s:o, s:o}", "key",
+				knobs[i].key, "old", knob_json(&knobs[i], p->kval[i]),
+				"new", knob_json(&knobs[i], nv)));
+			json_object_set_new(oldk, knobs[i].key, knob_json(&knobs[i], p->kval[i]));
+			json_object_set_new(newk, knobs[i].key, knob_json(&knobs[i], nv));
 			p->kval[i] = nv;
 		} else if (nv != p->kval[i]) {
 			json_array_append_new(restart, json_string(knobs[i].key));
@@ -1390,6 +1476,30 @@ static int h_stats(struct dp_admin *a, const struct ctl_peer *peer, const char *
 	return 0;
 }
 
+/* "log.level [level=LEVEL]": the level of this process's diagnostic log,
+ * or a change of it (the admin role; persisted and audited like
+ * config.set key=log.level, which it is). Read-only peers may look. */
+static int h_log_level(struct dp_admin *a, const struct ctl_peer *peer, const char *cmd,
+		       json_t *args, json_t **result, const char **code, char **msg)
+{
+	json_t *jl = json_object_get(args, "level"), *sargs;
+	int rc;
+
+	if (jl == NULL) {
+		*result = json_pack("{s:s}", "level", mlog_name((int)a->priv->kval[K_LOG_LEVEL]));
+		return 0;
+	}
+	if (peer->role != CTL_ADMIN)
+		return fail_msg(code, msg, "permission_denied", "changing the log level needs "
+				"the admin role (uid %u is read-only)", (unsigned)peer->uid);
+	sargs = json_pack("{s:s, s:O}", "key", "log.level", "value", jl);
+	if (sargs == NULL)
+		return fail_msg(code, msg, "failed", "%s", strerror(ENOMEM));
+	rc = h_config_set(a, peer, cmd, sargs, result, code, msg);
+	json_decref(sargs);
+	return rc;
+}
+
 /* ctl handlers get the command table's ctx; each wrapper knows its name. */
 #define WRAP(fn, name, cmd)                                                     \
 	static int w_##fn##_##name(void *ctx, const struct ctl_peer *peer,     \
@@ -1413,6 +1523,7 @@ WRAP(h_config_get, config, "config.get")
 WRAP(h_config_set, config, "config.set")
 WRAP(h_config_reload, config, "config.reload")
 WRAP(h_audit, audit, "audit")
+WRAP(h_log_level, log, "log.level")
 WRAP(h_status, status, "status")
 WRAP(h_stats, stats, "stats")
 WRAP(h_shield, shield, "shield")
@@ -1447,6 +1558,8 @@ static const struct ctl_command admin_cmds[] = {
 	  "re-read the configuration file (all or nothing); also on SIGHUP" },
 	{ "audit", false, w_h_audit_audit, "changes made through this socket, newest last "
 	  "[limit=N]" },
+	{ "log.level", false, w_h_log_level_log, "the diagnostic log's level; "
+	  "level=error|warning|info|debug changes it (admin)" },
 };
 
 const struct ctl_command *dp_admin_commands(size_t *n)
@@ -1511,9 +1624,21 @@ int dp_admin_start(struct dp_admin *a, const struct dp_config *cfg,
 		char path[320];
 
 		snprintf(p->state_dir, sizeof(p->state_dir), "%s", cfg->state_dir);
-		if (mkdir(p->state_dir, 0750) < 0 && errno != EEXIST) {
-			rc = -errno;
-			snprintf(err, errlen, "state.dir %s: %s", p->state_dir, strerror(errno));
+		rc = state_mkdir(p->state_dir);
+		if (rc < 0) {
+			char dflt[sizeof(cfg->spool_dir) + 8];
+
+			/* The default, SPOOL/state: the operator named only
+			 * the spool, so the error names it. */
+			snprintf(dflt, sizeof(dflt), "%s/state", cfg->spool_dir);
+			if (strcmp(dflt, p->state_dir) == 0)
+				snprintf(err, errlen, "spool %s: cannot create %s, where changes "
+					 "made through the control socket are kept (state.dir "
+					 "puts them elsewhere): %s", cfg->spool_dir, p->state_dir,
+					 strerror(-rc));
+			else
+				snprintf(err, errlen, "state.dir %s: %s", p->state_dir,
+					 strerror(-rc));
 			return rc;
 		}
 		snprintf(p->state_path, sizeof(p->state_path), "%s/state.json", p->state_dir);

@@ -65,7 +65,7 @@ void dp_usage(void *fp)
 "  --control PATH       control socket for mxedgectl (default " DP_DEFAULT_CONTROL ")\n"
 "  --no-control         no control socket\n"
 "  --state-dir DIR      keep control-socket changes (state.json) and the audit\n"
-"                       log in DIR (state.dir; default: in memory only)\n"
+"                       log in DIR (state.dir; default: SPOOL/state)\n"
 "  --version            print the version\n"
 "  --help               this text\n");
 }
@@ -449,6 +449,17 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	if (optind < argc + 1) {
 		fprintf(stderr, "mxedge: unexpected argument '%s' (see --help)\n",
 			args[optind]);
+		return -EINVAL;
+	}
+	/* Operators' changes survive a restart by default: the spool is the
+	 * instance's own durable directory (docs/ARCHITECTURE.md, "Where
+	 * live changes are kept"); the spool ignores names that are not its
+	 * segments. */
+	if (cfg->state_dir[0] == '\0' &&
+	    snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s/state",
+		     cfg->spool_dir) >= (int)sizeof(cfg->state_dir)) {
+		fprintf(stderr, "mxedge: spool directory too long for its state "
+			"directory; set state.dir\n");
 		return -EINVAL;
 	}
 	if (cfg->io == CFG_IO_KERNEL)

@@ -93,9 +93,11 @@ struct smtp_session {
 	uint64_t msg_size;       /* body bytes stored so far */
 	uint64_t bdat_left;      /* bytes left in the current BDAT chunk */
 	uint64_t bdat_chunk;     /* size of the current BDAT chunk */
+	uint64_t tx_max_size;    /* the size limit this transaction's MAIL saw */
 	uint32_t flags;
 	uint16_t line_len;
 	uint16_t nrcpt;
+	uint16_t tx_max_rcpts;   /* the recipient limit of this transaction */
 	uint16_t errors;
 	uint16_t junk;
 	uint8_t st;
@@ -192,6 +194,26 @@ void smtp_server_destroy(struct smtp_server *srv)
 	free(srv->hostname);
 	free(srv->greeting);
 	free(srv);
+}
+
+int smtp_server_set_limits(struct smtp_server *srv,
+			   const struct smtp_limits *l)
+{
+	if (srv == NULL || l == NULL)
+		return -EINVAL;
+	/* 0 keeps the running value: a caller that never set a field (a
+	 * table that was not published yet) cannot reset it to a default. */
+	if (l->max_message_size)
+		srv->cfg.max_message_size = l->max_message_size;
+	if (l->max_rcpts)
+		srv->cfg.max_rcpts = l->max_rcpts > 65535 ? 65535 : l->max_rcpts;
+	if (l->max_errors)
+		srv->cfg.max_errors = l->max_errors > 65535 ? 65535 : l->max_errors;
+	if (l->cmd_timeout_ms)
+		srv->cfg.cmd_timeout_ms = l->cmd_timeout_ms;
+	if (l->data_timeout_ms)
+		srv->cfg.data_timeout_ms = l->data_timeout_ms;
+	return 0;
 }
 
 size_t smtp_session_size(void)
@@ -673,7 +695,7 @@ static void body_out(struct smtp_session *s, const uint8_t *p, size_t n)
 		return;
 	/* RFC 1870 §6.2: over the limit the message is refused (552), but
 	 * the rest is still read so the session stays in sync. */
-	if (s->msg_size + n > s->srv->cfg.max_message_size) {
+	if (s->msg_size + n > s->tx_max_size) {
 		s->flags |= F_TOOBIG;
 		return;
 	}
@@ -1236,6 +1258,11 @@ static void do_mail(struct smtp_session *s, const char *a, size_t n)
 		return;
 	}
 	tx_reset(s);
+	/* Limits changed live (smtp_server_set_limits) apply from the next
+	 * MAIL: a transaction keeps the ones it was accepted under, so a
+	 * message already being sent is not refused half-way. */
+	s->tx_max_size = s->srv->cfg.max_message_size;
+	s->tx_max_rcpts = (uint16_t)s->srv->cfg.max_rcpts;
 	if (ev.smtputf8)
 		s->flags |= F_UTF8TX;
 	v = emit(s, &ev);
@@ -1336,7 +1363,7 @@ static void do_rcpt(struct smtp_session *s, const char *a, size_t n)
 		reply(s, "553 5.6.7 Non-ASCII recipient needs SMTPUTF8");
 		return;
 	}
-	if (s->nrcpt >= s->srv->cfg.max_rcpts) {
+	if (s->nrcpt >= s->tx_max_rcpts) {
 		/* RFC 5321 §4.5.3.1.10 */
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;

@@ -167,6 +167,30 @@ struct smtp_config {
 struct smtp_server *smtp_server_create(const struct smtp_config *cfg,
 				       const struct smtp_ops *ops);
 
+/*
+ * Limits the operator may change while sessions run (config.set). A field
+ * of 0 keeps the running value.
+ */
+struct smtp_limits {
+	uint64_t max_message_size;  /* SIZE limit in bytes (RFC 1870) */
+	unsigned max_rcpts;         /* per message */
+	unsigned max_errors;        /* per session */
+	uint32_t cmd_timeout_ms;
+	uint32_t data_timeout_ms;
+};
+
+/*
+ * Change the server's limits for its sessions. Only the thread that drives
+ * the server's sessions may call it (no locking). Effect on sessions in
+ * progress: the size and recipient limits apply from the next MAIL FROM
+ * (an open transaction keeps the limits it started with; EHLO advertises
+ * the new SIZE at once); timeouts apply at once, counted from the
+ * session's last command or data bytes; max_errors applies at the next
+ * error reply. Returns 0, or -EINVAL when srv or l is NULL.
+ */
+int smtp_server_set_limits(struct smtp_server *srv,
+			   const struct smtp_limits *l);
+
 /* Free a server; NULL is ignored.  All sessions must be finished first. */
 void smtp_server_destroy(struct smtp_server *srv);
 

@@ -166,7 +166,10 @@ static void test_defaults_and_empty(void **state)
 	assert_int_equal(c.relay.max_backoff_s, 4000);
 	assert_int_equal(c.relay.lifetime_s, 15 * 86400);
 	assert_true(c.relay.time_scale == 1.0);
+	assert_int_equal(c.log_level, 2); /* info */
 	assert_int_equal(cfg_load("c.yaml", "# only a comment\n", 17, &c, err, sizeof(err)), 0);
+	assert_int_equal(cfg_load("c.yaml", "log:\n  level: debug\n", 20, &c, err, sizeof(err)), 0);
+	assert_int_equal(c.log_level, 3);
 	cfg_free(&c);
 }
 
@@ -192,6 +195,9 @@ static void test_errors(void **state)
 		{ "limits:\n  max_sessionz: 5\n", "c.yaml:2:3: unknown key \"max_sessionz\" in limits" },
 		{ "smtp:\n  chunking: maybe\n", "c.yaml:2:13: smtp.chunking: expected true or false" },
 		{ "smtp:\n  bare_lf: fix\n", "expected one of reject, normalise" },
+		{ "log:\n  level: loud\n",
+		  "c.yaml:2:10: log.level: expected one of error, warning, info, debug" },
+		{ "log:\n  levle: info\n", "c.yaml:2:3: unknown key \"levle\" in log (expected: level)" },
 		{ "domains:\n  customer.test:\n    max_sise: 5\n",
 		  "c.yaml:3:5: unknown key \"max_sise\" in domain customer.test" },
 		{ "domains: [a.test]\n", "domains: expected a mapping" },

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "../ctl.h"
+#include "../mlog.h"
 
 static int h_echo(void *ctx, const struct ctl_peer *peer, json_t *args,
 		  json_t **result, const char **code, char **msg)
@@ -258,12 +259,74 @@ static void test_socket(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
+/* Runs @fn with stderr captured; returns what it wrote (static buffer). */
+static const char *captured(void (*fn)(void))
+{
+	static char buf[4096];
+	FILE *tmp = tmpfile();
+	int saved = dup(2);
+	size_t n;
+
+	assert_non_null(tmp);
+	fflush(stderr);
+	assert_int_equal(dup2(fileno(tmp), 2), 2);
+	fn();
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(tmp);
+	n = fread(buf, 1, sizeof(buf) - 1, tmp);
+	buf[n] = '\0';
+	fclose(tmp);
+	return buf;
+}
+
+static void log_all(void)
+{
+	mlog(MLOG_ERROR, "e%d", 1);
+	mlog(MLOG_WARNING, "w");
+	mlog(MLOG_INFO, "i");
+	mlog(MLOG_DEBUG, "d");
+}
+
+static void one_request(void)
+{
+	json_decref(frame(&admin, "{\"v\":1,\"cmd\":\"fail\"}", NULL));
+}
+
+/* The diagnostic log writes a level's lines and the more severe ones;
+ * a request is a debug line (with who and the outcome). */
+static void test_log_levels(void **state)
+{
+	assert_int_equal(mlog_parse("debug"), MLOG_DEBUG);
+	assert_int_equal(mlog_parse("error"), MLOG_ERROR);
+	assert_int_equal(mlog_parse("Debug"), -EINVAL);
+	assert_int_equal(mlog_parse(NULL), -EINVAL);
+	assert_string_equal(mlog_name(MLOG_WARNING), "warning");
+	assert_string_equal(mlog_name(9), "?");
+	mlog_init("mxtest");
+	assert_int_equal(mlog_level(), MLOG_INFO);
+	assert_string_equal(captured(log_all), "mxtest: error: e1\nmxtest: warning: w\nmxtest: i\n");
+	mlog_set_level(MLOG_DEBUG);
+	assert_string_equal(captured(log_all),
+			    "mxtest: error: e1\nmxtest: warning: w\nmxtest: i\nmxtest: debug: d\n");
+	assert_string_equal(captured(one_request),
+			    "mxtest: debug: control: fail from uid 0 pid 1: not_found\n");
+	mlog_set_level(MLOG_ERROR);
+	assert_string_equal(captured(log_all), "mxtest: error: e1\n");
+	assert_string_equal(captured(one_request), "");
+	mlog_set_level(7); /* ignored */
+	assert_int_equal(mlog_level(), MLOG_ERROR);
+	mlog_set_level(MLOG_INFO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_success_and_ids),
 		cmocka_unit_test(test_socket),
+		cmocka_unit_test(test_log_levels),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,6 +50,13 @@ struct tbl_domain_policy {
 struct tbl_knobs {
 	uint32_t max_sessions_per_client; /* per address (IPv6: /64); 0 = off */
 	uint32_t session_max_s;           /* total session lifetime; 0 = off */
+	/* SMTP engine limits (smtp_server_set_limits); 0 = not published
+	 * yet: the worker keeps the value it was created with. */
+	uint64_t max_message_size;        /* bytes */
+	uint32_t max_recipients;
+	uint32_t max_errors;
+	uint32_t command_timeout_s;
+	uint32_t data_timeout_s;
 };
 
 struct tbl_set;

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "../dp.h"
+#include "mlog.h"
 
 #define ARGS(...) (char *[]){ __VA_ARGS__ }
 #define NARGS(...) (int)(sizeof((char *[]){ __VA_ARGS__ }) / sizeof(char *))
@@ -200,8 +201,11 @@ static void test_config_set(void **state)
 	expect_err(e, &admin_peer, "config.set", "{\"key\":7,\"value\":1}",
 		   "bad_args", "\"key\" is required");
 	expect_err(e, &admin_peer, "config.set",
-		   "{\"key\":\"timeouts.data_s\",\"value\":100}", "restart_required",
-		   "timeouts.data_s cannot change while running");
+		   "{\"key\":\"limits.max_sessions\",\"value\":100}", "restart_required",
+		   "limits.max_sessions cannot change while running");
+	expect_err(e, &admin_peer, "config.set",
+		   "{\"key\":\"timeouts.data_s\",\"value\":0}", "bad_args",
+		   "timeouts.data_s: expected a whole number 1..86400");
 	expect_err(e, &ro_peer, "config.set",
 		   "{\"key\":\"limits.session_max_s\",\"value\":5}", "permission_denied", "admin");
 	expect_err(e, &admin_peer, "config.get", "{\"key\":\"x\"}", "bad_args",
@@ -214,6 +218,160 @@ static void test_config_set(void **state)
 	assert_true(json_is_true(json_object_get(r, "ok")));
 	assert_true(json_array_size(json_object_get(r, "result")) >= 8);
 	json_decref(r);
+}
+
+/* The SMTP engine's limits are live: published to the workers in the same
+ * RCU struct (the workers hand them to smtp_server_set_limits). */
+static void test_config_set_smtp_limits(void **state)
+{
+	struct env *e = *state;
+	const struct tbl_knobs *k = tbl_knobs(e->t);
+
+	/* the file's values (defaults here) are published at start */
+	assert_int_equal(k->max_message_size, 50ULL << 20);
+	assert_int_equal(k->max_recipients, 100);
+	assert_int_equal(k->command_timeout_s, 300);
+	assert_int_equal(k->data_timeout_s, 180);
+	assert_int_equal(k->max_errors, 20);
+	run(e, "config.set", "{\"key\":\"limits.max_message_size\",\"value\":4096}");
+	run(e, "config.set", "{\"key\":\"limits.max_recipients\",\"value\":2}");
+	run(e, "config.set", "{\"key\":\"limits.max_errors\",\"value\":5}");
+	run(e, "config.set", "{\"key\":\"timeouts.command_s\",\"value\":7}");
+	run(e, "config.set", "{\"key\":\"timeouts.data_s\",\"value\":\"9\"}");
+	k = tbl_knobs(e->t);
+	assert_int_equal(k->max_message_size, 4096);
+	assert_int_equal(k->max_recipients, 2);
+	assert_int_equal(k->max_errors, 5);
+	assert_int_equal(k->command_timeout_s, 7);
+	assert_int_equal(k->data_timeout_s, 9);
+	assert_int_equal(k->max_sessions_per_client, 3); /* untouched */
+	expect_err(e, &admin_peer, "config.set",
+		   "{\"key\":\"limits.max_message_size\",\"value\":1023}", "bad_args",
+		   "limits.max_message_size: expected a whole number 1024..");
+	expect_err(e, &admin_peer, "config.set",
+		   "{\"key\":\"limits.max_recipients\",\"value\":0}", "bad_args",
+		   "limits.max_recipients: expected a whole number 1..100000");
+	/* survives a restart (state.json) */
+	env_stop(e);
+	env_start(e);
+	k = tbl_knobs(e->t);
+	assert_int_equal(k->max_message_size, 4096);
+	assert_int_equal(k->command_timeout_s, 7);
+	assert_int_equal(knob(e, "timeouts.data_s"), 9);
+}
+
+/* log.level: a live knob by name, through config.set or log.level; the
+ * level decides which lines are written. */
+static void test_log_level(void **state)
+{
+	struct env *e = *state;
+	json_t *keep, *r;
+
+	assert_int_equal(mlog_level(), MLOG_INFO);
+	r = ok(e, "log.level", NULL, &keep);
+	assert_string_equal(json_string_value(json_object_get(r, "level")), "info");
+	json_decref(keep);
+	r = ok(e, "config.get", "{\"key\":\"log.level\"}", &keep);
+	assert_string_equal(json_string_value(json_object_get(r, "value")), "info");
+	assert_string_equal(json_string_value(json_object_get(r, "max")), "debug");
+	json_decref(keep);
+	r = ok(e, "log.level", "{\"level\":\"debug\"}", &keep);
+	assert_string_equal(json_string_value(json_object_get(r, "old")), "info");
+	assert_string_equal(json_string_value(json_object_get(r, "new")), "debug");
+	json_decref(keep);
+	assert_int_equal(mlog_level(), MLOG_DEBUG);
+	assert_true(mlog_on(MLOG_DEBUG));
+	run(e, "config.set", "{\"key\":\"log.level\",\"value\":\"warning\"}");
+	assert_int_equal(mlog_level(), MLOG_WARNING);
+	assert_false(mlog_on(MLOG_INFO));
+	expect_err(e, &admin_peer, "log.level", "{\"level\":\"loud\"}", "bad_args",
+		   "log.level: expected error, warning, info or debug");
+	expect_err(e, &admin_peer, "config.set", "{\"key\":\"log.level\",\"value\":3}",
+		   "bad_args", "log.level: expected error, warning, info or debug");
+	expect_err(e, &ro_peer, "log.level", "{\"level\":\"debug\"}", "permission_denied",
+		   "read-only");
+	r = call(e, &ro_peer, "log.level", NULL);
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	assert_int_equal(mlog_level(), MLOG_WARNING);
+	/* audited with who, old and new; kept across a restart */
+	r = ok(e, "audit", NULL, &keep);
+	{
+		json_t *last = json_array_get(r, json_array_size(r) - 1);
+
+		assert_string_equal(json_string_value(json_object_get(last, "cmd")), "config.set");
+		assert_string_equal(json_string_value(json_object_get(last, "target")), "log.level");
+		assert_string_equal(json_string_value(json_object_get(last, "old")), "debug");
+		assert_string_equal(json_string_value(json_object_get(last, "new")), "warning");
+	}
+	json_decref(keep);
+	env_stop(e);
+	mlog_set_level(MLOG_INFO);
+	env_start(e);
+	assert_int_equal(mlog_level(), MLOG_WARNING);
+	/* the file sets it too; an operator's change wins until undone */
+	write_file(e->yaml, "io: kernel\nlog:\n  level: debug\n");
+	r = ok(e, "config.reload", NULL, &keep);
+	assert_int_equal(json_array_size(json_object_get(r, "changed")), 1);  /* per_client 3 -> 50 */
+	json_decref(keep);
+	assert_int_equal(mlog_level(), MLOG_WARNING);
+	run(e, "log.level", "{\"level\":\"debug\"}");
+	r = ok(e, "config.get", "{\"key\":\"log.level\"}", &keep);
+	assert_string_equal(json_string_value(json_object_get(r, "source")), "file");
+	json_decref(keep);
+	mlog_set_level(MLOG_INFO);
+}
+
+/* Without state.dir the changes go to SPOOL/state: they survive a restart
+ * by default. */
+static void test_default_state_dir(void **state)
+{
+	struct env *e = *state;
+	char spool[128], path[200];
+	struct dp_config cfg;
+	struct dp_admin adm = { 0 };
+	struct tbl_set *t = tbl_create();
+	char err[256];
+
+	snprintf(spool, sizeof(spool), "%s/spool", e->dir);
+	assert_int_equal(PARSE(&cfg, "--io=kernel", "--config", e->yaml, "--no-control",
+			       "--spool", spool), 0);
+	snprintf(path, sizeof(path), "%s/state", spool);
+	assert_string_equal(cfg.state_dir, path);
+	adm.tables = t;
+	adm.now_ms = fake_now;
+	if (dp_admin_start(&adm, &cfg, err, sizeof(err)) != 0)
+		fail_msg("dp_admin_start: %s", err);
+	{
+		const struct ctl_command *cmds;
+		char frame[] = "{\"v\":1,\"cmd\":\"config.set\",\"args\":{\"key\":"
+			       "\"limits.session_max_s\",\"value\":77}}";
+		size_t n;
+		json_t *r;
+
+		cmds = dp_admin_commands(&n);
+		r = ctl_handle_frame(cmds, n, &adm, &admin_peer, frame, strlen(frame));
+		assert_true(json_is_true(json_object_get(r, "ok")));
+		json_decref(r);
+	}
+	dp_admin_stop(&adm);
+	tbl_destroy(t);
+	dp_config_free(&cfg);
+	snprintf(path, sizeof(path), "%s/state/state.json", spool);
+	assert_int_equal(access(path, R_OK), 0);
+	/* the next start finds it */
+	t = tbl_create();
+	memset(&adm, 0, sizeof(adm));
+	adm.tables = t;
+	adm.now_ms = fake_now;
+	assert_int_equal(PARSE(&cfg, "--io=kernel", "--config", e->yaml, "--no-control",
+			       "--spool", spool), 0);
+	if (dp_admin_start(&adm, &cfg, err, sizeof(err)) != 0)
+		fail_msg("dp_admin_start: %s", err);
+	assert_int_equal(tbl_knobs(t)->session_max_s, 77);
+	dp_admin_stop(&adm);
+	tbl_destroy(t);
+	dp_config_free(&cfg);
 }
 
 static void test_load(void **state)
@@ -343,15 +501,15 @@ static void test_reload(void **state)
 		   "  max_sessions_per_client: 3\n  max_recipients: 7\ndomains:\n  a.test:\n"
 		   "blocklist:\n  - 198.18.66.0/24\n  - 198.18.67.0/24\n");
 	r = ok(e, "config.reload", NULL, &keep);
-	assert_int_equal(json_array_size(json_object_get(r, "changed")), 1);
-	assert_int_equal(json_array_size(json_object_get(r, "restart_required")), 2);
+	/* session_max_s and max_recipients (live since issue #7's knobs) */
+	assert_int_equal(json_array_size(json_object_get(r, "changed")), 2);
+	assert_int_equal(json_array_size(json_object_get(r, "restart_required")), 1);
 	assert_string_equal(json_string_value(json_array_get(
-		json_object_get(r, "restart_required"), 0)), "limits.max_recipients");
-	assert_string_equal(json_string_value(json_array_get(
-		json_object_get(r, "restart_required"), 1)), "hostname");
+		json_object_get(r, "restart_required"), 0)), "hostname");
 	assert_int_equal(json_integer_value(json_object_get(r, "domains")), 2);
 	json_decref(keep);
 	assert_int_equal(tbl_knobs(e->t)->session_max_s, 5);
+	assert_int_equal(tbl_knobs(e->t)->max_recipients, 7);
 	assert_int_equal(tbl_prefix_count(e->t, TBL_BLOCK), 2);
 	/* live.test left the file; the operator's op.test stays */
 	r = ok(e, "domain.list", NULL, &keep);
@@ -359,6 +517,38 @@ static void test_reload(void **state)
 	json_decref(keep);
 	assert_int_equal(e->ndomains, 2);
 	expect_err(e, &ro_peer, "config.reload", NULL, "permission_denied", "admin");
+}
+
+/* domain.list shows the relay route each domain has in the file. */
+static void test_domain_routes(void **state)
+{
+	struct env *e = *state;
+	json_t *keep, *r, *row;
+	size_t i;
+	int seen = 0;
+
+	write_file(e->yaml, "io: kernel\ndomains:\n  r.test: { route: { host: 198.18.72.2, "
+		   "port: 2525, tls: required } }\n  d.test: { route: { host: mx.d.test } }\n"
+		   "  n.test:\n");
+	run(e, "config.reload", NULL);
+	run(e, "domain.add", "{\"domain\":\"op.test\"}");
+	r = ok(e, "domain.list", NULL, &keep);
+	assert_int_equal(json_array_size(r), 4);
+	json_array_foreach(r, i, row) {
+		const char *d = json_string_value(json_object_get(row, "domain"));
+		json_t *route = json_object_get(row, "route");
+
+		assert_non_null(route);
+		if (strcmp(d, "r.test") == 0)
+			assert_string_equal(json_string_value(route), "198.18.72.2:2525 tls=required");
+		else if (strcmp(d, "d.test") == 0)
+			assert_string_equal(json_string_value(route), "mx.d.test:25 tls=opportunistic");
+		else
+			assert_true(json_is_null(route));
+		seen++;
+	}
+	assert_int_equal(seen, 4);
+	json_decref(keep);
 }
 
 /* Without --config there is nothing to reload. */
@@ -369,13 +559,16 @@ static void test_reload_without_file(void **state)
 	struct tbl_set *t = tbl_create();
 	const struct ctl_command *cmds;
 	char err[256], frame[] = "{\"v\":1,\"cmd\":\"config.reload\"}";
+	struct env *e = *state;
+	char spool[128];
 	json_t *r;
 	size_t n;
 
-	(void)state;
+	/* the spool directory of the test: its state goes to SPOOL/state */
+	snprintf(spool, sizeof(spool), "%s/spool2", e->dir);
 	adm.tables = t;
 	adm.now_ms = fake_now;
-	assert_int_equal(PARSE(&cfg, "--io=kernel", "--no-control"), 0);
+	assert_int_equal(PARSE(&cfg, "--io=kernel", "--no-control", "--spool", spool), 0);
 	assert_int_equal(dp_admin_start(&adm, &cfg, err, sizeof(err)), 0);
 	cmds = dp_admin_commands(&n);
 	r = ctl_handle_frame(cmds, n, &adm, &admin_peer, frame, strlen(frame));
@@ -391,10 +584,14 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_config_set, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_config_set_smtp_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_level, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_default_state_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
-		cmocka_unit_test(test_reload_without_file),
+		cmocka_unit_test_setup_teardown(test_reload_without_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_domain_routes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

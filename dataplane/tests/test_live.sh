@@ -108,7 +108,8 @@ write_yaml mx.live.test 600 2000000 "" ""
 start_edge
 [ "$(cj config.get key=limits.max_sessions_per_client | field 'r["value"], r["live"], r["source"]')" \
   = "3 True file" ] || fail "config.get: $(c config.get)"
-c config.get | grep -Eq "^limits.max_message_size +2000000 +false" || fail "config.get table: $(c config.get)"
+c config.get | grep -Eq "^limits.max_message_size +2000000 +true" || fail "config.get table: $(c config.get)"
+c config.get | grep -Eq "^limits.max_sessions +[0-9]+ +false" || fail "config.get table: $(c config.get)"
 # two words work as well as one: mxedgectl config get = config.get
 c config get key=limits.max_sessions_per_client | grep -Eq "^value +3$" || fail "config get: $(c config get key=limits.max_sessions_per_client)"
 echo "ok[$mode]: config.get shows the file's knobs, live or restart-only"
@@ -143,11 +144,69 @@ expect_err bad_args "limits.session_max_s: expected a whole number" \
   config.set key=limits.session_max_s value=soon
 expect_err bad_args 'unknown key "limits.sessions"' config.set key=limits.sessions value=1
 expect_err bad_args '"key" is required' config.set value=1
-expect_err restart_required "limits.max_message_size cannot change while running" \
-  config.set key=limits.max_message_size value=4096
+expect_err restart_required "limits.max_sessions cannot change while running" \
+  config.set key=limits.max_sessions value=4096
+expect_err bad_args "log.level: expected error, warning, info or debug" log level loud
 expect_err bad_args 'unknown key "nope"' config.get key=nope
 [ "$(cj config.get key=limits.session_max_s | field 'r["value"]')" = 600 ] || fail "bad values changed a knob"
 echo "ok[$mode]: bad values refused with bad_args naming the key and range"
+
+# --- SMTP limits and timeouts change live -----------------------------------
+# wait_ready DIR: a client of live_client.py wrote DIR/ready
+wait_ready() {
+  for _ in $(seq 300); do [ -s "$1/ready" ] && break; sleep 0.1; done
+  grep -q "^220" "$1/ready" 2>/dev/null || fail "client not greeted: $(cat "$1/ready" 2>&1)"
+}
+mkdir -p "$work/tx"
+netns_spawn client $py "$client" tx 198.18.0.1 "$work/tx" 8000
+wait_ready "$work/tx"
+grep -q "^354" "$work/tx/ready" || fail "transaction not opened: $(cat "$work/tx/ready")"
+c config.set key=limits.max_message_size value=4096 >/dev/null || fail "config.set max_message_size"
+c config.set key=limits.max_recipients value=1 >/dev/null || fail "config.set max_recipients"
+sleep 0.5 # a worker applies knobs within one loop iteration
+touch "$work/tx/go"
+for _ in $(seq 300); do [ -s "$work/tx/result" ] && break; sleep 0.1; done
+mapfile -t r <"$work/tx/result" || true
+# the open transaction finishes under the limits it started with
+case ${r[0]:-} in 250\ *) ;; *) fail "open transaction: ${r[*]:-no result}" ;; esac
+[ "${r[1]:-}" = "SIZE 4096" ] || fail "EHLO after the change: ${r[1]:-}"
+case "${r[2]:-}|${r[3]:-}|${r[4]:-}|${r[5]:-}|${r[6]:-}" in
+  250*"|"250*"|452 4.5.3"*"|354"*"|552 5.3.4"*) ;;
+  *) fail "next transaction under the new limits: ${r[*]}" ;;
+esac
+mkdir -p "$work/idle"
+netns_spawn client $py "$client" idle 198.18.0.1 "$work/idle"
+wait_ready "$work/idle"
+c config.set key=timeouts.command_s value=2 >/dev/null || fail "config.set timeouts.command_s"
+for _ in $(seq 200); do [ -s "$work/idle/idle" ] && break; sleep 0.1; done
+mapfile -t r <"$work/idle/idle" || true
+case ${r[0]:-} in 421\ 4.4.2*) ;; *) fail "idle session after command_s=2: ${r[*]:-nothing in 20 s}" ;; esac
+awk -v t="${r[1]:-0}" 'BEGIN { exit !(t >= 1.5 && t < 15) }' || fail "timed out after ${r[1]:-?} s"
+[ "$(cj config.get key=timeouts.command_s | field 'r["value"], r["live"], r["source"]')" = "2 True operator" ] \
+  || fail "config.get timeouts.command_s: $(c config.get key=timeouts.command_s)"
+# back to the file's values: the overrides go
+for kv in limits.max_message_size=2000000 limits.max_recipients=100 timeouts.command_s=300; do
+  c config.set key=${kv%%=*} value=${kv#*=} >/dev/null || fail "config.set $kv"
+done
+[ "$(cj config.get key=timeouts.command_s | field 'r["source"]')" = file ] || fail "override not dropped"
+echo "ok[$mode]: size/recipient limits apply from the next MAIL, timeouts at once; open transaction kept"
+
+# --- log level: what the diagnostic log writes ------------------------------
+[ "$(c log level)" = "level  info" ] || fail "log level: $(c log level)"
+c status >/dev/null
+grep -q "debug: control: status" "$log" && fail "a debug line at info"
+[ "$(cj log level debug | field 'r["old"], r["new"]')" = "info debug" ] || fail "log level debug"
+c status >/dev/null
+grep -q "debug: control: status from uid $(id -u)" "$log" || fail "no debug line at debug: $(tail -5 "$log")"
+c log level warning >/dev/null || fail "log level warning"
+n=$(grep -c "debug: control:" "$log")
+c status >/dev/null
+c config.set key=limits.session_max_s value=600 >/dev/null
+[ "$(grep -c "debug: control:" "$log")" = "$n" ] || fail "debug lines at warning"
+grep -q "config.set limits.session_max_s" "$log" && fail "an info line at warning"
+[ "$(cj config.get key=log.level | field 'r["value"], r["source"]')" = "warning operator" ] \
+  || fail "config.get log.level: $(c config.get key=log.level)"
+echo "ok[$mode]: log level changes what is written (debug only at debug, info not at warning)"
 
 # --- lists and domains -----------------------------------------------------
 c blocklist.add prefix=198.18.9.0/24 ttl=3600 >/dev/null || fail "blocklist.add"
@@ -194,6 +253,9 @@ echo "ok[$mode]: audit shows who, what, old and new"
 chmod 666 "$sock"
 ro() { setpriv --reuid=65534 --regid=65534 --clear-groups "$ctl" --socket "$sock" "$@"; }
 ro config.get >/dev/null || fail "read-only config.get"
+ro log level >/dev/null || fail "read-only log level"
+rc=0; out=$(ro log level debug 2>&1) || rc=$?
+[ "$rc" -eq 1 ] && echo "$out" | grep -q "(permission_denied)" || fail "read-only log level debug: rc=$rc $out"
 ro audit >/dev/null || fail "read-only audit"
 admin=$(cj help | field '" ".join(e["command"] for e in r if e["role"] == "admin")')
 [ "$(echo $admin | wc -w)" -eq 10 ] || fail "admin commands: $admin"
@@ -220,8 +282,9 @@ out=$(cj config.reload) || fail "config.reload: $out"
 echo "$out" | $py -c '
 import json, sys
 r = json.load(sys.stdin)["result"]
-assert r["changed"] == [{"key": "limits.session_max_s", "old": 600, "new": 120}], r
-assert sorted(r["restart_required"]) == ["hostname", "limits.max_message_size"], r
+assert r["changed"] == [{"key": "limits.session_max_s", "old": 600, "new": 120},
+                        {"key": "limits.max_message_size", "old": 2000000, "new": 3000000}], r
+assert r["restart_required"] == ["hostname"], r
 ' || fail "reload result: $out"
 [ "$(cj config.get key=limits.session_max_s | field 'r["value"], r["source"]')" = "120 file" ] \
   || fail "reload did not apply session_max_s"
@@ -262,6 +325,7 @@ start_edge
 [ "$(cj config.get key=limits.max_sessions_per_client | field 'r["value"], r["source"]')" = "0 operator" ] \
   || fail "operator knob not restored: $(c config.get)"
 [ "$(cj config.get key=limits.session_max_s | field 'r["value"]')" = 90 ] || fail "file knob after restart"
+[ "$(cj log level | field 'r["level"]')" = warning ] || fail "log level after restart: $(c log level)"
 bl=$(c blocklist.list)
 echo "$bl" | grep -Eq "198.18.9.0/24 +3[0-9]{3}$" || fail "TTL entry not restored with its TTL: $bl"
 echo "$bl" | grep -q "198.18.8.0/24" && fail "an expired TTL entry was restored: $bl"
@@ -284,11 +348,26 @@ if [ "$mode" = kernel ]; then
   printf '{"version": 1,\n "knobs": {"limits.session_max_s": }\n}\n' >"$state/state.json"
   rc=0; out=$(timeout 60 "$mxedge" --config "$work/edge.yaml" 2>&1) || rc=$?
   [ "$rc" -ne 0 ] && echo "$out" | grep -q "$state/state.json:2: " || fail "corrupt state: rc=$rc $out"
-  printf '{"version": 1, "knobs": {"limits.max_message_size": 5000}}\n' >"$state/state.json"
+  printf '{"version": 1, "knobs": {"limits.max_sessions": 5000}}\n' >"$state/state.json"
   rc=0; out=$(timeout 60 "$mxedge" --config "$work/edge.yaml" 2>&1) || rc=$?
-  [ "$rc" -ne 0 ] && echo "$out" | grep -q "knobs.limits.max_message_size: not a live knob" \
+  [ "$rc" -ne 0 ] && echo "$out" | grep -q "knobs.limits.max_sessions: not a live knob" \
     || fail "restart-only knob in state: rc=$rc $out"
   echo "ok[$mode]: a damaged state file stops the start with its position"
+
+  # No state.dir in the file: changes go to SPOOL/state and survive a
+  # restart all the same.
+  write_yaml mx.live.test 600 2000000 "" ""
+  sed -i '/^state:$/,+1d' "$work/edge.yaml"
+  grep -q "^state:" "$work/edge.yaml" && fail "state: still in the file"
+  start_edge
+  c config.set key=limits.session_max_s value=33 >/dev/null || fail "config.set without state.dir"
+  stop_edge
+  [ -s "$work/spool/state/state.json" ] || fail "no SPOOL/state/state.json: $(ls -R "$work/spool")"
+  start_edge
+  [ "$(cj config.get key=limits.session_max_s | field 'r["value"], r["source"]')" = "33 operator" ] \
+    || fail "default state dir: change lost at restart: $(c config.get key=limits.session_max_s)"
+  stop_edge
+  echo "ok[$mode]: without state.dir, changes survive a restart (SPOOL/state)"
 else
   stop_edge
 fi

@@ -1097,6 +1097,58 @@ static void test_timeouts(void **state)
 	t_free(t);
 }
 
+/* config.set while sessions run: an open transaction keeps the limits its
+ * MAIL was accepted under, the next MAIL and EHLO see the new ones, and a
+ * new timeout counts from the session's last command. */
+static void test_live_limits(void **state)
+{
+	struct t *t = t_ehlo();
+	struct smtp_limits l = { .max_message_size = 50, .max_rcpts = 1 };
+	char body[120];
+
+	t->now = 1000;
+	feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	assert_int_equal(smtp_server_set_limits(t->srv, &l), 0);
+	/* the transaction in progress: old limits (100000 bytes, 100 rcpts) */
+	feed(t, "RCPT TO:<e@d.example>\r\nDATA\r\n");
+	expect_out(t, "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	memset(body, 'x', sizeof(body));
+	memcpy(body + sizeof(body) - 2, "\r\n", 2);
+	feedn(t, body, sizeof(body));
+	feed(t, ".\r\n");
+	expect_out(t, "250 2.0.0 Ok: queued as Q0001\r\n");
+	/* the next transaction: new limits */
+	feed(t, "EHLO client.example\r\n");
+	assert_non_null(strstr(t_out(t), "250-SIZE 50\r\n"));
+	feed(t, "MAIL FROM:<a@b.example> SIZE=60\r\n");
+	expect_out(t, "552 5.3.4 Message size exceeds fixed limit\r\n");
+	feed(t, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+		"RCPT TO:<e@d.example>\r\nDATA\r\n");
+	expect_out(t, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+		      "452 4.5.3 Error: too many recipients\r\n"
+		      "354 End data with <CR><LF>.<CR><LF>\r\n");
+	feedn(t, body, sizeof(body));
+	feed(t, ".\r\n");
+	expect_out(t, "552 5.3.4 Message size exceeds fixed limit\r\n");
+	/* zero fields keep the running values */
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(smtp_server_set_limits(t->srv, &l), 0);
+	feed(t, "EHLO client.example\r\n");
+	assert_non_null(strstr(t_out(t), "250-SIZE 50\r\n"));
+	assert_int_equal(smtp_deadline(t->s), 1000 + 300000);
+	/* a shorter command timeout applies at once, from the last command */
+	l.cmd_timeout_ms = 2000;
+	smtp_server_set_limits(t->srv, &l);
+	assert_int_equal(smtp_deadline(t->s), 3000);
+	assert_false(smtp_timeout(t->s, 2999));
+	assert_true(smtp_timeout(t->s, 3000));
+	expect_out(t, "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+	assert_int_equal(smtp_server_set_limits(NULL, &l), -EINVAL);
+	assert_int_equal(smtp_server_set_limits(t->srv, NULL), -EINVAL);
+	t_free(t);
+}
+
 /* While the caller owes an answer, the time is the caller's: no timeout. */
 static void test_no_timeout_while_pending(void **state)
 {
@@ -1630,6 +1682,7 @@ int main(void)
 		cmocka_unit_test(test_connect_pending_and_early_talker),
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_timeouts),
+		cmocka_unit_test(test_live_limits),
 		cmocka_unit_test(test_no_timeout_while_pending),
 		cmocka_unit_test(test_line_buffer_pool),
 		cmocka_unit_test(test_bad_config),

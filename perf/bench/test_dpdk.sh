@@ -6,6 +6,7 @@
 #     error before EAL starts: not one frame reaches the server's side;
 #   - Postfix's smtp-sink: every message the generator reports accepted is
 #     in the sink's dump directory (plain and pipelined, 4 KB);
+#   - net_tap as the port (the tap's kernel side carries smtp-sink);
 #   - mxedge --io=kernel (IPv4 and IPv6) and the DPDK dataplane: the
 #     generator's accepted count equals the records in mxedge's spool;
 #   - the run is bounded: a closed target port ends at the duration cap
@@ -116,6 +117,26 @@ for name in os.listdir(sys.argv[1]):
 PY
 echo "ok: smtp-sink stored 600 messages of 4096 bytes"
 kill "$sink"; wait "$sink" 2>/dev/null || true
+
+# net_tap: the generator creates the tap in its namespace; its kernel side
+# (given an address as soon as it appears) carries smtp-sink there. ARP is
+# re-probed every second, so the address may come a moment after the port.
+tap=t$$dpb; tap=${tap:0:15}
+netns_exec gen ip addr add 198.18.9.1/24 dev lo
+netns_spawn gen smtp-sink -u nobody -d "$work/dump/t" 198.18.9.1:25 256
+for _ in $(seq 50); do
+  netns_exec gen ss -ltnH "sport = :25" | grep -q . && break; sleep 0.1
+done
+netns_exec gen timeout 120 "$bench" --port "tap:$tap" --addr 198.18.9.2/24 --target 198.18.9.1:25 \
+  --sessions 10 --count 100 --duration 60 --quiet --json "$work/tap.json" >"$work/tap.txt" 2>"$work/tap.err" &
+tpid=$!
+for _ in $(seq 100); do netns_exec gen ip link show dev "$tap" >/dev/null 2>&1 && break; sleep 0.05; done
+netns_exec gen ip addr del 198.18.9.1/24 dev lo
+netns_exec gen ip addr add 198.18.9.1/24 dev "$tap"
+netns_exec gen ip link set "$tap" up
+wait $tpid || fail "tap: mxedge-bench-dpdk exited $?: $(tail -5 "$work/tap.err")"
+sleep 0.3
+check tap 100 "$(find "$work/dump" -type f -name 't*' | wc -l)"
 
 # A closed port: RSTs are connect errors, nothing is accepted, and the run
 # ends by itself at duration + grace.

@@ -277,9 +277,12 @@ struct script {
 	int pipelined_early;       /* a command arrived before its predecessor's reply */
 	int connections;
 	int starttls_seen;
+	int dots;                  /* messages received (end of data seen) */
+	int behind_dot;            /* of them, followed at once by the next command */
 };
 
 static const char *route_tls = "none"; /* customer.test's policy in run_relay() */
+static unsigned relay_conc = 20;       /* relay.concurrency in run_relay() */
 
 static bool read_line(int fd, char *buf, size_t cap)
 {
@@ -338,8 +341,20 @@ static void *server_main(void *arg)
 				reply = sc->data;
 				if (!strncmp(reply, "354", 3)) {
 					say(fd, reply);
-					while (read_line(fd, line, sizeof(line)) && strcmp(line, ".\r\n"))
-						;
+					/* The data is recorded too, as received. */
+					while (read_line(fd, line, sizeof(line))) {
+						if (sc->glen + strlen(line) < sizeof(sc->got)) {
+							memcpy(sc->got + sc->glen, line, strlen(line));
+							sc->glen += strlen(line);
+						}
+						if (!strcmp(line, ".\r\n"))
+							break;
+					}
+					sc->dots++;
+					/* What the client sent in the same write as
+					 * the end of data (RFC 2920 §3.1). */
+					if (recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
+						sc->behind_dot++;
 					if (sc->drop_after_data)
 						break;
 					reply = sc->dot;
@@ -467,11 +482,12 @@ static char *run_relay(struct script *sc, const char *until, int want)
 	snprintf(spoolp, sizeof(spoolp), "%s/spool", tdir);
 	snprintf(yaml, sizeof(yaml),
 		 "hostname: edge.test\n"
-		 "relay: { state_dir: %s/state, log_file: %s, time_scale: 0.0001, timeout: 5s }\n"
+		 "relay: { state_dir: %s/state, log_file: %s, time_scale: 0.0001, timeout: 5s,"
+		 " concurrency: %u }\n"
 		 "domains:\n"
 		 "  customer.test: { route: { host: 127.0.0.1, port: %d, tls: %s } }\n"
 		 "  sender.test: { route: { host: 127.0.0.1, port: 1 } }\n",
-		 tdir, logp, sc->port, route_tls);
+		 tdir, logp, relay_conc, sc->port, route_tls);
 	cfg_defaults(&c);
 	assert_int_equal(cfg_load("t.yaml", yaml, strlen(yaml), &c, err, sizeof(err)), 0);
 	base = event_base_new();
@@ -578,6 +594,64 @@ static void test_client_connection_lost(void **state)
 	/* with PIPELINING: MAIL, RCPTs and DATA in one group */
 	assert_non_null(strstr(sc->got, "MAIL FROM:<alice@sender.test>\r\n"
 			       "RCPT TO:<a@customer.test>\r\nRCPT TO:<b@customer.test>\r\nDATA\r\n"));
+	free(log);
+	free(sc);
+}
+
+/* A reused connection to a PIPELINING server: the next message's MAIL,
+ * RCPT and DATA go out behind the previous end of data (one round trip
+ * per message), every message arrives intact; a connection lost with a
+ * message sent and the next one announced defers both, loses neither. */
+static void test_client_pipelined_reuse(void **state)
+{
+	struct script *sc = calloc(1, sizeof(*sc));
+	char *log, *p;
+	int n = 0;
+
+	relay_conc = 1;
+	sc->ehlo = "250-fake.test\r\n250 PIPELINING\r\n";
+	sc->mail = "250 ok\r\n";
+	sc->rcpt[0] = "250 ok\r\n";
+	sc->data = "354 go\r\n";
+	sc->dot = "250 2.0.0 ok\r\n";
+	for (int i = 0; i < 3; i++)
+		spool_one("a@customer.test");
+	log = run_relay(sc, "status=sent", 3);
+	for (p = log; (p = strstr(p, "status=sent (250 2.0.0 ok)")) != NULL; p++)
+		n++;
+	assert_int_equal(n, 3);
+	assert_int_equal(sc->connections, 1);
+	assert_int_equal(sc->dots, 3);
+	assert_int_equal(sc->behind_dot, 2);   /* messages 2 and 3 */
+	for (n = 0, p = sc->got; (p = strstr(p, "Subject: t\r\n\r\n..dot\r\nbody\r\n")); p++)
+		n++;
+	assert_int_equal(n, 3);
+	assert_non_null(strstr(sc->got, "body\r\n.\r\nMAIL FROM:<alice@sender.test>\r\n"
+			       "RCPT TO:<a@customer.test>\r\nDATA\r\n"));
+	free(log);
+	free(sc);
+
+	/* Lost after the data of message 1 (message 2 announced behind
+	 * it): both deferred, then message 3 on the next connection too. */
+	teardown_dir(state);
+	setup_dir(state);
+	sc = calloc(1, sizeof(*sc));
+	sc->ehlo = "250-fake.test\r\n250 PIPELINING\r\n";
+	sc->mail = "250 ok\r\n";
+	sc->rcpt[0] = "250 ok\r\n";
+	sc->data = "354 go\r\n";
+	sc->dot = "250 ok\r\n";
+	sc->drop_after_data = true;
+	for (int i = 0; i < 3; i++)
+		spool_one("a@customer.test");
+	log = run_relay(sc, "status=deferred (lost connection", 3);
+	for (n = 0, p = log; (p = strstr(p, "status=deferred (lost connection")); p++)
+		n++;
+	assert_true(n >= 3);
+	assert_null(strstr(log, "status=sent"));
+	assert_null(strstr(log, "removed"));
+	assert_true(sc->connections >= 2);
+	relay_conc = 20;
 	free(log);
 	free(sc);
 }
@@ -762,6 +836,7 @@ int main(void)
 		cmocka_unit_test(test_bounce),
 		cmocka_unit_test_setup_teardown(test_client_per_recipient, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_connection_lost, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_client_pipelined_reuse, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_bad_replies, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_all_rcpts_refused, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_client_tls_policy, setup_dir, teardown_dir),

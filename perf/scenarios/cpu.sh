@@ -19,7 +19,7 @@ run_cpu() {
     unit="CPU ms/message" hw_counters="$counters" \
     columns="user_ms_per_msg:user ms,sys_ms_per_msg:system ms,accepted:messages,sys_share:kernel share,loadavg:load avg,instr_per_msg:user-space instructions/msg (callgrind)" ratio_to=postfix \
     load="mxedge-bench --sessions $n --size 4096 --duration $dur, then until relayed" \
-    note="Hardware instruction counters available: $counters (perf stat -e instructions). CPU time is read from /proc for every process in the SUT namespace (clock tick $((1000 / hz)) ms). mxedge-dpdk busy-polls: its worker lcore spins whether or not frames arrive, so its CPU time is about wall time per lcore and its figure is an upper bound that falls as the offered load rises, not the work a message costs."
+    note="Hardware instruction counters available: $counters (perf stat -e instructions). CPU time is read from /proc for every process in the SUT namespace (clock tick $((1000 / hz)) ms). mxedge-dpdk polls: its worker lcore naps only after 20 us without a frame (--idle-sleep), so under load its CPU time includes the empty polls between frames: an upper bound that falls as the offered load rises, not the work a message costs."
   perf_sink_start
   for sys in $(perf_systems mxedge-dpdk mxedge-kernel postfix); do
     perf_sut_up $sc $sys accept || continue

@@ -46,9 +46,12 @@ struct relay;
  * where needed; routes are read from @c->domains, which must outlive the
  * relay) on loop @base: opens the state log, the bounce spool and the store
  * under c->relay.state_dir (created if missing), replays the state log,
- * creates the TLS client context, opens the mail log, and arms the loop's
- * timers. Returns the relay or NULL
- * with errno set and a message in @err (@errlen bytes).
+ * creates the TLS client context when a route uses TLS (else at the
+ * first STARTTLS), opens the mail log, and arms the loop's timers. The
+ * first call also tunes the process's malloc for deep queues (64 MiB heap
+ * steps, transparent huge pages, no trimming below 128 MiB: a drain's page
+ * faults). Returns the relay or NULL with errno set and a message in @err
+ * (@errlen bytes).
  */
 struct relay *relay_new(struct event_base *base, const struct cfg *c,
 			const char *spool_dir, char *err, size_t errlen);

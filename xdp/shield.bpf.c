@@ -391,7 +391,7 @@ v4_leaf(const struct shield_v4_word *w, __u64 bit, void *slots, void *leaves,
 
 		slot += popcount64(w->longer & (bit - 1));
 		sl = bpf_map_lookup_elem(slots, &slot);
-		if (sl && sl->blk == blk)
+		if (sl && sl->tag == blk + 1)
 			return &sl->leaf;
 	}
 	return bpf_map_lookup_elem(leaves, &blk);

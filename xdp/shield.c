@@ -342,7 +342,7 @@ struct shield *shield_load(const struct shield_load_opts *opts)
 		if (n[8] == 's') { /* leaf slots: a quarter of the entries */
 			uint32_t want = n[7] == 'b' ? o.block_entries : o.allow_entries;
 
-			if (want && (err = bpf_map__set_max_entries(m, want / 4 ? want / 4 : 1)))
+			if (want && (err = bpf_map__set_max_entries(m, want / 4 > 2 ? want / 4 : 2)))
 				goto fail;
 		}
 	}
@@ -972,9 +972,9 @@ static uint32_t popcount64(uint64_t x)
 }
 
 /* A leaf whose /24 already has its `longer` bit: when the word is laid
- * out in the slot array, the slot is rewritten in place (its tag stays
- * blk; the program reads each 64-bit word old or new, as it would a hash
- * element replaced under it). */
+ * out in the slot array, the slot is rewritten in place (its tag stays;
+ * a single add or delete changes bits of one entry, and the program sees
+ * each bit old or new, as it would a hash element replaced under it). */
 static int leaf_slot_update(struct shield *s, enum shield_list l, uint32_t gen,
 			    uint32_t blk, const struct shield_v4_leaf *lf, int *done)
 {
@@ -994,7 +994,7 @@ static int leaf_slot_update(struct shield *s, enum shield_list l, uint32_t gen,
 	slot = w.base + popcount64(w.longer & (bit - 1));
 	if (bpf_map_lookup_elem(s->slot[l][gen], &slot, &sv))
 		return -errno;
-	if (sv.blk != blk) { /* not laid out as the word says: use the hash */
+	if (sv.tag != blk + 1) { /* not laid out as the word says: use the hash */
 		w.base = SHIELD_SLOT_NONE;
 		return bpf_map_update_elem(s->bitmap[l][gen], &idx, &w, BPF_ANY) ? -errno : 0;
 	}
@@ -1627,7 +1627,6 @@ out:
 	return err;
 }
 
-/* Batch update from parallel key and value arrays. */
 static int map_max_entries(int fd, uint32_t *n)
 {
 	struct bpf_map_info info;
@@ -1640,24 +1639,83 @@ static int map_max_entries(int fd, uint32_t *n)
 	return 0;
 }
 
-/* Writes all n slots of an inactive generation's slot array through a
- * shared mapping (BPF_F_MMAPABLE): one memcpy instead of n element
- * copies in the kernel. The generation switch that follows is a syscall,
- * which orders these stores before it. */
-static int slots_put(int fd, const struct shield_v4_slot *v, uint32_t n)
+/* Slot i of a layout: leaf i when i < used, else an empty slot (tag 0). */
+static void slot_value(struct shield_v4_slot *v, size_t i, size_t used,
+		       const uint32_t *lkeys, const struct shield_v4_leaf *lvals)
 {
-	size_t len = (size_t)n * sizeof(*v), pg = (size_t)sysconf(_SC_PAGESIZE);
-	void *p;
+	memset(v, 0, sizeof(*v));
+	if (i < used) {
+		v->leaf = lvals[i];
+		v->tag = lkeys[i] + 1;
+	}
+}
 
-	len = (len + pg - 1) / pg * pg;
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
+/* Lays the nleaves leaves (blocks in ascending order) out in the slot
+ * array fd of an inactive generation, word by word, and sets each word's
+ * base in bitmap (SHIELD_SLOT_NONE for words without leaves and for the
+ * words that no longer fit: those keep the hash). Only the slots this load
+ * uses and those the generation's previous load used (cleared) are
+ * written, so the cost follows the set, not the array: element by element
+ * for a few, else through a shared mapping (BPF_F_MMAPABLE; mapping 18 MB
+ * costs ~50 ms here). The generation switch that follows is a syscall,
+ * which orders these stores before it. */
+static int slots_lay_out(int fd, const uint32_t *lkeys,
+			 const struct shield_v4_leaf *lvals, size_t nleaves,
+			 struct shield_v4_word *bitmap, uint32_t nwords)
+{
+	enum { FEW = 4096 };
+	size_t len, pg = (size_t)sysconf(_SC_PAGESIZE), i, j, used = 0, old, n;
+	struct shield_v4_slot *sl, last;
+	uint32_t nslots = 0, cap;
+	int err;
+
+	err = map_max_entries(fd, &nslots);
+	if (err)
+		return err;
+	if (nslots < 2)
+		return -EINVAL;
+	cap = nslots - 1; /* the last slot holds the count */
+	if (bpf_map_lookup_elem(fd, &cap, &last))
 		return -errno;
-	memcpy(p, v, (size_t)n * sizeof(*v));
-	munmap(p, len);
+	old = last.leaf.exact[0] < cap ? (size_t)last.leaf.exact[0] : cap;
+	for (i = 0; i < nwords; i++)
+		bitmap[i].base = SHIELD_SLOT_NONE;
+	for (i = 0; i < nleaves; i = j) {
+		uint32_t w = lkeys[i] >> 6;
+
+		for (j = i; j < nleaves && lkeys[j] >> 6 == w; j++)
+			;
+		if (j > cap) /* blocks are in order: the later words too */
+			break;
+		bitmap[w].base = (uint32_t)i;
+		used = j;
+	}
+	n = used > old ? used : old;
+	memset(&last, 0, sizeof(last));
+	last.leaf.exact[0] = used;
+	if (n <= FEW) {
+		for (i = 0; i < n; i++) {
+			struct shield_v4_slot v;
+			uint32_t k = (uint32_t)i;
+
+			slot_value(&v, i, used, lkeys, lvals);
+			if (bpf_map_update_elem(fd, &k, &v, BPF_ANY))
+				return -errno;
+		}
+		return bpf_map_update_elem(fd, &cap, &last, BPF_ANY) ? -errno : 0;
+	}
+	len = ((size_t)nslots * sizeof(*sl) + pg - 1) / pg * pg;
+	sl = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (sl == MAP_FAILED)
+		return -errno;
+	for (i = 0; i < n; i++)
+		slot_value(&sl[i], i, used, lkeys, lvals);
+	sl[cap] = last;
+	munmap(sl, len);
 	return 0;
 }
 
+/* Batch update from parallel key and value arrays. */
 static int batch_put_kv(int fd, const void *keys, size_t key_size,
 			const void *vals, size_t val_size, size_t n)
 {
@@ -1709,12 +1767,11 @@ int shield_bulk_commit(struct shield_bulk *b)
 	struct shield *s;
 	struct shield_v4_word *bitmap = NULL;
 	struct shield_v4_leaf *lvals = NULL;
-	struct shield_v4_slot *svals = NULL;
 	struct leaf_mark *marks = NULL;
 	struct node_mark *nmk = NULL;
 	struct shield_v6_node *nvals = NULL;
 	uint32_t *idx = NULL, *lkeys = NULL, *nkeys = NULL;
-	uint32_t gen = 0, ngen, nslots = 0;
+	uint32_t gen = 0, ngen;
 	size_t i, j, nmarks = 0, nleaves = 0, nnm = 0, nnodes = 0;
 	int err;
 
@@ -1844,37 +1901,6 @@ int shield_bulk_commit(struct shield_bulk *b)
 	err = meta_plens(&m);
 	if (err)
 		goto out;
-	/* Lay the leaves out in the slot array, word by word in block order
-	 * (struct shield_v4_word); words that no longer fit keep the hash.
-	 * Every slot is written, unused ones with no tag, so no slot of an
-	 * earlier fill can pass for a leaf of this one. */
-	err = map_max_entries(s->slot[b->l][ngen], &nslots);
-	if (err)
-		goto out;
-	svals = malloc((size_t)nslots * sizeof(*svals));
-	if (!svals) {
-		err = -ENOMEM;
-		goto out;
-	}
-	for (i = 0; i < nslots; i++) {
-		memset(&svals[i], 0, sizeof(svals[i]));
-		svals[i].blk = SHIELD_SLOT_NONE;
-	}
-	for (i = 0; i < nwords; i++)
-		bitmap[i].base = SHIELD_SLOT_NONE;
-	for (i = 0, j = 0; i < nleaves; i = j) {
-		uint32_t w = lkeys[i] >> 6, k;
-
-		for (j = i; j < nleaves && lkeys[j] >> 6 == w; j++)
-			;
-		if (j > nslots) /* blocks are in order: the later words too */
-			break;
-		bitmap[w].base = (uint32_t)i;
-		for (k = (uint32_t)i; k < j; k++) {
-			svals[k].leaf = lvals[k];
-			svals[k].blk = lkeys[k];
-		}
-	}
 
 	/* Fill the inactive generation: old contents out, new contents in. */
 	err = hash_clear(s->exact[b->l][ngen], sizeof(struct shield_addr),
@@ -1888,8 +1914,9 @@ int shield_bulk_commit(struct shield_bulk *b)
 	if (!err)
 		err = batch_put_kv(s->leaf[b->l][ngen], lkeys, sizeof(*lkeys), lvals,
 				   sizeof(*lvals), nleaves);
-	if (!err)
-		err = slots_put(s->slot[b->l][ngen], svals, nslots);
+	if (!err) /* before the words that point into it */
+		err = slots_lay_out(s->slot[b->l][ngen], lkeys, lvals, nleaves,
+				    bitmap, nwords);
 	if (!err)
 		err = hash_clear(s->node[b->l][ngen], sizeof(uint32_t),
 				 sizeof(struct shield_v6_node));
@@ -1926,7 +1953,6 @@ out:
 	free(marks);
 	free(lkeys);
 	free(lvals);
-	free(svals);
 	free(nmk);
 	free(nkeys);
 	free(nvals);

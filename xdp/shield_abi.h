@@ -152,13 +152,15 @@ struct shield_v4_word {
 
 #define SHIELD_SLOT_NONE 0xffffffffu
 
-/* A leaf in the slot array, tagged with its /24 block number: the program
- * uses a slot only when the tag matches (a word read while the loader
- * rewrites it may point anywhere; a mismatch falls back to the hash).
- * Unused slots carry SHIELD_SLOT_NONE, which is no block number. */
+/* A leaf in the slot array, tagged with its /24 block number + 1: the
+ * program uses a slot only when the tag matches (a word read while the
+ * loader rewrites it may point anywhere; a mismatch falls back to the
+ * hash). Tag 0, what a fresh array holds, is no block. The last slot of
+ * the array is never a leaf: its exact[0] holds how many slots the last
+ * bulk load of that generation used (so the next one clears only those). */
 struct shield_v4_slot {
 	struct shield_v4_leaf leaf;
-	__u32 blk;
+	__u32 tag;
 	__u32 pad;
 };
 

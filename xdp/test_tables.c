@@ -649,8 +649,8 @@ static void test_v4_leaf_slots(void **state)
 		sfd = prog_map_fd(S, name);
 		assert_true(sfd >= 0);
 		assert_int_equal(bpf_map_lookup_elem(sfd, &w.base, &sl), 0);
-		assert_int_equal(sl.blk, 0xc61240u);
-		sl.blk = 0xc61241u;
+		assert_int_equal(sl.tag, 0xc61240u + 1);
+		sl.tag = 0xc61241u + 1;
 		assert_int_equal(bpf_map_update_elem(sfd, &w.base, &sl, BPF_ANY), 0);
 		assert_int_equal(verdict(S, "198.18.64.5"), XDP_PASS);
 		close(sfd);
@@ -684,7 +684,7 @@ static void test_v4_leaf_slots_run_out(void **state)
 	char a[32];
 	int i;
 
-	assert_non_null(s); /* 64 entries: 16 slots */
+	assert_non_null(s); /* 64 entries: 16 slots, 15 for leaves */
 	b = shield_bulk_begin(s, SHIELD_LIST_BLOCK);
 	assert_non_null(b);
 	for (i = 0; i < 40; i++) { /* one /24 per word each */

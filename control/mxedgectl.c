@@ -195,6 +195,7 @@ int main(int argc, char **argv)
 			timeout_s = (int)strtol(optarg, &end, 10);
 			if (*end || timeout_s < 1 || timeout_s > 3600) {
 				fprintf(stderr, "mxedgectl: --timeout: expected 1..3600 seconds\n");
+				json_decref(args);
 				return 2;
 			}
 			break;
@@ -206,20 +207,24 @@ int main(int argc, char **argv)
 			if (!json_is_object(args)) {
 				fprintf(stderr, "mxedgectl: --args: expected a JSON object (%s)\n",
 					args ? "not an object" : je.text);
+				json_decref(args);
 				return 2;
 			}
 			break;
 		}
 		case 'h':
 			usage(stdout);
+			json_decref(args);
 			return 0;
 		default:
 			usage(stderr);
+			json_decref(args);
 			return 2;
 		}
 	}
 	if (optind >= argc) {
 		usage(stderr);
+		json_decref(args);
 		return 2;
 	}
 	cmd = argv[optind];
@@ -243,6 +248,7 @@ int main(int argc, char **argv)
 
 		if (eq == NULL || eq == argv[i]) {
 			fprintf(stderr, "mxedgectl: '%s': arguments are KEY=VALUE\n", argv[i]);
+			json_decref(args);
 			return 2;
 		}
 		*eq = '\0';

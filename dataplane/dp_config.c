@@ -454,8 +454,12 @@ int dp_config_parse(struct dp_config *cfg, int argc, char **argv)
 	/* Operators' changes survive a restart by default: the spool is the
 	 * instance's own durable directory (docs/ARCHITECTURE.md, "Where
 	 * live changes are kept"); the spool ignores names that are not its
-	 * segments. */
+	 * segments. A dataplane without SMTP addresses has no spool (only
+	 * the port and the shield): its changes stay in memory, as they do
+	 * when state.dir names nothing, rather than land in a default spool
+	 * directory other such processes would share. */
 	if (cfg->state_dir[0] == '\0' &&
+	    (cfg->io == CFG_IO_KERNEL || cfg->ip4 != 0 || cfg->ip6_prefixlen != 0) &&
 	    snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s/state",
 		     cfg->spool_dir) >= (int)sizeof(cfg->state_dir)) {
 		fprintf(stderr, "mxedge: spool directory too long for its state "

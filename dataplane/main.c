@@ -753,6 +753,9 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (!cfg.state_dir[0] && cfg.control[0])
+		printf("mxedge: no state.dir: changes made through the control socket "
+		       "last until restart\n");
 
 	if (smtp_on) {
 		struct spool_config sc = {

@@ -155,6 +155,9 @@ int kio_main(struct dp_config *cfg)
 		fprintf(stderr, "mxedge: %s\n", err);
 		goto out;
 	}
+	if (!cfg->state_dir[0] && cfg->control[0])
+		printf("mxedge: no state.dir: changes made through the control socket "
+		       "last until restart\n");
 	{
 		struct spool_config sc = {
 			.dir = cfg->spool_dir, .writers = threads,

@@ -464,25 +464,6 @@ static unsigned poll_pass(struct dp_worker *w)
 	return done;
 }
 
-/* Live SMTP limits (config.set): handed to this thread's engine when they
- * change (smtp_server_set_limits: size and recipient limits from a
- * session's next MAIL, timeouts at once); no session is dropped. */
-static void knobs_to_smtp(struct dp_worker *w, const struct tbl_knobs *kn)
-{
-	struct smtp_limits l = {
-		.max_message_size = kn->max_message_size,
-		.max_rcpts = kn->max_recipients,
-		.max_errors = kn->max_errors,
-		.cmd_timeout_ms = kn->command_timeout_s * 1000u,
-		.data_timeout_ms = kn->data_timeout_s * 1000u,
-	};
-
-	if (memcmp(&l, &w->lim, sizeof(l)) != 0) {
-		smtp_server_set_limits(w->smtp, &l);
-		w->lim = l;
-	}
-}
-
 /* Inactivity timeouts (the engine's), then the total lifetime cap: a
  * client dripping one byte just inside data_s would otherwise keep its
  * session forever. A session whose message is waiting on the spool is
@@ -780,7 +761,7 @@ int dp_worker_run(void *arg)
 
 			w->per_client = kn->max_sessions_per_client;
 			w->session_max_ms = (uint64_t)kn->session_max_s * 1000u;
-			knobs_to_smtp(w, kn);
+			etx_knobs_to_smtp(w->smtp, &w->lim, kn);
 		}
 		tbl_quiescent();
 		/* Idle pacing: spin while traffic flows (a reply's answer comes

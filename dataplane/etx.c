@@ -625,3 +625,20 @@ void etx_clients_put(struct etx_clients *c, const uint8_t key[ETX_CLIENT_KEY])
 		}
 	}
 }
+
+void etx_knobs_to_smtp(struct smtp_server *srv, struct smtp_limits *applied,
+		       const struct tbl_knobs *kn)
+{
+	struct smtp_limits l = {
+		.max_message_size = kn->max_message_size,
+		.max_rcpts = kn->max_recipients,
+		.max_errors = kn->max_errors,
+		.cmd_timeout_ms = kn->command_timeout_s * 1000u,
+		.data_timeout_ms = kn->data_timeout_s * 1000u,
+	};
+
+	if (memcmp(&l, applied, sizeof(l)) != 0) {
+		smtp_server_set_limits(srv, &l);
+		*applied = l;
+	}
+}

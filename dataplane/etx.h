@@ -186,4 +186,16 @@ int etx_clients_take(struct etx_clients *c, const uint8_t key[ETX_CLIENT_KEY],
 /* etx_clients_put - a session of @key ended (after a successful take). */
 void etx_clients_put(struct etx_clients *c, const uint8_t key[ETX_CLIENT_KEY]);
 
+struct tbl_knobs;
+
+/*
+ * etx_knobs_to_smtp - hand the live SMTP limits of @kn (config.set) to the
+ * calling thread's engine @srv when they differ from @applied, the limits
+ * last handed to it (updated here). smtp_server_set_limits applies size and
+ * recipient limits from a session's next MAIL and timeouts at once, so no
+ * session is dropped. Call only from the thread that owns @srv.
+ */
+void etx_knobs_to_smtp(struct smtp_server *srv, struct smtp_limits *applied,
+		       const struct tbl_knobs *kn);
+
 #endif /* MXEDGE_ETX_H */

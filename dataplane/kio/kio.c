@@ -544,25 +544,6 @@ static int wait_events(struct kworker *w, struct epoll_event *evs)
 	return n;
 }
 
-/* Live SMTP limits (config.set): handed to this thread's engine when they
- * change (smtp_server_set_limits: size and recipient limits from a
- * session's next MAIL, timeouts at once); no session is dropped. */
-static void knobs_to_smtp(struct kworker *w, const struct tbl_knobs *kn)
-{
-	struct smtp_limits l = {
-		.max_message_size = kn->max_message_size,
-		.max_rcpts = kn->max_recipients,
-		.max_errors = kn->max_errors,
-		.cmd_timeout_ms = kn->command_timeout_s * 1000u,
-		.data_timeout_ms = kn->data_timeout_s * 1000u,
-	};
-
-	if (memcmp(&l, &w->lim, sizeof(l)) != 0) {
-		smtp_server_set_limits(w->smtp, &l);
-		w->lim = l;
-	}
-}
-
 static void *worker_main(void *arg)
 {
 	struct kworker *w = arg;
@@ -611,7 +592,7 @@ static void *worker_main(void *arg)
 
 			w->per_client = kn->max_sessions_per_client;
 			w->session_max_ms = (uint64_t)kn->session_max_s * 1000u;
-			knobs_to_smtp(w, kn);
+			etx_knobs_to_smtp(w->smtp, &w->lim, kn);
 		}
 		tbl_quiescent();
 	}

@@ -70,40 +70,13 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
 static char state_dir[256];
 static int file_level = MLOG_INFO;
 
-/* Saves the operator's level (or removes the file when it is the file's
- * again) atomically: temporary file, fsync, rename. Returns 0 or -errno. */
+/* Saves the operator's level in control.json (shared with the relay's live
+ * routes; the key goes when it is the file's level again). Returns 0 or
+ * -errno. */
 static int level_save(int level)
 {
-	char path[300], tmp[310];
-	json_t *o;
-	int fd, rc = 0;
-	char *text = NULL;
-
-	snprintf(path, sizeof(path), "%s/control.json", state_dir);
-	if (level == file_level)
-		return unlink(path) == 0 || errno == ENOENT ? 0 : -errno;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	o = json_pack("{s:i, s:s}", "version", 1, "log.level", mlog_name(level));
-	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (text == NULL)
-		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) || fsync(fd) < 0) {
-		rc = errno ? -errno : -EIO;
-		close(fd);
-		goto fail;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0)
-		rc = -errno;
-fail:
-	free(text);
-	return rc;
+	return relay_ctljson_set(state_dir, "log.level",
+				 level == file_level ? NULL : json_string(mlog_name(level)));
 }
 
 /* The level saved by an operator, or -ENOENT; -EINVAL with @err for a file
@@ -119,6 +92,11 @@ static int level_load(char *err, size_t errlen)
 	if (access(path, F_OK) != 0)
 		return -ENOENT;
 	d = json_load_file(path, 0, &je);
+	if (d && json_object_get(d, "log.level") == NULL) {
+		/* only other live settings (routes) are kept */
+		json_decref(d);
+		return -ENOENT;
+	}
 	level = mlog_parse(json_string_value(json_object_get(d, "log.level")));
 	if (level < 0)
 		snprintf(err, errlen, "%.280s:%d: expected {\"log.level\": \"error|warning|info|"

@@ -12,6 +12,7 @@
  * destination's FIFO one after another (connection reuse) until the FIFO
  * is empty or relay.max_msgs_per_conn is reached.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -196,6 +197,7 @@ struct relay {
 	struct spool_writer *bw;
 	int statefd;
 	int auditfd;                 /* append-only audit log of admin changes */
+	json_t *routes;              /* live route delta: domain -> route or null */
 	bool state_dirty;
 	bool bwait;                  /* a message may wait for its bounce's sync */
 	char *sbuf;                  /* final-state lines not yet written */
@@ -953,6 +955,45 @@ static void job_end(struct relay *r, struct rjob *j, const char *relay, int code
 	msg_settle(r, m);
 }
 
+static const char *const tls_names[] = { "none", "opportunistic", "required" };
+
+/* The route of @domain now: an operator's live change (route.set/del,
+ * kept in control.json) wins over the file. Read at every attempt, so a
+ * change applies to the next try of queued mail while connections already
+ * open finish on the old route. Returns false when there is none. */
+static bool route_of(struct relay *r, const char *domain, struct cfg_route *out)
+{
+	const struct cfg_domain *dom;
+	char key[254];
+	json_t *v;
+	size_t i;
+
+	for (i = 0; domain[i] && i + 1 < sizeof(key); i++)
+		key[i] = (char)tolower((unsigned char)domain[i]);
+	key[i] = '\0';
+	/* a name too long to be a domain is never in the delta */
+	v = r->routes && !domain[i] ? json_object_get(r->routes, key) : NULL;
+	if (v) {
+		if (!json_is_object(v))
+			return false; /* removed by an operator */
+		const char *tls = json_string_value(json_object_get(v, "tls"));
+
+		snprintf(out->host, sizeof(out->host), "%s",
+			 json_string_value(json_object_get(v, "host")));
+		out->port = (unsigned)json_integer_value(json_object_get(v, "port"));
+		out->tls = CFG_TLS_OPPORTUNISTIC;
+		for (unsigned t = 0; tls && t < 3; t++)
+			if (strcmp(tls, tls_names[t]) == 0)
+				out->tls = (enum cfg_tls)t;
+		return true;
+	}
+	dom = cfg_domain_find(r->cfg, domain);
+	if (dom == NULL || !dom->route.host[0])
+		return false;
+	*out = dom->route;
+	return true;
+}
+
 /* Creates the jobs of @m's pending recipients, grouped by route. */
 static void msg_dispatch(struct relay *r, struct rmsg *m)
 {
@@ -967,14 +1008,13 @@ static void msg_dispatch(struct relay *r, struct rmsg *m)
 	for (i = 0; i < m->nrcpt; i++) {
 		struct rrcpt *rr = &m->rcpt[i];
 		const char *at = strrchr(rr->addr, '@');
-		const struct cfg_domain *dom;
+		struct cfg_route rt;
 		struct rdest *d;
 		struct rjob *j;
 
 		if (rr->st != R_PENDING)
 			continue;
-		dom = at ? cfg_domain_find(r->cfg, at + 1) : NULL;
-		if (dom == NULL || !dom->route.host[0]) {
+		if (!at || !route_of(r, at + 1, &rt)) {
 			/* Mail to a domain without a route cannot go anywhere
 			 * until one is configured; a bounce (from <>) that
 			 * cannot be routed is dropped, never re-bounced. */
@@ -984,7 +1024,7 @@ static void msg_dispatch(struct relay *r, struct rmsg *m)
 				    "no relay route for the recipient's domain", NULL, 0, 0, now);
 			continue;
 		}
-		d = dest_get(r, &dom->route);
+		d = dest_get(r, &rt);
 		if (d == NULL)
 			continue; /* out of memory: stays pending, retried */
 		j = NULL;
@@ -2391,8 +2431,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
  * uid/pid from SO_PEERCRED), what, old and new value; synced at once
  * (changes are rare, and an audit trail that loses the last entry on a
  * crash is no audit trail). One JSON object per line. */
-static void audit(struct relay *r, const struct ctl_peer *peer, const char *cmd,
-		  const char *qid, const char *old, const char *new)
+static void audit_kv(struct relay *r, const struct ctl_peer *peer, const char *cmd,
+		     const char *key, const char *val, const char *old, const char *new)
 {
 	char ts[40];
 	struct timespec now;
@@ -2405,7 +2445,7 @@ static void audit(struct relay *r, const struct ctl_peer *peer, const char *cmd,
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	o = json_pack("{s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "time", ts, "uid",
 		      peer ? (int)peer->uid : -1, "pid", peer ? (int)peer->pid : -1, "cmd", cmd,
-		      "qid", qid, "old", old, "new", new);
+		      key, val, "old", old, "new", new);
 	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	if (line) {
 		size_t n = strlen(line);
@@ -2416,6 +2456,12 @@ static void audit(struct relay *r, const struct ctl_peer *peer, const char *cmd,
 	}
 	free(line);
 	json_decref(o);
+}
+
+static void audit(struct relay *r, const struct ctl_peer *peer, const char *cmd,
+		  const char *qid, const char *old, const char *new)
+{
+	audit_kv(r, peer, cmd, "qid", qid, old, new);
 }
 
 static int h_audit(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
@@ -2630,6 +2676,325 @@ static int h_status(void *ctx, const struct ctl_peer *peer, json_t *args, json_t
 	return 0;
 }
 
+/* ---- live routes (route.set, route.del, route.list) ----------------------- */
+
+/* Live routes are a delta for quick changes, rewritten whole at each one;
+ * bulk routing belongs in the file. The bound keeps a request loop from
+ * growing the daemon and control.json without limit. */
+#define ROUTES_MAX 10000
+
+int relay_ctljson_set(const char *state_dir, const char *key, json_t *value)
+{
+	char path[300], tmp[310];
+	json_error_t je;
+	json_t *d = NULL;
+	char *text = NULL;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/control.json", state_dir);
+	if (access(path, F_OK) == 0) {
+		d = json_load_file(path, 0, &je);
+		if (!json_is_object(d)) {
+			rc = -EINVAL;
+			goto fail;
+		}
+	} else {
+		d = json_object();
+	}
+	if (d == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (value)
+		json_object_set(d, key, value);
+	else
+		json_object_del(d, key);
+	json_object_del(d, "version");
+	if (json_object_size(d) == 0) {
+		/* nothing differs from the file: no file at all */
+		if (unlink(path) < 0 && errno != ENOENT)
+			rc = -errno;
+		goto fail;
+	}
+	json_object_set_new(d, "version", json_integer(1));
+	text = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
+	if (text == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* Atomically: temporary file, fsync, rename. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) || fsync(fd) < 0) {
+		rc = errno ? -errno : -EIO;
+		close(fd);
+		goto fail;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0)
+		rc = -errno;
+fail:
+	free(text);
+	json_decref(d);
+	json_decref(value);
+	return rc;
+}
+
+/* A domain name as RFC 1035 letters, digits, hyphens and dots (lowercased
+ * into @out, 254 bytes); false for anything else. */
+static bool route_domain(const char *s, char *out)
+{
+	size_t i;
+
+	if (s == NULL || !*s || *s == '.' || *s == '-' || strlen(s) > 253)
+		return false;
+	for (i = 0; s[i]; i++) {
+		if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '-')
+			return false;
+		out[i] = (char)tolower((unsigned char)s[i]);
+	}
+	out[i] = '\0';
+	return true;
+}
+
+/* Validates one route object {host, port, tls} (as route.set takes it and
+ * control.json keeps it) into a fresh normalised object, or NULL with a
+ * message in @why. */
+static json_t *route_check(json_t *host, json_t *port, json_t *tls, const char **why)
+{
+	const char *h = json_string_value(host), *t = tls ? json_string_value(tls) : "opportunistic";
+	json_int_t p = port ? (json_is_integer(port) ? json_integer_value(port) : -1) : 25;
+	unsigned k;
+
+	if (host == NULL) {
+		*why = "host is missing (host=NAME or IP address)";
+		return NULL;
+	}
+	/* the same rule as route.host in the file (cfg.c) */
+	if (h == NULL || !*h || strlen(h) > 253 || strpbrk(h, " \t\r\n[]/\"\\")) {
+		*why = "host: expected a host name or IP address";
+		return NULL;
+	}
+	if (p < 1 || p > 65535) {
+		*why = "port: expected 1..65535";
+		return NULL;
+	}
+	for (k = 0; t && k < 3; k++)
+		if (strcmp(t, tls_names[k]) == 0)
+			break;
+	if (t == NULL || k == 3) {
+		*why = "tls: expected none, opportunistic or required";
+		return NULL;
+	}
+	return json_pack("{s:s, s:I, s:s}", "host", h, "port", p, "tls", tls_names[k]);
+}
+
+/* "host:port tls=POLICY" of @domain's current route, or "none". */
+static void route_text(struct relay *r, const char *domain, char *out, size_t len)
+{
+	struct cfg_route rt;
+
+	if (route_of(r, domain, &rt))
+		snprintf(out, len, "%s:%u tls=%s", rt.host, rt.port, tls_names[rt.tls % 3]);
+	else
+		snprintf(out, len, "none");
+}
+
+/* Reads the live routes kept in state_dir/control.json (absent: none).
+ * Returns 0, or -EINVAL with @err naming the file and the bad entry. */
+static int routes_load(struct relay *r, char *err, size_t errlen)
+{
+	char path[300];
+	json_error_t je;
+	json_t *d, *v, *jr;
+	const char *dom, *why = "expected an object";
+	char key[254];
+	int rc = 0;
+
+	r->routes = json_object();
+	if (r->routes == NULL)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s/control.json", r->rc.state_dir);
+	if (access(path, F_OK) != 0)
+		return 0;
+	d = json_load_file(path, 0, &je);
+	if (!json_is_object(d)) {
+		snprintf(err, errlen, "%.280s:%d: %.150s", path, je.line,
+			 d ? "expected a JSON object" : je.text);
+		rc = -EINVAL;
+		goto fail;
+	}
+	jr = json_object_get(d, "routes");
+	if (jr && !json_is_object(jr)) {
+		snprintf(err, errlen, "%.280s: \"routes\": expected an object", path);
+		rc = -EINVAL;
+		goto fail;
+	}
+	json_object_foreach(jr, dom, v) {
+		json_t *e = NULL;
+
+		if (!route_domain(dom, key))
+			why = "not a domain name";
+		else if (json_is_null(v))
+			e = json_null();
+		else if (json_is_object(v))
+			e = route_check(json_object_get(v, "host"), json_object_get(v, "port"),
+					json_object_get(v, "tls"), &why);
+		if (e == NULL) {
+			snprintf(err, errlen, "%.280s: route of \"%.100s\": %s", path, dom, why);
+			rc = -EINVAL;
+			goto fail;
+		}
+		json_object_set_new(r->routes, key, e);
+	}
+fail:
+	json_decref(d);
+	return rc;
+}
+
+/* Applies @next (the whole delta) after it is durable in control.json:
+ * a change that cannot be kept is not made. */
+static int routes_commit(struct relay *r, json_t *next, const char **code, char **msg)
+{
+	int rc = relay_ctljson_set(r->rc.state_dir, "routes",
+				   json_object_size(next) ? json_incref(next) : NULL);
+
+	if (rc < 0) {
+		json_decref(next);
+		*code = "not_persisted";
+		if (asprintf(msg, "%s/control.json: %s; nothing was changed", r->rc.state_dir,
+			     strerror(-rc)) < 0)
+			*msg = NULL;
+		return -1;
+	}
+	json_decref(r->routes);
+	r->routes = next;
+	return 0;
+}
+
+static int bad_args(const char **code, char **msg, const char *cmd, const char *why)
+{
+	*code = "bad_args";
+	if (asprintf(msg, "%s: %s", cmd, why) < 0)
+		*msg = NULL;
+	return -1;
+}
+
+/* "route.set domain=D host=H [port=25] [tls=opportunistic]" (admin). */
+static int h_route_set(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		       const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	char dom[254], old[300], now[300];
+	const char *why = NULL;
+	json_t *e, *next;
+
+	if (!route_domain(json_string_value(json_object_get(args, "domain")), dom))
+		return bad_args(code, msg, "route.set", "domain: expected a domain name (domain=NAME)");
+	e = route_check(json_object_get(args, "host"), json_object_get(args, "port"),
+			json_object_get(args, "tls"), &why);
+	if (e == NULL)
+		return bad_args(code, msg, "route.set", why);
+	if (json_object_size(r->routes) >= ROUTES_MAX && !json_object_get(r->routes, dom)) {
+		json_decref(e);
+		*code = "limit";
+		if (asprintf(msg, "route.set: at most %d live routes; put them in the "
+			     "configuration file", ROUTES_MAX) < 0)
+			*msg = NULL;
+		return -1;
+	}
+	route_text(r, dom, old, sizeof(old));
+	next = json_deep_copy(r->routes);
+	if (next == NULL || json_object_set_new(next, dom, e) < 0) {
+		json_decref(next);
+		*code = "internal";
+		*msg = strdup("out of memory");
+		return -1;
+	}
+	if (routes_commit(r, next, code, msg) < 0)
+		return -1;
+	route_text(r, dom, now, sizeof(now));
+	audit_kv(r, peer, "route.set", "domain", dom, old, now);
+	*res = json_pack("{s:s, s:s, s:s}", "domain", dom, "old", old, "new", now);
+	return 0;
+}
+
+/* "route.del domain=D" (admin): the domain has no route from now on (its
+ * mail is deferred, 4.4.4), even when the file gives it one. */
+static int h_route_del(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+		       const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	const struct cfg_domain *fd;
+	struct cfg_route rt;
+	char dom[254], old[300];
+	json_t *next;
+
+	if (!route_domain(json_string_value(json_object_get(args, "domain")), dom))
+		return bad_args(code, msg, "route.del", "domain: expected a domain name (domain=NAME)");
+	if (!route_of(r, dom, &rt)) {
+		*code = "not_found";
+		if (asprintf(msg, "route.del: %s has no route", dom) < 0)
+			*msg = NULL;
+		return -1;
+	}
+	route_text(r, dom, old, sizeof(old));
+	fd = cfg_domain_find(r->cfg, dom);
+	next = json_deep_copy(r->routes);
+	if (next == NULL) {
+		*code = "internal";
+		*msg = strdup("out of memory");
+		return -1;
+	}
+	/* A file route is masked (null); a live-only one simply goes. */
+	if (fd && fd->route.host[0])
+		json_object_set_new(next, dom, json_null());
+	else
+		json_object_del(next, dom);
+	if (routes_commit(r, next, code, msg) < 0)
+		return -1;
+	audit_kv(r, peer, "route.del", "domain", dom, old, "none");
+	*res = json_pack("{s:s, s:s, s:s}", "domain", dom, "old", old, "new", "none");
+	return 0;
+}
+
+static void route_row(json_t *a, const char *dom, const struct cfg_route *rt, const char *src)
+{
+	json_array_append_new(a, json_pack("{s:s, s:s, s:i, s:s, s:s}", "domain", dom,
+					   "host", rt->host, "port", (int)rt->port,
+					   "tls", tls_names[rt->tls % 3], "source", src));
+}
+
+/* "route.list": every domain's route now; source "file" or "live". */
+static int h_route_list(void *ctx, const struct ctl_peer *peer, json_t *args, json_t **res,
+			const char **code, char **msg)
+{
+	struct relay *r = ctx;
+	struct cfg_route rt;
+	const char *dom;
+	json_t *a = json_array(), *v;
+
+	(void)peer, (void)args, (void)code, (void)msg;
+	for (size_t i = 0; a && i < r->cfg->ndomains; i++) {
+		const struct cfg_domain *d = &r->cfg->domains[i];
+		char key[254];
+
+		if (!route_domain(d->name, key) || json_object_get(r->routes, key))
+			continue;
+		if (d->route.host[0])
+			route_row(a, d->name, &d->route, "file");
+	}
+	json_object_foreach(r->routes, dom, v)
+		if (a && json_is_object(v) && route_of(r, dom, &rt))
+			route_row(a, dom, &rt, "live");
+	*res = a;
+	return 0;
+}
+
 static const struct ctl_command relay_cmds[] = {
 	{ "status", false, h_status, "relay queue summary and counters" },
 	{ "queue.list", false, h_list, "messages in the relay queue" },
@@ -2639,6 +3004,10 @@ static const struct ctl_command relay_cmds[] = {
 	{ "audit", false, h_audit, "changes made through this socket, newest last: [limit=N]" },
 	{ "queue.hold", true, h_hold, "never try a message until released: qid=QUEUEID" },
 	{ "queue.release", true, h_release, "release a held message (tried now): qid=QUEUEID" },
+	{ "route.list", false, h_route_list, "every domain's relay route (source: file or live)" },
+	{ "route.set", true, h_route_set,
+	  "set a domain's route live: domain=D host=H [port=25] [tls=none|opportunistic|required]" },
+	{ "route.del", true, h_route_del, "remove a domain's route live: domain=D" },
 };
 
 const struct ctl_command *relay_commands(size_t *n)
@@ -2814,6 +3183,10 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 		snprintf(err, errlen, "%s: %s", path, strerror(e));
 		goto fail;
 	}
+	if (routes_load(r, err, errlen) < 0) {
+		e = EINVAL;
+		goto fail;
+	}
 	if ((e = -state_load(r)) != 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(e));
 		goto fail;
@@ -2940,6 +3313,7 @@ void relay_free(struct relay *r)
 	}
 	if (r->auditfd >= 0)
 		close(r->auditfd);
+	json_decref(r->routes);
 	free(r->sbuf);
 	for (unsigned s = 0; s < NSRC; s++)
 		spool_reader_close(r->rd[s]);

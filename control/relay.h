@@ -44,7 +44,8 @@ struct relay;
 /*
  * relay_new - start relaying from @spool_dir with configuration @c (copied
  * where needed; routes are read from @c->domains, which must outlive the
- * relay) on loop @base: opens the state log, the bounce spool and the store
+ * relay, under the live changes of relay.state_dir/control.json) on loop
+ * @base: opens the state log, the bounce spool and the store
  * under c->relay.state_dir (created if missing), replays the state log,
  * creates the TLS client context when a route uses TLS (else at the
  * first STARTTLS), opens the mail log, and arms the loop's timers. The
@@ -61,8 +62,23 @@ struct relay *relay_new(struct event_base *base, const struct cfg *c,
 void relay_free(struct relay *r);
 
 /* relay_commands - the control-socket commands of the relay (queue.list,
- * queue.show, queue.flush, queue.delete, status); ctx is the relay. */
+ * queue.show, queue.flush, queue.delete, queue.hold, queue.release, status,
+ * audit, route.list, route.set, route.del); ctx is the relay. A route set or
+ * removed live is kept in relay.state_dir/control.json ("routes": domain ->
+ * {host, port, tls}, or null for a file route removed), read back by
+ * relay_new(), and used from the next delivery attempt on. */
 const struct ctl_command *relay_commands(size_t *n);
+
+/*
+ * relay_ctljson_set - set @key of @state_dir/control.json, the settings an
+ * operator changed live (they win over the file at the next start), to
+ * @value (reference stolen), or remove it when @value is NULL; the file is
+ * removed when nothing is left in it. Written atomically (temporary file,
+ * fsync, rename). The relay keeps "routes" there (route.set/route.del),
+ * mxedge-control "log.level". Returns 0, -EINVAL for an existing file that
+ * is not a JSON object (left as it is), or another -errno.
+ */
+int relay_ctljson_set(const char *state_dir, const char *key, json_t *value);
 
 /* --- pure helpers, exposed for unit tests -------------------------------- */
 

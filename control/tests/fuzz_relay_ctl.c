@@ -1,5 +1,5 @@
 /* libFuzzer harness: fuzzed requests through mxedge-control's command
- * dispatch (relay.c's queue.*, audit) in-process, no socket, on a relay
+ * dispatch (relay.c's queue.*, audit, route.*) in-process, no socket, on a relay
  * with one queued message (so show/hold/release/delete/flush find
  * something: "@QID@" in an input becomes its queue id; its route is a
  * closed loopback port, so attempts are deferred). Every input must get a
